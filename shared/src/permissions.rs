@@ -1,0 +1,118 @@
+//! The IAM actions each Lambda function may call — the single list `template.yaml` is checked
+//! against (`tests/tests/template.rs` asserts that the actions granted to each function in the
+//! template are exactly these, no more, no fewer).
+//!
+//! **Adapters must add an action here when they call a new AWS API** (and the template's
+//! policy for that function at the same time); otherwise the call fails in AWS with
+//! `AccessDenied` while every local test against the emulator still passes.
+//!
+//! [`ASYNC_FAILURE_DESTINATION`] and [`ENCRYPTED_TOPIC`] are not called by patchpilot's code
+//! but by AWS on the function's behalf, with the function's role: Lambda sends failed async
+//! events to the SQS `OnFailure` destination, and SNS encrypts a published message with the
+//! topic's KMS key.
+
+/// auto-tagger: EC2 launch / tag-change / on-prem registration events -> Patch Group tag.
+pub const AUTO_TAGGER: &[&str] = &[
+    "ec2:DescribeInstances",
+    "ec2:CreateTags",
+    "ssm:GetParameter",
+    "ssm:DescribeInstanceInformation",
+    "ssm:ListTagsForResource",
+    "ssm:AddTagsToResource",
+];
+
+/// baseline-sync: schedule / policy change / manual invoke -> baselines, groups, windows,
+/// targets, tasks, and the fleet's Patch Group tags.
+pub const BASELINE_SYNC: &[&str] = &[
+    "ssm:GetParameter",
+    "ssm:DescribePatchBaselines",
+    "ssm:GetPatchBaseline",
+    "ssm:CreatePatchBaseline",
+    "ssm:UpdatePatchBaseline",
+    "ssm:DeletePatchBaseline",
+    "ssm:DescribePatchGroups",
+    "ssm:RegisterPatchBaselineForPatchGroup",
+    "ssm:DeregisterPatchBaselineForPatchGroup",
+    "ssm:ListTagsForResource",
+    "ssm:AddTagsToResource",
+    "ssm:DescribeMaintenanceWindows",
+    "ssm:CreateMaintenanceWindow",
+    "ssm:UpdateMaintenanceWindow",
+    "ssm:DeleteMaintenanceWindow",
+    "ssm:DescribeMaintenanceWindowTargets",
+    "ssm:RegisterTargetWithMaintenanceWindow",
+    "ssm:UpdateMaintenanceWindowTarget",
+    "ssm:DeregisterTargetFromMaintenanceWindow",
+    "ssm:DescribeMaintenanceWindowTasks",
+    "ssm:RegisterTaskWithMaintenanceWindow",
+    "ssm:UpdateMaintenanceWindowTask",
+    "ssm:DeregisterTaskFromMaintenanceWindow",
+    "ssm:DescribeInstanceInformation",
+    "ec2:DescribeInstances",
+    "ec2:CreateTags",
+    // Only on the maintenance-window service role, only towards ssm.amazonaws.com
+    // (RegisterTaskWithMaintenanceWindow / UpdateMaintenanceWindowTask pass `ServiceRoleArn`).
+    "iam:PassRole",
+];
+
+/// run-notifier: Run Command / maintenance-window events -> one report to SNS.
+pub const RUN_NOTIFIER: &[&str] = &[
+    "ssm:GetParameter",
+    "ssm:GetMaintenanceWindow",
+    "ssm:ListTagsForResource",
+    "ssm:GetMaintenanceWindowExecution",
+    "ssm:DescribeMaintenanceWindowExecutionTasks",
+    "ssm:DescribeMaintenanceWindowExecutionTaskInvocations",
+    "ssm:DescribeMaintenanceWindowTargets",
+    "ssm:ListCommands",
+    "ssm:ListCommandInvocations",
+    "ssm:DescribeInstancePatchStates",
+    "ssm:DescribeInstanceInformation",
+    "ec2:DescribeInstances",
+    "sns:Publish",
+    "dynamodb:PutItem",
+];
+
+/// Every function: Lambda delivers an async event that failed all retries to the
+/// `EventInvokeConfig` `OnFailure` SQS queue using the function's own role.
+pub const ASYNC_FAILURE_DESTINATION: &[&str] = &["sqs:SendMessage"];
+
+/// run-notifier: `sns:Publish` to a topic encrypted with a customer managed KMS key needs
+/// these on the key (a CMK, because CloudWatch alarms cannot publish to a topic encrypted
+/// with the AWS managed `alias/aws/sns` key).
+pub const ENCRYPTED_TOPIC: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn lists_have_no_duplicates_and_no_wildcards() {
+        for list in [
+            AUTO_TAGGER,
+            BASELINE_SYNC,
+            RUN_NOTIFIER,
+            ASYNC_FAILURE_DESTINATION,
+            ENCRYPTED_TOPIC,
+        ] {
+            let unique: BTreeSet<_> = list.iter().collect();
+            assert_eq!(unique.len(), list.len(), "duplicate action in {list:?}");
+            for action in list {
+                assert!(!action.contains('*'), "wildcard action {action}");
+                assert!(
+                    action.split_once(':').is_some_and(|(svc, name)| !svc.is_empty()
+                        && name.chars().next().is_some_and(|c| c.is_ascii_uppercase())),
+                    "`{action}` is not of the form service:Action"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_baseline_sync_passes_a_role() {
+        assert!(BASELINE_SYNC.contains(&"iam:PassRole"));
+        assert!(!AUTO_TAGGER.iter().any(|a| a.starts_with("iam:")));
+        assert!(!RUN_NOTIFIER.iter().any(|a| a.starts_with("iam:")));
+    }
+}
