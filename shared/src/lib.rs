@@ -1,1 +1,3 @@
+pub mod eventpattern;
+pub mod permissions;
 pub mod placeholder {}
