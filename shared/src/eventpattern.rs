@@ -70,7 +70,9 @@ fn match_object(
         };
         let field = event.and_then(|e| e.as_object()).and_then(|o| o.get(key));
         let ok = match sub {
-            Value::Object(nested) => match_object(nested, field.filter(|f| f.is_object()), &sub_path)?,
+            Value::Object(nested) => {
+                match_object(nested, field.filter(|f| f.is_object()), &sub_path)?
+            }
             Value::Array(conditions) => match_leaf(conditions, field, &sub_path)?,
             other => {
                 return Err(PatternError::LeafNotArray {
@@ -229,8 +231,10 @@ mod tests {
     use serde_json::json;
 
     fn ec2_pending() -> Value {
-        serde_json::from_str(include_str!("../../events/auto-tagger/ec2-state-pending.json"))
-            .expect("events/auto-tagger/ec2-state-pending.json is JSON")
+        serde_json::from_str(include_str!(
+            "../../events/auto-tagger/ec2-state-pending.json"
+        ))
+        .expect("events/auto-tagger/ec2-state-pending.json is JSON")
     }
 
     fn tag_change() -> Value {
@@ -289,14 +293,23 @@ mod tests {
     #[test]
     fn prefix_matches_string_starts() {
         let event = ec2_pending();
-        assert!(m(json!({"detail": {"instance-id": [{"prefix": "i-"}]}}), &event));
-        assert!(!m(json!({"detail": {"instance-id": [{"prefix": "mi-"}]}}), &event));
+        assert!(m(
+            json!({"detail": {"instance-id": [{"prefix": "i-"}]}}),
+            &event
+        ));
+        assert!(!m(
+            json!({"detail": {"instance-id": [{"prefix": "mi-"}]}}),
+            &event
+        ));
     }
 
     #[test]
     fn anything_but_needs_the_field_with_another_value() {
         let event = ec2_pending();
-        assert!(m(json!({"detail": {"state": [{"anything-but": "running"}]}}), &event));
+        assert!(m(
+            json!({"detail": {"state": [{"anything-but": "running"}]}}),
+            &event
+        ));
         assert!(!m(
             json!({"detail": {"state": [{"anything-but": ["pending", "running"]}]}}),
             &event
@@ -305,7 +318,10 @@ mod tests {
             json!({"detail": {"state": [{"anything-but": {"prefix": "stop"}}]}}),
             &event
         ));
-        assert!(!m(json!({"detail": {"missing": [{"anything-but": "x"}]}}), &event));
+        assert!(!m(
+            json!({"detail": {"missing": [{"anything-but": "x"}]}}),
+            &event
+        ));
     }
 
     #[test]
@@ -315,7 +331,8 @@ mod tests {
             json!({"detail": {"changed-tag-keys": [{"anything-but": ["Patch Group", "patchpilot:managed"]}]}}),
             &event
         ));
-        let own_write = json!({"detail": {"changed-tag-keys": ["Patch Group", "patchpilot:managed"]}});
+        let own_write =
+            json!({"detail": {"changed-tag-keys": ["Patch Group", "patchpilot:managed"]}});
         assert!(!m(
             json!({"detail": {"changed-tag-keys": [{"anything-but": ["Patch Group", "patchpilot:managed"]}]}}),
             &own_write
@@ -326,8 +343,14 @@ mod tests {
     fn exists_tests_leaf_presence() {
         let event = ec2_pending();
         assert!(m(json!({"detail": {"state": [{"exists": true}]}}), &event));
-        assert!(m(json!({"detail": {"end-time": [{"exists": false}]}}), &event));
-        assert!(!m(json!({"detail": {"state": [{"exists": false}]}}), &event));
+        assert!(m(
+            json!({"detail": {"end-time": [{"exists": false}]}}),
+            &event
+        ));
+        assert!(!m(
+            json!({"detail": {"state": [{"exists": false}]}}),
+            &event
+        ));
         // `exists` is for leaves: an object field does not count as an existing value.
         assert!(!m(json!({"detail": [{"exists": true}]}), &event));
     }
@@ -376,10 +399,16 @@ mod tests {
         );
         assert!(matches!(
             matches(&json!({"detail": {"state": [{"prefix": 1}]}}), &event),
-            Err(PatternError::InvalidOperand { operator: "prefix", .. })
+            Err(PatternError::InvalidOperand {
+                operator: "prefix",
+                ..
+            })
         ));
         assert!(matches!(
-            matches(&json!({"detail": {"state": [{"prefix": "p", "exists": true}]}}), &event),
+            matches(
+                &json!({"detail": {"state": [{"prefix": "p", "exists": true}]}}),
+                &event
+            ),
             Err(PatternError::InvalidOperand { .. })
         ));
     }
@@ -388,7 +417,10 @@ mod tests {
     fn unsupported_operators_are_rejected_not_guessed() {
         let event = ec2_pending();
         assert_eq!(
-            matches(&json!({"detail": {"state": [{"wildcard": "pend*"}]}}), &event),
+            matches(
+                &json!({"detail": {"state": [{"wildcard": "pend*"}]}}),
+                &event
+            ),
             Err(PatternError::UnsupportedOperator {
                 path: "detail.state".into(),
                 operator: "wildcard".into()

@@ -101,8 +101,10 @@ mod tests {
             for action in list {
                 assert!(!action.contains('*'), "wildcard action {action}");
                 assert!(
-                    action.split_once(':').is_some_and(|(svc, name)| !svc.is_empty()
-                        && name.chars().next().is_some_and(|c| c.is_ascii_uppercase())),
+                    action
+                        .split_once(':')
+                        .is_some_and(|(svc, name)| !svc.is_empty()
+                            && name.chars().next().is_some_and(|c| c.is_ascii_uppercase())),
                     "`{action}` is not of the form service:Action"
                 );
             }
