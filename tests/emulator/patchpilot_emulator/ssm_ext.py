@@ -1,0 +1,1677 @@
+"""SSM additions and fixes on top of moto 5.2.5.
+
+Every operation here is written to the "AWS Systems Manager API Reference" page of the same
+name (request/response members, error codes, limits); see tests/emulator/README.md.  The
+response methods are installed on ``moto.ssm.responses.SimpleSystemManagerResponse`` (one
+method per action, snake_case) and read their input with ``self._get_param``; state lives on
+``moto.ssm.models.SimpleSystemManagerBackend`` so that ``POST /moto-api/reset`` clears it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable
+from zoneinfo import ZoneInfo, available_timezones
+
+import botocore.session
+from moto.core.exceptions import ServiceException
+from moto.core.responses import ActionResult, EmptyResult
+from moto.core.utils import utcnow
+from moto.ec2.models import ec2_backends
+from moto.ssm.models import (
+    Command,
+    FakeMaintenanceWindow,
+    FakeMaintenanceWindowTarget,
+    FakeMaintenanceWindowTask,
+    FakePatchBaseline,
+    FakePatchGroup,
+    SimpleSystemManagerBackend,
+    ssm_backends,
+)
+from moto.ssm.responses import SimpleSystemManagerResponse
+
+from .validation import schedule_error, validate_against_model
+
+_SSM_MODEL = botocore.session.get_session().get_service_model("ssm")
+AGENT_VERSION = "3.3.40.0"
+
+# Service quotas ("AWS Systems Manager endpoints and quotas").
+MAX_BASELINES = 50
+MAX_WINDOWS = 50
+MAX_GROUPS_PER_BASELINE = 25
+MAX_TARGETS_PER_WINDOW = 100
+MAX_TASKS_PER_WINDOW = 20
+
+DEFAULT_BASELINE_NAMES = {
+    "WINDOWS": "AWS-DefaultPatchBaseline",
+    "AMAZON_LINUX": "AWS-AmazonLinuxDefaultPatchBaseline",
+    "AMAZON_LINUX_2": "AWS-AmazonLinux2DefaultPatchBaseline",
+    "AMAZON_LINUX_2022": "AWS-AmazonLinux2022DefaultPatchBaseline",
+    "AMAZON_LINUX_2023": "AWS-AmazonLinux2023DefaultPatchBaseline",
+    "UBUNTU": "AWS-UbuntuDefaultPatchBaseline",
+    "REDHAT_ENTERPRISE_LINUX": "AWS-RedHatDefaultPatchBaseline",
+    "SUSE": "AWS-SuseDefaultPatchBaseline",
+    "CENTOS": "AWS-CentOSDefaultPatchBaseline",
+    "ORACLE_LINUX": "AWS-OracleLinuxDefaultPatchBaseline",
+    "DEBIAN": "AWS-DebianDefaultPatchBaseline",
+    "MACOS": "AWS-MacOSDefaultPatchBaseline",
+    "RASPBIAN": "AWS-RaspbianDefaultPatchBaseline",
+    "ROCKY_LINUX": "AWS-RockyLinuxDefaultPatchBaseline",
+    "ALMA_LINUX": "AWS-AlmaLinuxDefaultPatchBaseline",
+}
+NO_APPROVE_AFTER_DAYS = ("UBUNTU", "DEBIAN")
+
+
+class SSMError(ServiceException):
+    """An SSM error in the awsJson1.1 wire format (``__type`` + ``message``)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(code, message)
+
+
+def validation(message: str) -> SSMError:
+    return SSMError("ValidationException", message)
+
+
+def does_not_exist(message: str) -> SSMError:
+    return SSMError("DoesNotExistException", message)
+
+
+# --------------------------------------------------------------------------------------------
+# state added to the backend (cleared by BaseBackend.reset, which rebuilds __dict__)
+# --------------------------------------------------------------------------------------------
+
+
+class PatchpilotState:
+    def __init__(self) -> None:
+        # (patch group, operating system) -> baseline id, in registration order
+        self.patch_groups: dict[tuple[str, str], str] = {}
+        self.managed_instances: dict[str, dict[str, Any]] = {}
+        self.patch_states: dict[str, dict[str, Any]] = {}
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.ping_status: dict[str, str] = {}
+        self.counter = 0
+
+
+def state(backend: SimpleSystemManagerBackend) -> PatchpilotState:
+    existing = backend.__dict__.get("_patchpilot")
+    if existing is None:
+        existing = backend.__dict__.setdefault("_patchpilot", PatchpilotState())
+    return existing
+
+
+def backend_for(account_id: str, region: str) -> SimpleSystemManagerBackend:
+    return ssm_backends[account_id][region]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def paginate(
+    items: list[Any], max_results: int | None, next_token: str | None, default: int
+) -> tuple[list[Any], str | None]:
+    start = 0
+    if next_token:
+        if not next_token.isdigit() or int(next_token) > len(items):
+            raise SSMError("InvalidNextToken", "The specified token isn't valid.")
+        start = int(next_token)
+    size = max_results or default
+    page = items[start : start + size]
+    following = start + size
+    return page, (str(following) if following < len(items) else None)
+
+
+def prune(value: Any) -> Any:
+    """Drops None members so the serializer does not emit nulls."""
+    if isinstance(value, dict):
+        return {k: prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [prune(v) for v in value]
+    return value
+
+
+def tags_dict(tags: Iterable[dict[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in (tags or [])}
+
+
+def ec2_backend_for(ssm_backend: SimpleSystemManagerBackend) -> Any:
+    return ec2_backends[ssm_backend.account_id][ssm_backend.region_name]
+
+
+def ec2_instance_tags(ec2: Any, instance_id: str) -> dict[str, str]:
+    return dict(ec2.tags.get(instance_id, {}))
+
+
+def all_ec2_instances(ec2: Any) -> list[Any]:
+    return [i for r in ec2.all_reservations() for i in r.instances]
+
+
+def default_baseline_id(backend: SimpleSystemManagerBackend, operating_system: str) -> str:
+    defaults = FakePatchGroup("default", backend.region_name).default_associations
+    return str(defaults.get(operating_system, ""))
+
+
+def _baseline_os_from_platform(name: str, version: str) -> str:
+    lowered = name.lower()
+    if "windows" in lowered:
+        return "WINDOWS"
+    if "red hat" in lowered or "rhel" in lowered:
+        return "REDHAT_ENTERPRISE_LINUX"
+    if "ubuntu" in lowered:
+        return "UBUNTU"
+    if "amazon linux" in lowered:
+        if version.startswith("2023"):
+            return "AMAZON_LINUX_2023"
+        if version.startswith("2"):
+            return "AMAZON_LINUX_2"
+        return "AMAZON_LINUX"
+    if "centos" in lowered:
+        return "CENTOS"
+    if "sles" in lowered or "suse" in lowered:
+        return "SUSE"
+    if "debian" in lowered:
+        return "DEBIAN"
+    if "oracle" in lowered:
+        return "ORACLE_LINUX"
+    if "rocky" in lowered:
+        return "ROCKY_LINUX"
+    if "alma" in lowered:
+        return "ALMA_LINUX"
+    if "mac" in lowered:
+        return "MACOS"
+    return "AMAZON_LINUX_2"
+
+
+class NodeView:
+    """A managed node as SSM sees it: an EC2 instance or an on-premises ``mi-*`` instance."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.instance_id: str = kwargs["instance_id"]
+        self.resource_type: str = kwargs["resource_type"]
+        self.platform_type: str = kwargs["platform_type"]
+        self.platform_name: str = kwargs["platform_name"]
+        self.platform_version: str = kwargs["platform_version"]
+        self.patch_os: str = kwargs["patch_os"]
+        self.tags: dict[str, str] = kwargs["tags"]
+        self.running: bool = kwargs["running"]
+        self.ip_address: str | None = kwargs.get("ip_address")
+        self.computer_name: str | None = kwargs.get("computer_name")
+        self.name: str | None = kwargs.get("name")
+        self.registration_date: datetime | None = kwargs.get("registration_date")
+        self.iam_role: str | None = kwargs.get("iam_role")
+        self.activation_id: str | None = kwargs.get("activation_id")
+
+
+def nodes(backend: SimpleSystemManagerBackend) -> list[NodeView]:
+    """Every node SSM knows in this account/region (EC2 instances that are not terminated,
+    then registered managed instances)."""
+    result: list[NodeView] = []
+    ec2 = ec2_backend_for(backend)
+    for instance in all_ec2_instances(ec2):
+        if instance.state in ("terminated", "shutting-down"):
+            continue
+        info = getattr(instance, "patchpilot_info", {}) or {}
+        windows = instance.platform == "windows"
+        result.append(
+            NodeView(
+                instance_id=instance.id,
+                resource_type="EC2Instance",
+                platform_type=info.get("platform_type", "Windows" if windows else "Linux"),
+                platform_name=info.get(
+                    "platform_name",
+                    "Microsoft Windows Server 2022 Datacenter" if windows else "Amazon Linux",
+                ),
+                platform_version=info.get("platform_version", "10.0.20348" if windows else "2"),
+                patch_os=info.get("patch_os", "WINDOWS" if windows else "AMAZON_LINUX_2"),
+                tags=ec2_instance_tags(ec2, instance.id),
+                running=instance.state == "running",
+                ip_address=instance.private_ip,
+                computer_name=instance.private_dns_name,
+            )
+        )
+    for mi in state(backend).managed_instances.values():
+        result.append(
+            NodeView(
+                instance_id=mi["InstanceId"],
+                resource_type="ManagedInstance",
+                platform_type=mi["PlatformType"],
+                platform_name=mi["PlatformName"],
+                platform_version=mi["PlatformVersion"],
+                patch_os=mi["PatchOperatingSystem"],
+                tags=dict(backend._resource_tags["ManagedInstance"][mi["InstanceId"]]),
+                running=True,
+                ip_address=mi.get("IPAddress"),
+                computer_name=mi.get("ComputerName"),
+                name=mi.get("Name"),
+                registration_date=mi["RegistrationDate"],
+                iam_role=mi.get("IamRole"),
+                activation_id=mi.get("ActivationId"),
+            )
+        )
+    return result
+
+
+def resolve_targets(backend: SimpleSystemManagerBackend, targets: list[dict[str, Any]]) -> list[str]:
+    """Instance ids selected by SSM ``Targets`` (``InstanceIds``, ``tag:<key>``, ``tag-key``).
+
+    Only running instances and registered managed instances are selected, as Run Command and
+    maintenance windows do."""
+    if not targets:
+        return []
+    selected: dict[str, None] = {}
+    all_nodes = [n for n in nodes(backend) if n.running]
+    for target in targets:
+        key = target.get("Key", "")
+        values = target.get("Values", []) or []
+        if key == "InstanceIds":
+            known = {n.instance_id for n in all_nodes}
+            for value in values:
+                if value in known:
+                    selected[value] = None
+        elif key.startswith("tag:"):
+            tag_key = key[4:]
+            for node in all_nodes:
+                if node.tags.get(tag_key) in values:
+                    selected[node.instance_id] = None
+        elif key == "tag-key":
+            for node in all_nodes:
+                if any(v in node.tags for v in values):
+                    selected[node.instance_id] = None
+    return list(selected)
+
+
+def patch_group_of(tags: dict[str, str]) -> str:
+    return tags.get("Patch Group") or tags.get("PatchGroup") or ""
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers (semantic rules beyond the model constraints)
+# --------------------------------------------------------------------------------------------
+
+
+def check_schedule(schedule: str | None) -> None:
+    if schedule is None:
+        return
+    reason = schedule_error(schedule)
+    if reason:
+        raise validation(f"Invalid schedule expression '{schedule}': {reason}.")
+
+
+def check_timezone(tz: str | None) -> None:
+    if not tz:
+        return
+    try:
+        ZoneInfo(tz)
+    except Exception:
+        if available_timezones():
+            raise validation(f"Invalid ScheduleTimezone '{tz}': not an IANA time zone ID.")
+
+
+def check_window_times(duration: int | None, cutoff: int | None) -> None:
+    if duration is not None and cutoff is not None and cutoff >= duration:
+        raise validation(
+            f"Cutoff was {cutoff} but must be smaller than {duration} (Duration): no task "
+            "could ever start."
+        )
+
+
+def check_approval_rules(operating_system: str, approval_rules: dict[str, Any] | None) -> None:
+    if not approval_rules:
+        return
+    for index, rule in enumerate(approval_rules.get("PatchRules", []) or [], start=1):
+        days = rule.get("ApproveAfterDays")
+        until = rule.get("ApproveUntilDate")
+        if operating_system in NO_APPROVE_AFTER_DAYS:
+            if days is not None or until is not None:
+                raise validation(
+                    f"ApproveAfterDays and ApproveUntilDate are not supported for operating "
+                    f"system {operating_system} (approvalRules.patchRules.{index}): packages are "
+                    "approved as soon as they are available in the repository."
+                )
+            continue
+        if days is not None and until is not None:
+            raise validation(
+                f"Specify either ApproveAfterDays or ApproveUntilDate, not both "
+                f"(approvalRules.patchRules.{index})."
+            )
+        if days is None and until is None:
+            raise validation(
+                f"Either ApproveAfterDays or ApproveUntilDate is required "
+                f"(approvalRules.patchRules.{index})."
+            )
+
+
+def now() -> datetime:
+    return utcnow()
+
+
+# --------------------------------------------------------------------------------------------
+# backend patches (model level)
+# --------------------------------------------------------------------------------------------
+
+
+def _validate_resource_type_and_id(
+    self: SimpleSystemManagerBackend, resource_type: str, resource_id: str
+) -> str:
+    if resource_type == "PatchBaseline":
+        if resource_id not in self.baselines:
+            raise SSMError("InvalidResourceId", "The resource ID isn't valid. Verify that you entered the correct ID and try again.")
+        return resource_id
+    if resource_type == "MaintenanceWindow":
+        if resource_id not in self.windows:
+            raise SSMError("InvalidResourceId", "The resource ID isn't valid. Verify that you entered the correct ID and try again.")
+        return resource_id
+    if resource_type == "ManagedInstance":
+        if resource_id not in state(self).managed_instances:
+            raise SSMError("InvalidResourceId", "The resource ID isn't valid. Verify that you entered the correct ID and try again.")
+        return resource_id
+    return _original_validate(self, resource_type, resource_id)
+
+
+_original_validate = SimpleSystemManagerBackend._validate_resource_type_and_id
+
+
+def _command_instance_ids_from_targets(self: Command) -> list[str]:
+    return resolve_targets(backend_for(self.account_id, self.backend_region), self.targets)
+
+
+_original_command_init = Command.__init__
+
+
+def _command_init(self: Command, *args: Any, **kwargs: Any) -> None:
+    _original_command_init(self, *args, **kwargs)
+    requested = list(kwargs.get("instance_ids") or [])
+    ordered = dict.fromkeys(requested + _command_instance_ids_from_targets(self))
+    self.instance_ids = list(ordered)
+    self.document_version = "$DEFAULT"
+    self.service_role = self.service_role_arn
+    build_invocations(self, {iid: "Success" for iid in self.instance_ids})
+
+
+# --------------------------------------------------------------------------------------------
+# command invocations
+# --------------------------------------------------------------------------------------------
+
+
+def _plugin_for(document: str, patch_os: str) -> tuple[str, str]:
+    """(plugin name, S3 output path segment) for a document on a platform."""
+    windows = patch_os == "WINDOWS"
+    if document == "AWS-RunPatchBaseline":
+        if windows:
+            return "PatchWindows", "awsrunPowerShellScript/PatchWindows"
+        return "PatchLinux", "awsrunShellScript/PatchLinux"
+    if document == "AWS-RunPowerShellScript":
+        return "aws:runPowerShellScript", "awsrunPowerShellScript/0.awsrunPowerShellScript"
+    return "aws:runShellScript", "awsrunShellScript/0.awsrunShellScript"
+
+
+def _node_index(command: Command) -> dict[str, NodeView]:
+    backend = backend_for(command.account_id, command.backend_region)
+    return {n.instance_id: n for n in nodes(backend)}
+
+
+def build_invocations(
+    command: Command,
+    outcomes: dict[str, str],
+    start: datetime | None = None,
+    patch_summaries: dict[str, str] | None = None,
+) -> None:
+    """Creates the per-instance invocations of ``command``.
+
+    ``outcomes`` maps instance id -> ``Success`` | ``Failed`` | ``DeliveryTimedOut``."""
+    index = _node_index(command)
+    started = start or command.requested_date_time
+    invocations: list[dict[str, Any]] = []
+    bucket = command.output_s3_bucket_name or ""
+    prefix = (command.output_s3_key_prefix or "").strip("/")
+    for iid, outcome in outcomes.items():
+        node = index.get(iid)
+        patch_os = node.patch_os if node else "AMAZON_LINUX_2"
+        plugin, segment = _plugin_for(command.document_name or "", patch_os)
+        base = ""
+        if bucket:
+            parts = [p for p in (prefix, command.command_id, iid, segment) if p]
+            base = f"https://s3.amazonaws.com/{bucket}/" + "/".join(parts)
+        finished = started + timedelta(minutes=4, seconds=sum(map(ord, iid)) % 50)
+        summary = (patch_summaries or {}).get(iid, "")
+        if outcome == "DeliveryTimedOut":
+            status, details, code = "TimedOut", "DeliveryTimedOut", -1
+            stdout, stderr, out_url, err_url, plugins = "", "", "", "", []
+        else:
+            failed = outcome == "Failed"
+            status = "Failed" if failed else "Success"
+            details = status
+            code = 1 if failed else 0
+            stdout = summary or f"{command.document_name} completed on {iid}."
+            stderr = "failed to run commands: exit status 1" if failed else ""
+            out_url = f"{base}/stdout" if base else ""
+            err_url = f"{base}/stderr" if base else ""
+            plugins = [
+                {
+                    "Name": plugin,
+                    "Status": status,
+                    "StatusDetails": details,
+                    "ResponseCode": code,
+                    "ResponseStartDateTime": started,
+                    "ResponseFinishDateTime": finished,
+                    "Output": stdout[:2500],
+                    "StandardOutputUrl": out_url,
+                    "StandardErrorUrl": err_url,
+                    "OutputS3Region": command.output_s3_region or command.backend_region,
+                    "OutputS3BucketName": bucket,
+                    "OutputS3KeyPrefix": prefix,
+                }
+            ]
+        invocations.append(
+            {
+                "CommandId": command.command_id,
+                "InstanceId": iid,
+                "InstanceName": (node.computer_name if node else "") or "",
+                "Comment": command.comment,
+                "DocumentName": command.document_name,
+                "DocumentVersion": "$DEFAULT",
+                "RequestedDateTime": command.requested_date_time,
+                "Status": status,
+                "StatusDetails": details,
+                "TraceOutput": "",
+                "StandardOutputUrl": out_url,
+                "StandardErrorUrl": err_url,
+                "CommandPlugins": plugins,
+                "ServiceRole": command.service_role_arn or "",
+                "NotificationConfig": command.notification_config,
+                "CloudWatchOutputConfig": {"CloudWatchOutputEnabled": False},
+                # GetCommandInvocation view
+                "_plugin": plugin,
+                "_code": code,
+                "_start": started,
+                "_end": finished,
+                "_stdout": stdout,
+                "_stderr": stderr,
+            }
+        )
+    command.pp_invocations = invocations
+    failed = sum(1 for i in invocations if i["Status"] == "Failed")
+    timed_out = sum(1 for i in invocations if i["StatusDetails"] == "DeliveryTimedOut")
+    command.target_count = len(invocations)
+    command.completed_count = len(invocations)
+    command.error_count = failed
+    command.delivery_timed_out_count = timed_out
+    if failed:
+        command.status, command.status_details = "Failed", "Failed"
+    elif timed_out:
+        command.status, command.status_details = "TimedOut", "Delivery Timed Out"
+    else:
+        command.status, command.status_details = "Success", "Success"
+    # keep moto's own GetCommandInvocation structure in line
+    command.invocations = [
+        {
+            "CommandId": command.command_id,
+            "InstanceId": inv["InstanceId"],
+            "Comment": command.comment,
+            "DocumentName": command.document_name,
+            "DocumentVersion": "$DEFAULT",
+            "PluginName": inv["_plugin"],
+            "ResponseCode": inv["_code"],
+            "ExecutionStartDateTime": inv["_start"].isoformat(),
+            "ExecutionElapsedTime": "PT4M",
+            "ExecutionEndDateTime": inv["_end"].isoformat(),
+            "Status": inv["Status"],
+            "StatusDetails": inv["StatusDetails"],
+            "StandardOutputContent": inv["_stdout"][:24000],
+            "StandardOutputUrl": inv["StandardOutputUrl"],
+            "StandardErrorContent": inv["_stderr"][:8000],
+            "StandardErrorUrl": inv["StandardErrorUrl"],
+            "CloudWatchOutputConfig": {"CloudWatchOutputEnabled": False},
+        }
+        for inv in invocations
+    ]
+
+
+def command_json(command: Command) -> dict[str, Any]:
+    data = command.response_object()
+    data["DocumentVersion"] = "$DEFAULT"
+    data["DeliveryTimedOutCount"] = getattr(command, "delivery_timed_out_count", 0)
+    data["ServiceRole"] = command.service_role_arn or ""
+    data["TargetCount"] = command.target_count
+    data["CompletedCount"] = command.completed_count
+    data["ErrorCount"] = command.error_count
+    data["Status"] = command.status
+    data["StatusDetails"] = command.status_details
+    data["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": False}
+    return data
+
+
+def invocation_json(invocation: dict[str, Any], details: bool) -> dict[str, Any]:
+    data = {k: v for k, v in invocation.items() if not k.startswith("_")}
+    if not details:
+        data["CommandPlugins"] = []
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# JSON views of moto's objects, per the API reference shapes
+# --------------------------------------------------------------------------------------------
+
+
+def baseline_identity(b: FakePatchBaseline) -> dict[str, Any]:
+    return {
+        "BaselineId": b.id,
+        "BaselineName": b.name,
+        "OperatingSystem": b.operating_system,
+        "BaselineDescription": b.description,
+        "DefaultBaseline": bool(b.default_baseline),
+    }
+
+
+def baseline_json(b: FakePatchBaseline) -> dict[str, Any]:
+    return prune(
+        {
+            "BaselineId": b.id,
+            "Name": b.name,
+            "OperatingSystem": b.operating_system,
+            "GlobalFilters": b.global_filters or {"PatchFilters": []},
+            "ApprovalRules": b.approval_rules or {"PatchRules": []},
+            "ApprovedPatches": b.approved_patches or [],
+            "ApprovedPatchesComplianceLevel": b.approved_patches_compliance_level or "UNSPECIFIED",
+            "ApprovedPatchesEnableNonSecurity": bool(b.approved_patches_enable_non_security),
+            "RejectedPatches": b.rejected_patches or [],
+            "RejectedPatchesAction": b.rejected_patches_action or "ALLOW_AS_DEPENDENCY",
+            "CreatedDate": getattr(b, "created_date", None),
+            "ModifiedDate": getattr(b, "modified_date", None),
+            "Description": b.description,
+            "Sources": b.sources or [],
+            "AvailableSecurityUpdatesComplianceStatus": getattr(
+                b, "available_security_updates_compliance_status", None
+            ),
+        }
+    )
+
+
+def window_json(w: FakeMaintenanceWindow) -> dict[str, Any]:
+    return prune(
+        {
+            "WindowId": w.id,
+            "Name": w.name,
+            "Description": w.description,
+            "StartDate": w.start_date,
+            "EndDate": w.end_date,
+            "Schedule": w.schedule,
+            "ScheduleTimezone": w.schedule_timezone,
+            "ScheduleOffset": w.schedule_offset,
+            "Duration": w.duration,
+            "Cutoff": w.cutoff,
+            "AllowUnassociatedTargets": getattr(w, "allow_unassociated_targets", False),
+            "Enabled": getattr(w, "enabled", True),
+            "CreatedDate": getattr(w, "created_date", None),
+            "ModifiedDate": getattr(w, "modified_date", None),
+        }
+    )
+
+
+def target_json(t: FakeMaintenanceWindowTarget) -> dict[str, Any]:
+    return prune(
+        {
+            "WindowId": t.window_id,
+            "WindowTargetId": t.window_target_id,
+            "ResourceType": t.resource_type,
+            "Targets": t.targets,
+            "OwnerInformation": t.owner_information,
+            "Name": t.name,
+            "Description": t.description,
+        }
+    )
+
+
+def task_json(t: FakeMaintenanceWindowTask, full: bool) -> dict[str, Any]:
+    data = {
+        "WindowId": t.window_id,
+        "WindowTaskId": t.window_task_id,
+        "TaskArn": t.task_arn,
+        "Targets": t.targets or [],
+        "ServiceRoleArn": t.service_role_arn,
+        "TaskParameters": t.task_parameters,
+        "Priority": t.priority,
+        "MaxConcurrency": t.max_concurrency,
+        "MaxErrors": t.max_errors,
+        "LoggingInfo": t.logging_info,
+        "Name": t.name,
+        "Description": t.description,
+        "CutoffBehavior": t.cutoff_behavior or "CONTINUE_TASK",
+        "AlarmConfiguration": t.alarm_configurations,
+    }
+    if full:
+        data["TaskType"] = t.task_type
+        data["TaskInvocationParameters"] = t.task_invocation_parameters
+    else:
+        data["Type"] = t.task_type
+    return prune(data)
+
+
+# --------------------------------------------------------------------------------------------
+# response methods
+# --------------------------------------------------------------------------------------------
+
+R = SimpleSystemManagerResponse
+
+
+def _b(self: R) -> SimpleSystemManagerBackend:
+    return self.ssm_backend
+
+
+def _get_baseline(backend: SimpleSystemManagerBackend, baseline_id: str) -> FakePatchBaseline:
+    baseline = backend.baselines.get(baseline_id)
+    if baseline is None:
+        raise does_not_exist(f"Patch Baseline {baseline_id} does not exist.")
+    return baseline
+
+
+def _get_window(backend: SimpleSystemManagerBackend, window_id: str) -> FakeMaintenanceWindow:
+    window = backend.windows.get(window_id)
+    if window is None:
+        raise does_not_exist(f"Maintenance window {window_id} does not exist")
+    return window
+
+
+# --- patch baselines -----------------------------------------------------------------------
+
+
+def create_patch_baseline(self: R) -> ActionResult:
+    backend = _b(self)
+    operating_system = self._get_param("OperatingSystem", "WINDOWS")
+    approval_rules = self._get_param("ApprovalRules")
+    check_approval_rules(operating_system, approval_rules)
+    name = self._get_param("Name")
+    if len(backend.baselines) >= MAX_BASELINES:
+        raise SSMError(
+            "ResourceLimitExceededException",
+            f"Maximum number of patch baselines ({MAX_BASELINES}) reached.",
+        )
+    baseline_id = backend.create_patch_baseline(
+        name=name,
+        operating_system=operating_system,
+        global_filters=self._get_param("GlobalFilters"),
+        approval_rules=approval_rules,
+        approved_patches=self._get_param("ApprovedPatches", []),
+        approved_patches_compliance_level=self._get_param(
+            "ApprovedPatchesComplianceLevel", "UNSPECIFIED"
+        ),
+        approved_patches_enable_non_security=self._get_param(
+            "ApprovedPatchesEnableNonSecurity", False
+        ),
+        rejected_patches=self._get_param("RejectedPatches", []),
+        rejected_patches_action=self._get_param("RejectedPatchesAction", "ALLOW_AS_DEPENDENCY"),
+        description=self._get_param("Description"),
+        sources=self._get_param("Sources", []),
+        tags=self._get_param("Tags", []),
+    )
+    baseline = backend.baselines[baseline_id]
+    baseline.created_date = baseline.modified_date = now()
+    baseline.available_security_updates_compliance_status = self._get_param(
+        "AvailableSecurityUpdatesComplianceStatus"
+    )
+    return ActionResult({"BaselineId": baseline_id})
+
+
+def get_patch_baseline(self: R) -> ActionResult:
+    backend = _b(self)
+    baseline_id = self._get_param("BaselineId")
+    baseline = backend.baselines.get(baseline_id)
+    if baseline is None:
+        for os_name, default_id in FakePatchGroup("d", backend.region_name).default_associations.items():
+            if baseline_id in (default_id, default_id.split("/")[-1]):
+                return ActionResult(
+                    {
+                        "BaselineId": default_id,
+                        "Name": DEFAULT_BASELINE_NAMES.get(os_name, "AWS-DefaultPatchBaseline"),
+                        "OperatingSystem": os_name,
+                        "GlobalFilters": {"PatchFilters": []},
+                        "ApprovalRules": {"PatchRules": []},
+                        "ApprovedPatches": [],
+                        "RejectedPatches": [],
+                        "PatchGroups": [],
+                        "Description": f"Default Patch Baseline for {os_name} provided by AWS.",
+                    }
+                )
+        raise does_not_exist(f"Patch Baseline {baseline_id} does not exist.")
+    data = baseline_json(baseline)
+    data["PatchGroups"] = [
+        group for (group, _os), bid in state(backend).patch_groups.items() if bid == baseline_id
+    ]
+    return ActionResult(data)
+
+
+def update_patch_baseline(self: R) -> ActionResult:
+    backend = _b(self)
+    baseline = _get_baseline(backend, self._get_param("BaselineId"))
+    replace = bool(self._get_param("Replace", False))
+    if replace and self._get_param("Name") is None:
+        raise validation(
+            "Name is required when Replace is true: all fields required by "
+            "CreatePatchBaseline are required."
+        )
+    approval_rules = self._get_param("ApprovalRules")
+    if approval_rules is not None:
+        check_approval_rules(baseline.operating_system, approval_rules)
+
+    def field(param: str, attr: str, default: Any) -> None:
+        value = self._get_param(param)
+        if value is not None:
+            setattr(baseline, attr, value)
+        elif replace:
+            setattr(baseline, attr, default)
+
+    field("Name", "name", baseline.name)
+    field("GlobalFilters", "global_filters", None)
+    field("ApprovalRules", "approval_rules", None)
+    field("ApprovedPatches", "approved_patches", [])
+    field("ApprovedPatchesComplianceLevel", "approved_patches_compliance_level", "UNSPECIFIED")
+    field("ApprovedPatchesEnableNonSecurity", "approved_patches_enable_non_security", False)
+    field("RejectedPatches", "rejected_patches", [])
+    field("RejectedPatchesAction", "rejected_patches_action", "ALLOW_AS_DEPENDENCY")
+    field("Description", "description", None)
+    field("Sources", "sources", [])
+    field(
+        "AvailableSecurityUpdatesComplianceStatus",
+        "available_security_updates_compliance_status",
+        None,
+    )
+    baseline.modified_date = now()
+    return ActionResult(baseline_json(baseline))
+
+
+def delete_patch_baseline(self: R) -> ActionResult:
+    backend = _b(self)
+    baseline_id = self._get_param("BaselineId")
+    groups = [g for (g, _os), bid in state(backend).patch_groups.items() if bid == baseline_id]
+    if groups:
+        raise SSMError(
+            "ResourceInUseException",
+            f"Patch baseline {baseline_id} is registered with patch group(s) "
+            f"{', '.join(groups)}; deregister it first.",
+        )
+    if baseline_id in backend.baselines:
+        del backend.baselines[baseline_id]
+        backend._resource_tags["PatchBaseline"].pop(baseline_id, None)
+    return ActionResult({"BaselineId": baseline_id})
+
+
+def describe_patch_baselines(self: R) -> ActionResult:
+    backend = _b(self)
+    filters = self._get_param("Filters", []) or []
+    owner = "All"
+    items: list[dict[str, Any]] = [baseline_identity(b) for b in backend.baselines.values()]
+    defaults = [
+        {
+            "BaselineId": default_id,
+            "BaselineName": DEFAULT_BASELINE_NAMES.get(os_name, "AWS-DefaultPatchBaseline"),
+            "OperatingSystem": os_name,
+            "BaselineDescription": f"Default Patch Baseline for {os_name} provided by AWS.",
+            "DefaultBaseline": True,
+        }
+        for os_name, default_id in FakePatchGroup("d", backend.region_name).default_associations.items()
+    ]
+    for f in filters:
+        key, values = f.get("Key"), f.get("Values", [])
+        if key == "NAME_PREFIX":
+            items = [i for i in items if any(i["BaselineName"].startswith(v) for v in values)]
+            defaults = [i for i in defaults if any(i["BaselineName"].startswith(v) for v in values)]
+        elif key == "OWNER":
+            owner = values[0] if values else "All"
+        elif key == "OPERATING_SYSTEM":
+            items = [i for i in items if i["OperatingSystem"] in values]
+            defaults = [i for i in defaults if i["OperatingSystem"] in values]
+        else:
+            raise SSMError("InvalidFilterKey", f"Invalid filter key {key} for DescribePatchBaselines.")
+    if owner == "Self":
+        result = items
+    elif owner == "AWS":
+        result = defaults
+    else:
+        result = defaults + items
+    page, token = paginate(result, self._get_param("MaxResults"), self._get_param("NextToken"), 100)
+    return ActionResult(prune({"BaselineIdentities": page, "NextToken": token}))
+
+
+# --- patch groups --------------------------------------------------------------------------
+
+
+def register_patch_baseline_for_patch_group(self: R) -> ActionResult:
+    backend = _b(self)
+    baseline_id = self._get_param("BaselineId")
+    group = self._get_param("PatchGroup")
+    baseline = _get_baseline(backend, baseline_id)
+    groups = state(backend).patch_groups
+    existing = groups.get((group, baseline.operating_system))
+    if existing is not None:
+        raise SSMError(
+            "AlreadyExistsException",
+            f"Patch Group {group} already has a baseline registered for OperatingSystem "
+            f"{baseline.operating_system}.",
+        )
+    if sum(1 for bid in groups.values() if bid == baseline_id) >= MAX_GROUPS_PER_BASELINE:
+        raise SSMError(
+            "ResourceLimitExceededException",
+            f"Patch baseline {baseline_id} already has {MAX_GROUPS_PER_BASELINE} patch groups.",
+        )
+    groups[(group, baseline.operating_system)] = baseline_id
+    return ActionResult({"BaselineId": baseline_id, "PatchGroup": group})
+
+
+def deregister_patch_baseline_for_patch_group(self: R) -> ActionResult:
+    backend = _b(self)
+    baseline_id = self._get_param("BaselineId")
+    group = self._get_param("PatchGroup")
+    baseline = _get_baseline(backend, baseline_id)
+    groups = state(backend).patch_groups
+    if groups.get((group, baseline.operating_system)) != baseline_id:
+        raise SSMError(
+            "InvalidResourceId",
+            f"Patch Group {group} is not registered with patch baseline {baseline_id}.",
+        )
+    del groups[(group, baseline.operating_system)]
+    return ActionResult({"BaselineId": baseline_id, "PatchGroup": group})
+
+
+def get_patch_baseline_for_patch_group(self: R) -> ActionResult:
+    backend = _b(self)
+    group = self._get_param("PatchGroup")
+    operating_system = self._get_param("OperatingSystem", "WINDOWS")
+    baseline_id = state(backend).patch_groups.get((group, operating_system))
+    if baseline_id is None:
+        baseline_id = default_baseline_id(backend, operating_system)
+    return ActionResult(
+        {"BaselineId": baseline_id, "PatchGroup": group, "OperatingSystem": operating_system}
+    )
+
+
+def describe_patch_groups(self: R) -> ActionResult:
+    backend = _b(self)
+    mappings = []
+    for (group, _os), baseline_id in state(backend).patch_groups.items():
+        baseline = backend.baselines.get(baseline_id)
+        if baseline is None:
+            continue
+        mappings.append({"PatchGroup": group, "BaselineIdentity": baseline_identity(baseline)})
+    for f in self._get_param("Filters", []) or []:
+        key, values = f.get("Key"), f.get("Values", [])
+        if key == "NAME_PREFIX":
+            mappings = [m for m in mappings if any(m["PatchGroup"].startswith(v) for v in values)]
+        elif key == "OPERATING_SYSTEM":
+            mappings = [m for m in mappings if m["BaselineIdentity"]["OperatingSystem"] in values]
+        else:
+            raise SSMError("InvalidFilterKey", f"Invalid filter key {key} for DescribePatchGroups.")
+    page, token = paginate(mappings, self._get_param("MaxResults"), self._get_param("NextToken"), 100)
+    return ActionResult(prune({"Mappings": page, "NextToken": token}))
+
+
+# --- maintenance windows -------------------------------------------------------------------
+
+
+def create_maintenance_window(self: R) -> ActionResult:
+    backend = _b(self)
+    schedule = self._get_param("Schedule")
+    duration = self._get_param("Duration")
+    cutoff = self._get_param("Cutoff")
+    check_schedule(schedule)
+    check_timezone(self._get_param("ScheduleTimezone"))
+    check_window_times(duration, cutoff)
+    offset = self._get_param("ScheduleOffset")
+    if offset is not None and not str(schedule).startswith("cron("):
+        raise validation("ScheduleOffset is only supported with cron schedule expressions.")
+    if len(backend.windows) >= MAX_WINDOWS:
+        raise SSMError(
+            "ResourceLimitExceededException",
+            f"Maximum number of maintenance windows ({MAX_WINDOWS}) reached.",
+        )
+    window_id = backend.create_maintenance_window(
+        name=self._get_param("Name"),
+        description=self._get_param("Description"),
+        duration=duration,
+        cutoff=cutoff,
+        schedule=schedule,
+        schedule_timezone=self._get_param("ScheduleTimezone"),
+        schedule_offset=offset,
+        start_date=self._get_param("StartDate"),
+        end_date=self._get_param("EndDate"),
+        tags=self._get_param("Tags"),
+    )
+    window = backend.windows[window_id]
+    window.allow_unassociated_targets = bool(self._get_param("AllowUnassociatedTargets", False))
+    window.enabled = True
+    window.created_date = window.modified_date = now()
+    return ActionResult({"WindowId": window_id})
+
+
+def get_maintenance_window(self: R) -> ActionResult:
+    return ActionResult(window_json(_get_window(_b(self), self._get_param("WindowId"))))
+
+
+def describe_maintenance_windows(self: R) -> ActionResult:
+    windows = list(_b(self).windows.values())
+    for f in self._get_param("Filters", []) or []:
+        key, values = f.get("Key"), f.get("Values", [])
+        if key == "Name":
+            windows = [w for w in windows if w.name in values]
+        elif key == "Enabled":
+            wanted = {v.lower() == "true" for v in values}
+            windows = [w for w in windows if getattr(w, "enabled", True) in wanted]
+        else:
+            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
+    items = []
+    for w in windows:
+        data = window_json(w)
+        for key in ("AllowUnassociatedTargets", "CreatedDate", "ModifiedDate"):
+            data.pop(key, None)
+        items.append(data)
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"WindowIdentities": page, "NextToken": token}))
+
+
+def update_maintenance_window(self: R) -> ActionResult:
+    backend = _b(self)
+    window = _get_window(backend, self._get_param("WindowId"))
+    replace = bool(self._get_param("Replace", False))
+    if replace:
+        missing = [
+            p
+            for p in ("Name", "Schedule", "Duration", "Cutoff", "AllowUnassociatedTargets")
+            if self._get_param(p) is None
+        ]
+        if missing:
+            raise validation(
+                "When Replace is true, all fields required by CreateMaintenanceWindow are "
+                "required: missing " + ", ".join(missing) + "."
+            )
+    schedule = self._get_param("Schedule")
+    check_schedule(schedule)
+    check_timezone(self._get_param("ScheduleTimezone"))
+    duration = self._get_param("Duration", window.duration)
+    cutoff = self._get_param("Cutoff", window.cutoff)
+    check_window_times(duration, cutoff)
+    effective_schedule = schedule or window.schedule
+    offset = self._get_param("ScheduleOffset")
+    if offset is not None and not str(effective_schedule).startswith("cron("):
+        raise validation("ScheduleOffset is only supported with cron schedule expressions.")
+
+    def field(param: str, attr: str, default: Any) -> None:
+        value = self._get_param(param)
+        if value is not None:
+            setattr(window, attr, value)
+        elif replace:
+            setattr(window, attr, default)
+
+    field("Name", "name", window.name)
+    field("Description", "description", None)
+    field("StartDate", "start_date", None)
+    field("EndDate", "end_date", None)
+    field("Schedule", "schedule", window.schedule)
+    field("ScheduleTimezone", "schedule_timezone", None)
+    field("ScheduleOffset", "schedule_offset", None)
+    field("Duration", "duration", window.duration)
+    field("Cutoff", "cutoff", window.cutoff)
+    field("AllowUnassociatedTargets", "allow_unassociated_targets", False)
+    field("Enabled", "enabled", True)
+    window.modified_date = now()
+    data = window_json(window)
+    data.pop("CreatedDate", None)
+    data.pop("ModifiedDate", None)
+    return ActionResult(data)
+
+
+def delete_maintenance_window(self: R) -> ActionResult:
+    backend = _b(self)
+    window_id = self._get_param("WindowId")
+    if window_id in backend.windows:
+        del backend.windows[window_id]
+        backend._resource_tags["MaintenanceWindow"].pop(window_id, None)
+    return ActionResult({"WindowId": window_id})
+
+
+# --- targets -------------------------------------------------------------------------------
+
+
+def _get_target(window: FakeMaintenanceWindow, target_id: str) -> FakeMaintenanceWindowTarget:
+    target = window.targets.get(target_id)
+    if target is None:
+        raise does_not_exist(
+            f"Maintenance window target {target_id} does not exist in window {window.id}"
+        )
+    return target
+
+
+def register_target_with_maintenance_window(self: R) -> ActionResult:
+    backend = _b(self)
+    window = _get_window(backend, self._get_param("WindowId"))
+    if len(window.targets) >= MAX_TARGETS_PER_WINDOW:
+        raise SSMError(
+            "ResourceLimitExceededException",
+            f"Maximum number of targets per maintenance window ({MAX_TARGETS_PER_WINDOW}) reached.",
+        )
+    target_id = backend.register_target_with_maintenance_window(
+        window_id=window.id,
+        resource_type=self._get_param("ResourceType"),
+        targets=self._get_param("Targets"),
+        owner_information=self._get_param("OwnerInformation"),
+        name=self._get_param("Name"),
+        description=self._get_param("Description"),
+    )
+    return ActionResult({"WindowTargetId": target_id})
+
+
+def describe_maintenance_window_targets(self: R) -> ActionResult:
+    window = _get_window(_b(self), self._get_param("WindowId"))
+    targets = list(window.targets.values())
+    for f in self._get_param("Filters", []) or []:
+        key, values = f.get("Key"), f.get("Values", [])
+        attr = {
+            "WindowTargetId": "window_target_id",
+            "Name": "name",
+            "OwnerInformation": "owner_information",
+        }.get(key)
+        if attr is None:
+            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
+        targets = [t for t in targets if getattr(t, attr) in values]
+    page, token = paginate(
+        [target_json(t) for t in targets],
+        self._get_param("MaxResults"),
+        self._get_param("NextToken"),
+        50,
+    )
+    return ActionResult(prune({"Targets": page, "NextToken": token}))
+
+
+def update_maintenance_window_target(self: R) -> ActionResult:
+    window = _get_window(_b(self), self._get_param("WindowId"))
+    target = _get_target(window, self._get_param("WindowTargetId"))
+    replace = bool(self._get_param("Replace", False))
+    if replace and self._get_param("Targets") is None:
+        raise validation("Targets is required when Replace is true.")
+    for param, attr in (
+        ("Targets", "targets"),
+        ("OwnerInformation", "owner_information"),
+        ("Name", "name"),
+        ("Description", "description"),
+    ):
+        value = self._get_param(param)
+        if value is not None:
+            setattr(target, attr, value)
+        elif replace:
+            setattr(target, attr, None)
+    data = target_json(target)
+    data.pop("ResourceType", None)
+    return ActionResult(data)
+
+
+def deregister_target_from_maintenance_window(self: R) -> ActionResult:
+    window = _get_window(_b(self), self._get_param("WindowId"))
+    target_id = self._get_param("WindowTargetId")
+    _get_target(window, target_id)
+    safe = self._get_param("Safe", False)
+    if safe:
+        for task in window.tasks.values():
+            for t in task.targets or []:
+                if t.get("Key") == "WindowTargetIds" and target_id in t.get("Values", []):
+                    raise SSMError(
+                        "TargetInUseException",
+                        f"Target {target_id} is referenced by task {task.window_task_id}.",
+                    )
+    del window.targets[target_id]
+    return ActionResult({"WindowId": window.id, "WindowTargetId": target_id})
+
+
+# --- tasks ---------------------------------------------------------------------------------
+
+
+def _get_task(window: FakeMaintenanceWindow, task_id: str) -> FakeMaintenanceWindowTask:
+    task = window.tasks.get(task_id)
+    if task is None:
+        raise does_not_exist(f"Maintenance window task {task_id} does not exist in window {window.id}")
+    return task
+
+
+def _check_task_targets(window: FakeMaintenanceWindow, targets: list[dict[str, Any]] | None) -> None:
+    for t in targets or []:
+        if t.get("Key") == "WindowTargetIds":
+            for target_id in t.get("Values", []):
+                if target_id not in window.targets:
+                    raise does_not_exist(
+                        f"Maintenance window target {target_id} does not exist in window {window.id}"
+                    )
+
+
+def register_task_with_maintenance_window(self: R) -> ActionResult:
+    backend = _b(self)
+    window = _get_window(backend, self._get_param("WindowId"))
+    if len(window.tasks) >= MAX_TASKS_PER_WINDOW:
+        raise SSMError(
+            "ResourceLimitExceededException",
+            f"Maximum number of tasks per maintenance window ({MAX_TASKS_PER_WINDOW}) reached.",
+        )
+    targets = self._get_param("Targets")
+    _check_task_targets(window, targets)
+    task_id = backend.register_task_with_maintenance_window(
+        window_id=window.id,
+        targets=targets,
+        task_arn=self._get_param("TaskArn"),
+        service_role_arn=self._get_param("ServiceRoleArn"),
+        task_type=self._get_param("TaskType"),
+        task_parameters=self._get_param("TaskParameters"),
+        task_invocation_parameters=self._get_param("TaskInvocationParameters"),
+        priority=self._get_param("Priority", 1),
+        max_concurrency=self._get_param("MaxConcurrency"),
+        max_errors=self._get_param("MaxErrors"),
+        logging_info=self._get_param("LoggingInfo"),
+        name=self._get_param("Name"),
+        description=self._get_param("Description"),
+        cutoff_behavior=self._get_param("CutoffBehavior", "CONTINUE_TASK"),
+        alarm_configurations=self._get_param("AlarmConfiguration"),
+    )
+    return ActionResult({"WindowTaskId": task_id})
+
+
+def describe_maintenance_window_tasks(self: R) -> ActionResult:
+    window = _get_window(_b(self), self._get_param("WindowId"))
+    tasks = list(window.tasks.values())
+    for f in self._get_param("Filters", []) or []:
+        key, values = f.get("Key"), f.get("Values", [])
+        getter: Callable[[FakeMaintenanceWindowTask], str] | None = {
+            "WindowTaskId": lambda t: t.window_task_id,
+            "TaskArn": lambda t: t.task_arn,
+            "Priority": lambda t: str(t.priority),
+            "TaskType": lambda t: t.task_type,
+        }.get(key)
+        if getter is None:
+            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
+        tasks = [t for t in tasks if getter(t) in values]
+    page, token = paginate(
+        [task_json(t, full=False) for t in tasks],
+        self._get_param("MaxResults"),
+        self._get_param("NextToken"),
+        50,
+    )
+    return ActionResult(prune({"Tasks": page, "NextToken": token}))
+
+
+def get_maintenance_window_task(self: R) -> ActionResult:
+    window = _get_window(_b(self), self._get_param("WindowId"))
+    return ActionResult(task_json(_get_task(window, self._get_param("WindowTaskId")), full=True))
+
+
+def update_maintenance_window_task(self: R) -> ActionResult:
+    window = _get_window(_b(self), self._get_param("WindowId"))
+    task = _get_task(window, self._get_param("WindowTaskId"))
+    replace = bool(self._get_param("Replace", False))
+    if replace and self._get_param("TaskArn") is None:
+        raise validation(
+            "TaskArn is required when Replace is true: all fields required by "
+            "RegisterTaskWithMaintenanceWindow are required."
+        )
+    targets = self._get_param("Targets")
+    _check_task_targets(window, targets)
+    for param, attr, default in (
+        ("Targets", "targets", []),
+        ("TaskArn", "task_arn", task.task_arn),
+        ("ServiceRoleArn", "service_role_arn", None),
+        ("TaskParameters", "task_parameters", None),
+        ("TaskInvocationParameters", "task_invocation_parameters", None),
+        ("Priority", "priority", 1),
+        ("MaxConcurrency", "max_concurrency", None),
+        ("MaxErrors", "max_errors", None),
+        ("LoggingInfo", "logging_info", None),
+        ("Name", "name", None),
+        ("Description", "description", None),
+        ("CutoffBehavior", "cutoff_behavior", "CONTINUE_TASK"),
+        ("AlarmConfiguration", "alarm_configurations", None),
+    ):
+        value = self._get_param(param)
+        if value is not None:
+            setattr(task, attr, value)
+        elif replace:
+            setattr(task, attr, default)
+    data = task_json(task, full=True)
+    data.pop("TaskType", None)
+    return ActionResult(data)
+
+
+def deregister_task_from_maintenance_window(self: R) -> ActionResult:
+    window = _get_window(_b(self), self._get_param("WindowId"))
+    task_id = self._get_param("WindowTaskId")
+    _get_task(window, task_id)
+    del window.tasks[task_id]
+    return ActionResult({"WindowId": window.id, "WindowTaskId": task_id})
+
+
+# --- tags ----------------------------------------------------------------------------------
+
+
+def add_tags_to_resource(self: R) -> ActionResult:
+    backend = _b(self)
+    resource_type = self._get_param("ResourceType")
+    resource_id = self._get_param("ResourceId")
+    tags = tags_dict(self._get_param("Tags"))
+    resource_id = backend._validate_resource_type_and_id(resource_type, resource_id)
+    current = backend._resource_tags[resource_type][resource_id]
+    if len(set(current) | set(tags)) > 50:
+        raise SSMError("TooManyTagsError", "The Targets parameter includes too many tags. Remove one or more tags and try the command again.")
+    current.update(tags)
+    return EmptyResult()
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+INSTANCE_ID_RE = re.compile(r"^(i-(\w{8}|\w{17})|mi-\w{17})$")
+
+
+def send_command(self: R) -> ActionResult:
+    backend = _b(self)
+    instance_ids = self._get_param("InstanceIds", []) or []
+    targets = self._get_param("Targets", []) or []
+    if not instance_ids and not targets:
+        raise validation("Either InstanceIds or Targets must be specified.")
+    if instance_ids and targets:
+        raise validation("InstanceIds and Targets cannot be specified together.")
+    known = {n.instance_id for n in nodes(backend) if n.running}
+    for iid in instance_ids:
+        if iid not in known:
+            raise SSMError("InvalidInstanceId", f"Instances [[{iid}]] not in a valid state for account {backend.account_id}")
+    command = backend.send_command(
+        comment=self._get_param("Comment", ""),
+        document_name=self._get_param("DocumentName"),
+        timeout_seconds=self._get_int_param("TimeoutSeconds"),
+        instance_ids=list(instance_ids),
+        max_concurrency=self._get_param("MaxConcurrency", "50"),
+        max_errors=self._get_param("MaxErrors", "0"),
+        notification_config=self._get_param("NotificationConfig"),
+        output_s3_bucket_name=self._get_param("OutputS3BucketName", ""),
+        output_s3_key_prefix=self._get_param("OutputS3KeyPrefix", ""),
+        output_s3_region=self._get_param("OutputS3Region", ""),
+        parameters=self._get_param("Parameters", {}),
+        service_role_arn=self._get_param("ServiceRoleArn", ""),
+        targets=targets,
+    )
+    data = command_json(command)
+    # SendCommand answers before the command ran: counts are 0 and status Pending (AWS)
+    data.update(
+        {"Status": "Pending", "StatusDetails": "Pending", "CompletedCount": 0, "ErrorCount": 0,
+         "DeliveryTimedOutCount": 0}
+    )
+    return ActionResult({"Command": data})
+
+
+def _command_filters(filters: list[dict[str, str]], for_invocations: bool) -> list[Callable[[dict[str, Any]], bool]]:
+    checks: list[Callable[[dict[str, Any]], bool]] = []
+    for f in filters:
+        key, value = f.get("key"), f.get("value", "")
+        if key in ("InvokedAfter", "InvokedBefore"):
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+            except ValueError:
+                raise SSMError("InvalidFilter", f"Invalid value {value} for filter {key}.")
+            if key == "InvokedAfter":
+                checks.append(lambda d, m=moment: d["RequestedDateTime"].replace(tzinfo=None) >= m)
+            else:
+                checks.append(lambda d, m=moment: d["RequestedDateTime"].replace(tzinfo=None) <= m)
+        elif key == "Status":
+            if value == "TimedOut":
+                checks.append(lambda d: d["Status"] == "TimedOut")
+            elif value in ("DeliveryTimedOut", "ExecutionTimedOut"):
+                checks.append(lambda d, v=value: d["Status"] == "TimedOut" and d["StatusDetails"].replace(" ", "") == v)
+            else:
+                checks.append(lambda d, v=value: d["Status"] == v)
+        elif key == "DocumentName":
+            checks.append(lambda d, v=value: d["DocumentName"] == v)
+        elif key == "ExecutionStage" and not for_invocations:
+            if value not in ("Executing", "Complete"):
+                raise SSMError("InvalidFilter", f"Invalid value {value} for filter ExecutionStage.")
+            terminal = ("Success", "Failed", "TimedOut", "Cancelled")
+            checks.append(
+                lambda d, v=value: (d["Status"] in terminal) == (v == "Complete")
+            )
+        else:
+            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
+    return checks
+
+
+def list_commands(self: R) -> ActionResult:
+    backend = _b(self)
+    command_id = self._get_param("CommandId")
+    instance_id = self._get_param("InstanceId")
+    commands = list(backend._commands)
+    if command_id:
+        commands = [c for c in commands if c.command_id == command_id]
+        if not commands:
+            raise SSMError("InvalidCommandId", "Invalid command id.")
+    if instance_id:
+        commands = [c for c in commands if instance_id in c.instance_ids]
+    items = [command_json(c) for c in reversed(commands)]
+    for check in _command_filters(self._get_param("Filters", []) or [], False):
+        items = [i for i in items if check(i)]
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"Commands": page, "NextToken": token}))
+
+
+def list_command_invocations(self: R) -> ActionResult:
+    backend = _b(self)
+    command_id = self._get_param("CommandId")
+    instance_id = self._get_param("InstanceId")
+    details = bool(self._get_param("Details", False))
+    commands = list(backend._commands)
+    if command_id:
+        commands = [c for c in commands if c.command_id == command_id]
+        if not commands:
+            raise SSMError("InvalidCommandId", "Invalid command id.")
+    items: list[dict[str, Any]] = []
+    for command in reversed(commands):
+        for inv in getattr(command, "pp_invocations", []):
+            if instance_id and inv["InstanceId"] != instance_id:
+                continue
+            items.append(invocation_json(inv, details))
+    for check in _command_filters(self._get_param("Filters", []) or [], True):
+        items = [i for i in items if check(i)]
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"CommandInvocations": page, "NextToken": token}))
+
+
+# --- instance information & patch states ---------------------------------------------------
+
+
+def _node_info(node: NodeView, backend: SimpleSystemManagerBackend) -> dict[str, Any]:
+    ping = state(backend).ping_status.get(node.instance_id) or (
+        "Online" if node.running else "ConnectionLost"
+    )
+    data: dict[str, Any] = {
+        "InstanceId": node.instance_id,
+        "PingStatus": ping,
+        "LastPingDateTime": now(),
+        "AgentVersion": AGENT_VERSION,
+        "IsLatestVersion": True,
+        "PlatformType": node.platform_type,
+        "PlatformName": node.platform_name,
+        "PlatformVersion": node.platform_version,
+        "ResourceType": node.resource_type,
+        "IPAddress": node.ip_address,
+        "ComputerName": node.computer_name,
+        "SourceId": node.instance_id,
+        "SourceType": "AWS::EC2::Instance" if node.resource_type == "EC2Instance" else "AWS::SSM::ManagedInstance",
+    }
+    if node.resource_type == "ManagedInstance":
+        data.update(
+            {
+                "Name": node.name,
+                "RegistrationDate": node.registration_date,
+                "IamRole": node.iam_role,
+                "ActivationId": node.activation_id,
+            }
+        )
+    return prune(data)
+
+
+def describe_instance_information(self: R) -> ActionResult:
+    backend = _b(self)
+    legacy = self._get_param("InstanceInformationFilterList")
+    filters = self._get_param("Filters")
+    if legacy and filters:
+        raise SSMError(
+            "InvalidInstanceInformationFilterValue",
+            "InstanceInformationFilterList and Filters cannot be used in the same request.",
+        )
+    normalized: list[tuple[str, list[str]]] = []
+    for f in legacy or []:
+        normalized.append((f.get("key", ""), f.get("valueSet", [])))
+    for f in filters or []:
+        normalized.append((f.get("Key", ""), f.get("Values", [])))
+    items = [_node_info(n, backend) for n in nodes(backend)]
+    node_tags = {n.instance_id: n.tags for n in nodes(backend)}
+    for key, values in normalized:
+        if key == "InstanceIds":
+            for v in values:
+                if not INSTANCE_ID_RE.match(v):
+                    raise SSMError("InvalidInstanceId", f"Instance Id {v} is invalid.")
+            items = [i for i in items if i["InstanceId"] in values]
+        elif key in ("PingStatus", "ResourceType", "AgentVersion"):
+            items = [i for i in items if i.get(key) in values]
+        elif key in ("PlatformTypes", "PlatformType"):
+            items = [i for i in items if i["PlatformType"] in values]
+        elif key == "SourceIds":
+            items = [i for i in items if i["SourceId"] in values]
+        elif key == "SourceTypes":
+            items = [i for i in items if i["SourceType"] in values]
+        elif key == "IamRole":
+            items = [i for i in items if i.get("IamRole") in values]
+        elif key == "ActivationIds":
+            items = [i for i in items if i.get("ActivationId") in values]
+        elif key == "AssociationStatus":
+            items = []
+        elif key.startswith("tag:"):
+            tag_key = key[4:]
+            items = [i for i in items if node_tags[i["InstanceId"]].get(tag_key) in values]
+        elif key == "tag-key":
+            items = [i for i in items if any(v in node_tags[i["InstanceId"]] for v in values)]
+        else:
+            raise SSMError("InvalidFilterKey", f"The filter key {key} isn't valid.")
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"InstanceInformationList": page, "NextToken": token}))
+
+
+def describe_instance_patch_states(self: R) -> ActionResult:
+    backend = _b(self)
+    wanted = self._get_param("InstanceIds", []) or []
+    for v in wanted:
+        if not INSTANCE_ID_RE.match(v):
+            raise SSMError("InvalidInstanceId", f"Instance Id {v} is invalid.")
+    states = state(backend).patch_states
+    items = [states[i] for i in wanted if i in states]
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 10)
+    return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
+
+
+# --- maintenance window executions ---------------------------------------------------------
+
+
+def _get_execution(backend: SimpleSystemManagerBackend, execution_id: str) -> dict[str, Any]:
+    execution = state(backend).executions.get(execution_id)
+    if execution is None:
+        raise does_not_exist(f"Maintenance window execution {execution_id} does not exist")
+    return execution
+
+
+def _status_filter(items: list[dict[str, Any]], filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for f in filters or []:
+        key, values = f.get("Key"), f.get("Values", [])
+        if key == "STATUS":
+            items = [i for i in items if i["Status"] in values]
+        else:
+            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
+    return items
+
+
+def describe_maintenance_window_executions(self: R) -> ActionResult:
+    backend = _b(self)
+    window_id = self._get_param("WindowId")
+    _get_window(backend, window_id)
+    items = [
+        {k: e[k] for k in ("WindowId", "WindowExecutionId", "Status", "StatusDetails", "StartTime", "EndTime")}
+        for e in state(backend).executions.values()
+        if e["WindowId"] == window_id
+    ]
+    items.sort(key=lambda e: e["StartTime"], reverse=True)
+    for f in self._get_param("Filters", []) or []:
+        key, values = f.get("Key"), f.get("Values", [])
+        if key in ("ExecutedBefore", "ExecutedAfter"):
+            try:
+                moment = datetime.fromisoformat(values[0].replace("Z", "+00:00")).replace(tzinfo=None)
+            except (ValueError, IndexError):
+                raise validation(f"Invalid value for filter {key}.")
+            if key == "ExecutedBefore":
+                items = [i for i in items if i["StartTime"].replace(tzinfo=None) <= moment]
+            else:
+                items = [i for i in items if i["StartTime"].replace(tzinfo=None) >= moment]
+        else:
+            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"WindowExecutions": page, "NextToken": token}))
+
+
+def get_maintenance_window_execution(self: R) -> ActionResult:
+    execution = _get_execution(_b(self), self._get_param("WindowExecutionId"))
+    return ActionResult(
+        prune(
+            {
+                "WindowExecutionId": execution["WindowExecutionId"],
+                "TaskIds": [t["TaskExecutionId"] for t in execution["Tasks"]],
+                "Status": execution["Status"],
+                "StatusDetails": execution["StatusDetails"],
+                "StartTime": execution["StartTime"],
+                "EndTime": execution["EndTime"],
+            }
+        )
+    )
+
+
+def describe_maintenance_window_execution_tasks(self: R) -> ActionResult:
+    execution = _get_execution(_b(self), self._get_param("WindowExecutionId"))
+    items = [
+        {
+            "WindowExecutionId": execution["WindowExecutionId"],
+            "TaskExecutionId": t["TaskExecutionId"],
+            "Status": t["Status"],
+            "StatusDetails": t["StatusDetails"],
+            "StartTime": t["StartTime"],
+            "EndTime": t["EndTime"],
+            "TaskArn": t["TaskArn"],
+            "TaskType": t["TaskType"],
+        }
+        for t in execution["Tasks"]
+    ]
+    items = _status_filter(items, self._get_param("Filters", []))
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"WindowExecutionTaskIdentities": page, "NextToken": token}))
+
+
+def _get_execution_task(execution: dict[str, Any], task_id: str) -> dict[str, Any]:
+    for task in execution["Tasks"]:
+        if task["TaskExecutionId"] == task_id:
+            return task
+    raise does_not_exist(
+        f"Task {task_id} does not exist in maintenance window execution {execution['WindowExecutionId']}"
+    )
+
+
+def get_maintenance_window_execution_task(self: R) -> ActionResult:
+    execution = _get_execution(_b(self), self._get_param("WindowExecutionId"))
+    t = _get_execution_task(execution, self._get_param("TaskId"))
+    return ActionResult(
+        prune(
+            {
+                "WindowExecutionId": execution["WindowExecutionId"],
+                "TaskExecutionId": t["TaskExecutionId"],
+                "TaskArn": t["TaskArn"],
+                "ServiceRole": t.get("ServiceRole"),
+                "Type": t["TaskType"],
+                "TaskParameters": t.get("TaskParameters"),
+                "Priority": t["Priority"],
+                "MaxConcurrency": t.get("MaxConcurrency"),
+                "MaxErrors": t.get("MaxErrors"),
+                "Status": t["Status"],
+                "StatusDetails": t["StatusDetails"],
+                "StartTime": t["StartTime"],
+                "EndTime": t["EndTime"],
+            }
+        )
+    )
+
+
+def describe_maintenance_window_execution_task_invocations(self: R) -> ActionResult:
+    execution = _get_execution(_b(self), self._get_param("WindowExecutionId"))
+    task = _get_execution_task(execution, self._get_param("TaskId"))
+    items = _status_filter([dict(i) for i in task["Invocations"]], self._get_param("Filters", []))
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"WindowExecutionTaskInvocationIdentities": page, "NextToken": token}))
+
+
+# --------------------------------------------------------------------------------------------
+# model-driven input validation for every SSM action
+# --------------------------------------------------------------------------------------------
+
+_original_call_action = SimpleSystemManagerResponse.call_action
+
+
+def _call_action(self: R) -> Any:
+    try:
+        action = self._get_action()
+        operation = _SSM_MODEL.operation_model(action)
+    except Exception:
+        return _original_call_action(self)
+    try:
+        params = json.loads(self.body) if self.body else {}
+    except (TypeError, ValueError):
+        params = {}
+    if isinstance(params, dict):
+        message = validate_against_model(operation, params)
+        if message:
+            status, headers, body = self.serialized(ActionResult(validation(message)))
+            headers["status"] = str(status)
+            return status, headers, body
+    return _original_call_action(self)
+
+
+# --------------------------------------------------------------------------------------------
+# install
+# --------------------------------------------------------------------------------------------
+
+RESPONSE_METHODS: list[Callable[..., Any]] = [
+    create_patch_baseline,
+    get_patch_baseline,
+    update_patch_baseline,
+    delete_patch_baseline,
+    describe_patch_baselines,
+    register_patch_baseline_for_patch_group,
+    deregister_patch_baseline_for_patch_group,
+    get_patch_baseline_for_patch_group,
+    describe_patch_groups,
+    create_maintenance_window,
+    get_maintenance_window,
+    describe_maintenance_windows,
+    update_maintenance_window,
+    delete_maintenance_window,
+    register_target_with_maintenance_window,
+    describe_maintenance_window_targets,
+    update_maintenance_window_target,
+    deregister_target_from_maintenance_window,
+    register_task_with_maintenance_window,
+    describe_maintenance_window_tasks,
+    get_maintenance_window_task,
+    update_maintenance_window_task,
+    deregister_task_from_maintenance_window,
+    add_tags_to_resource,
+    send_command,
+    list_commands,
+    list_command_invocations,
+    describe_instance_information,
+    describe_instance_patch_states,
+    describe_maintenance_window_executions,
+    get_maintenance_window_execution,
+    describe_maintenance_window_execution_tasks,
+    get_maintenance_window_execution_task,
+    describe_maintenance_window_execution_task_invocations,
+]
+
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    for method in RESPONSE_METHODS:
+        setattr(SimpleSystemManagerResponse, method.__name__, method)
+    SimpleSystemManagerResponse.call_action = _call_action  # type: ignore[method-assign]
+    SimpleSystemManagerBackend._validate_resource_type_and_id = _validate_resource_type_and_id  # type: ignore[method-assign]
+    Command._get_instance_ids_from_targets = _command_instance_ids_from_targets  # type: ignore[method-assign]
+    Command.__init__ = _command_init  # type: ignore[method-assign]
