@@ -232,3 +232,27 @@ async fn executes_a_maintenance_window() {
         Some("ValidationException")
     );
 }
+
+#[tokio::test]
+async fn counts_requests_of_every_client() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let sns = emu.sns().await;
+    sns.create_topic()
+        .name("patchpilot-reports")
+        .send()
+        .await
+        .expect("CreateTopic");
+    let dynamodb = emu.dynamodb().await;
+    dynamodb.list_tables().send().await.expect("ListTables");
+    let ssm = emu.ssm().await;
+    ssm.describe_patch_groups()
+        .send()
+        .await
+        .expect("DescribePatchGroups");
+    let counts = emu.request_counts().expect("request log");
+    assert_eq!(counts.get("sns", "CreateTopic"), 1, "{counts:?}");
+    assert_eq!(counts.get("dynamodb", "ListTables"), 1, "{counts:?}");
+    assert_eq!(counts.get("ssm", "DescribePatchGroups"), 1, "{counts:?}");
+    assert_eq!(counts.write_count(), 1);
+}
