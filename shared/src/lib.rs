@@ -1,3 +1,12 @@
+//! patchpilot's shared library: the domain (policy, names, schedules, classification,
+//! planning, reports — pure and synchronous) and the AWS edge (`aws`, the only code that
+//! touches SDK types).
+
+pub mod aws;
+pub mod classify;
 pub mod eventpattern;
+pub mod names;
 pub mod permissions;
-pub mod placeholder {}
+pub mod plan;
+pub mod policy;
+pub mod schedule;

@@ -280,8 +280,11 @@ impl RebootOption {
 pub enum OperatingSystem {
     Windows,
     AmazonLinux,
+    #[serde(rename = "AMAZON_LINUX_2")]
     AmazonLinux2,
+    #[serde(rename = "AMAZON_LINUX_2022")]
     AmazonLinux2022,
+    #[serde(rename = "AMAZON_LINUX_2023")]
     AmazonLinux2023,
     Ubuntu,
     RedhatEnterpriseLinux,
