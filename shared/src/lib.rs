@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod classify;
 pub mod eventpattern;
+pub mod fleet;
 pub mod names;
 pub mod permissions;
 pub mod plan;

@@ -1,6 +1,8 @@
 //! The AWS edge: the only code that touches SDK types. Each submodule is a small adapter
 //! over one API family; the domain (policy, plan, classify, report) never sees the SDK.
 
+pub mod ec2;
+pub mod managed;
 pub mod policy_source;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,406 @@
+//! EC2 adapter for the fleet ([`crate::fleet::InstancePort`]): `DescribeInstances` (by id,
+//! with the eventual-consistency retry, or page by page), `DescribeImages` for the AMI names
+//! the classifier needs, and `CreateTags` in batches of ≤ 1000 ids.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{Filter, Image, Instance, Tag};
+use tracing::{info, warn};
+
+use super::{AwsError, CallLog};
+use crate::classify::{detect_os, FactsSource, InstanceFacts};
+use crate::fleet::{FleetError, InstancePort, Page, CREATE_TAGS_MAX_IDS};
+
+/// `DescribeInstances` `MaxResults` for the sweep (the API's maximum).
+const PAGE_SIZE: i32 = 1000;
+/// Image ids per `DescribeImages` call (the API documents no limit; this keeps the query
+/// string of the request well below any URL limit).
+const IMAGES_PER_CALL: usize = 200;
+/// Every state an instance that will run again can be in: terminated and shutting-down
+/// instances need no tag.
+const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
+/// How long to wait for EC2 to see an instance it just launched.
+///
+/// EC2 is eventually consistent: "If you describe an instance right after launching it, you
+/// might get `InvalidInstanceID.NotFound`" (EC2 API reference, "Eventual consistency"). The
+/// state-change event of a launch can arrive before `DescribeInstances` knows the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotFoundRetry {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    /// Delay before the second attempt; doubled each time.
+    pub initial_delay: Duration,
+    /// Cap of one delay.
+    pub max_delay: Duration,
+}
+
+impl Default for NotFoundRetry {
+    /// 5 attempts, 200 ms doubling to at most 3 s: 200 + 400 + 800 + 1600 ms = 3 s of
+    /// waiting, well inside the function's 30 s timeout.
+    fn default() -> Self {
+        NotFoundRetry {
+            attempts: 5,
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(3),
+        }
+    }
+}
+
+impl NotFoundRetry {
+    /// Delay after failed attempt `n` (1-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = 2u32.saturating_pow(n.saturating_sub(1));
+        self.initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay)
+    }
+}
+
+/// `InvalidInstanceID.NotFound`: one or more of the ids is unknown (yet) to EC2.
+const NOT_FOUND: &str = "InvalidInstanceID.NotFound";
+
+pub struct Ec2Fleet {
+    client: aws_sdk_ec2::Client,
+    retry: NotFoundRetry,
+    /// AMI id -> name (`None`: not visible). An AMI's name never changes, so the cache lives as
+    /// long as the warm Lambda environment.
+    image_names: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl Ec2Fleet {
+    pub fn new(config: &SdkConfig) -> Ec2Fleet {
+        Ec2Fleet::from_client(aws_sdk_ec2::Client::new(config))
+    }
+
+    pub fn from_client(client: aws_sdk_ec2::Client) -> Ec2Fleet {
+        Ec2Fleet {
+            client,
+            retry: NotFoundRetry::default(),
+            image_names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replace the `InvalidInstanceID.NotFound` retry schedule (tests shorten it).
+    pub fn with_not_found_retry(mut self, retry: NotFoundRetry) -> Ec2Fleet {
+        self.retry = retry;
+        self
+    }
+
+    /// `DescribeInstances` for these ids; retried while EC2 answers NotFound.
+    async fn describe_ids(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> Result<Vec<Instance>, FleetError> {
+        let mut attempt = 1;
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.describe_once(ids, calls).await {
+                Ok(instances) => return Ok(instances),
+                Err(e) if e.code() == Some(NOT_FOUND) => {
+                    if attempt >= self.retry.attempts {
+                        return Err(FleetError::NotVisible {
+                            ids: ids.to_vec(),
+                            attempts: attempt,
+                            waited,
+                            message: e.to_string(),
+                        });
+                    }
+                    let delay = self.retry.delay(attempt);
+                    warn!(
+                        instance_ids = %ids.join(","),
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        "instance not visible to DescribeInstances yet (EC2 eventual consistency), retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    waited += delay;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(FleetError::aws(
+                        format!("describing instance(s) {}", ids.join(", ")),
+                        e,
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn describe_once(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> Result<Vec<Instance>, AwsError> {
+        let mut instances = Vec::new();
+        let mut token: Option<String> = None;
+        // With InstanceIds there is normally one page; the token is followed anyway.
+        loop {
+            calls.record("DescribeInstances");
+            let out = self
+                .client
+                .describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeInstances", e))?;
+            for r in out.reservations() {
+                instances.extend(r.instances().iter().cloned());
+            }
+            token = out.next_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(instances);
+            }
+        }
+    }
+
+    /// Facts for the instances, with the AMI name where `Platform` / `PlatformDetails` do not
+    /// name the distribution (`Linux/UNIX`: Amazon Linux, Ubuntu, CentOS… all report that).
+    /// `DescribeInstances` does not return the AMI name, so one `DescribeImages` call asks for
+    /// the distinct AMIs of those instances (none when every AMI name is cached).
+    async fn facts(
+        &self,
+        instances: &[Instance],
+        calls: &CallLog,
+    ) -> Result<Vec<InstanceFacts>, FleetError> {
+        let mut facts: Vec<InstanceFacts> = instances.iter().map(facts_without_image).collect();
+        let wanted: BTreeSet<String> = instances
+            .iter()
+            .zip(&facts)
+            .filter(|(_, f)| needs_image_name(f))
+            .filter_map(|(i, _)| i.image_id().map(str::to_string))
+            .collect();
+        let names = self.image_names(&wanted, calls).await?;
+        for (instance, f) in instances.iter().zip(facts.iter_mut()) {
+            let name = instance
+                .image_id()
+                .and_then(|id| names.get(id).cloned().flatten());
+            if let FactsSource::Ec2 { image_name, .. } = &mut f.source {
+                *image_name = name;
+            }
+        }
+        Ok(facts)
+    }
+
+    async fn image_names(
+        &self,
+        wanted: &BTreeSet<String>,
+        calls: &CallLog,
+    ) -> Result<BTreeMap<String, Option<String>>, FleetError> {
+        let mut known = BTreeMap::new();
+        let missing: Vec<String> = {
+            let cache = self.image_names.lock().unwrap_or_else(|p| p.into_inner());
+            wanted
+                .iter()
+                .filter(|id| match cache.get(*id) {
+                    Some(name) => {
+                        known.insert((*id).clone(), name.clone());
+                        false
+                    }
+                    None => true,
+                })
+                .cloned()
+                .collect()
+        };
+        for chunk in missing.chunks(IMAGES_PER_CALL) {
+            calls.record("DescribeImages");
+            let found: Vec<Image> = match self
+                .client
+                .describe_images()
+                .set_image_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+            {
+                Ok(out) => out.images().to_vec(),
+                Err(e) => {
+                    let e = AwsError::from_sdk("DescribeImages", e);
+                    // A deregistered or no-longer-shared AMI: its instances keep running, the
+                    // name is just unknown (the `OS` tag hint remains).
+                    if matches!(
+                        e.code(),
+                        Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable")
+                    ) {
+                        warn!(image_ids = %chunk.join(","), error = %e, "AMI names unavailable");
+                        Vec::new()
+                    } else {
+                        return Err(FleetError::aws(
+                            format!("reading the names of AMIs {}", chunk.join(", ")),
+                            e,
+                        ));
+                    }
+                }
+            };
+            let mut cache = self.image_names.lock().unwrap_or_else(|p| p.into_inner());
+            for id in chunk {
+                let name = found
+                    .iter()
+                    .find(|i| i.image_id() == Some(id.as_str()))
+                    .and_then(|i| i.name().map(str::to_string));
+                cache.insert(id.clone(), name.clone());
+                known.insert(id.clone(), name);
+            }
+        }
+        Ok(known)
+    }
+}
+
+/// Whether the classifier needs the AMI name: the EC2 facts alone (`Platform`,
+/// `PlatformDetails`, tags ignored) name no operating system.
+fn needs_image_name(facts: &InstanceFacts) -> bool {
+    let mut bare = facts.clone();
+    bare.tags.clear();
+    detect_os(&bare).is_err()
+}
+
+fn facts_without_image(instance: &Instance) -> InstanceFacts {
+    let tags: BTreeMap<String, String> = instance
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect();
+    InstanceFacts {
+        instance_id: instance.instance_id().unwrap_or_default().to_string(),
+        source: FactsSource::Ec2 {
+            platform: instance.platform().map(|p| p.as_str().to_string()),
+            platform_details: instance.platform_details().map(str::to_string),
+            image_name: None,
+        },
+        name: tags.get("Name").cloned(),
+        tags,
+        state: instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string()),
+    }
+}
+
+impl InstancePort for Ec2Fleet {
+    async fn describe(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> Result<Vec<InstanceFacts>, FleetError> {
+        let instances = self.describe_ids(ids, calls).await?;
+        self.facts(&instances, calls).await
+    }
+
+    async fn page(&self, token: Option<String>, calls: &CallLog) -> Result<Page, FleetError> {
+        calls.record("DescribeInstances");
+        let out = self
+            .client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                    .build(),
+            )
+            .max_results(PAGE_SIZE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| {
+                FleetError::aws(
+                    "listing instances",
+                    AwsError::from_sdk("DescribeInstances", e),
+                )
+            })?;
+        let instances: Vec<Instance> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().iter().cloned())
+            .collect();
+        Ok(Page {
+            instances: self.facts(&instances, calls).await?,
+            next_token: out.next_token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &[(String, String)],
+        calls: &CallLog,
+    ) -> Result<(), FleetError> {
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        for chunk in ids.chunks(CREATE_TAGS_MAX_IDS) {
+            calls.record("CreateTags");
+            self.client
+                .create_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .set_tags(Some(tags.clone()))
+                .send()
+                .await
+                .map_err(|e| {
+                    FleetError::aws(
+                        format!("tagging {} instance(s)", chunk.len()),
+                        AwsError::from_sdk("CreateTags", e),
+                    )
+                })?;
+            info!(instances = chunk.len(), "CreateTags");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_backoff_doubles_from_200ms_and_is_capped() {
+        let r = NotFoundRetry::default();
+        let delays: Vec<u128> = (1..r.attempts).map(|n| r.delay(n).as_millis()).collect();
+        assert_eq!(delays, [200, 400, 800, 1600]);
+        assert_eq!(r.delay(10), Duration::from_secs(3));
+    }
+
+    fn instance(platform_details: &str, tags: &[(&str, &str)]) -> Instance {
+        let mut b = Instance::builder()
+            .instance_id("i-0123456789abcdef0")
+            .image_id("ami-1")
+            .platform_details(platform_details);
+        for (k, v) in tags {
+            b = b.tags(Tag::builder().key(*k).value(*v).build());
+        }
+        b.build()
+    }
+
+    #[test]
+    fn the_ami_name_is_needed_only_when_platform_details_do_not_name_the_os() {
+        assert!(!needs_image_name(&facts_without_image(&instance(
+            "Red Hat Enterprise Linux",
+            &[]
+        ))));
+        assert!(!needs_image_name(&facts_without_image(&instance(
+            "Windows", &[]
+        ))));
+        assert!(needs_image_name(&facts_without_image(&instance(
+            "Linux/UNIX",
+            &[]
+        ))));
+        // An OS tag is only a hint: the AMI name still wins, so it is still fetched.
+        assert!(needs_image_name(&facts_without_image(&instance(
+            "Linux/UNIX",
+            &[("OS", "UBUNTU")]
+        ))));
+    }
+
+    #[test]
+    fn facts_carry_tags_name_and_state() {
+        let i = instance("Linux/UNIX", &[("Name", "web-test"), ("Environment", "test")]);
+        let f = facts_without_image(&i);
+        assert_eq!(f.instance_id, "i-0123456789abcdef0");
+        assert_eq!(f.name.as_deref(), Some("web-test"));
+        assert_eq!(f.tag("Environment"), Some("test"));
+        assert_eq!(f.state, None);
+    }
+}

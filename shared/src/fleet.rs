@@ -1,0 +1,1035 @@
+//! The fleet's Patch Group tags: classify instances and write the tags they lack, with as few
+//! write calls as AWS allows.
+//!
+//! Two entry points share one decision and one write path:
+//! - [`tag_instances`] — the auto-tagger: the instances named by one event;
+//! - [`sweep`] — baseline-sync: every instance EC2 and SSM know, page by page.
+//!
+//! Writes are grouped by tag value: EC2 `CreateTags` takes up to 1000 resource ids with one tag
+//! set, so one call per distinct patch group per 1000 instances. SSM `AddTagsToResource` takes
+//! one resource, so managed (`mi-*`) nodes cost one call each. The Patch Group tag and the
+//! ownership marker (`patchpilot:managed=true`) go in the same call, which is also the only
+//! tag-key set the template's IAM condition allows.
+//!
+//! The AWS operations are behind [`InstancePort`] and [`ManagedPort`] (implemented by
+//! `aws::ec2::Ec2Fleet` and `aws::managed::ManagedInstances`), so the grouping is tested here
+//! without AWS.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+use thiserror::Error;
+use tracing::info;
+
+use crate::aws::{AwsError, CallLog};
+use crate::classify::{classify, tag_action, Decision, InstanceFacts, TagAction};
+use crate::names::{OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use crate::policy::Policy;
+
+/// EC2 `CreateTags`: "Resources … Constraints: Up to 1000 resource IDs" (EC2 API reference).
+pub const CREATE_TAGS_MAX_IDS: usize = 1000;
+
+/// One page of instances and the token of the next one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub instances: Vec<InstanceFacts>,
+    pub next_token: Option<String>,
+}
+
+/// EC2 instances (`i-*`): the operations the tagger needs (port).
+pub trait InstancePort: Sync {
+    /// Facts for these instances (one `DescribeInstances`, retried while EC2 does not see a
+    /// just-launched instance yet). Every requested id is in the answer or it is an error.
+    fn describe(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<Vec<InstanceFacts>, FleetError>> + Send;
+
+    /// One page of every instance that is not terminated; `None` starts at the first page.
+    fn page(
+        &self,
+        token: Option<String>,
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<Page, FleetError>> + Send;
+
+    /// Write `tags` on `ids` (at most [`CREATE_TAGS_MAX_IDS`]) in one `CreateTags` call.
+    fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &[(String, String)],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+}
+
+/// SSM managed nodes (`mi-*`, hybrid activations): the operations the tagger needs (port).
+pub trait ManagedPort: Sync {
+    /// Facts for these nodes; a node SSM does not know (deregistered) is absent.
+    fn describe(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<Vec<InstanceFacts>, FleetError>> + Send;
+
+    /// One page of every managed (non-EC2) node; `None` starts at the first page.
+    fn page(
+        &self,
+        token: Option<String>,
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<Page, FleetError>> + Send;
+
+    /// Write `tags` on one node (`AddTagsToResource`, ResourceType `ManagedInstance`).
+    fn add_tags(
+        &self,
+        id: &str,
+        tags: &[(String, String)],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+}
+
+impl<T: InstancePort + ?Sized> InstancePort for &T {
+    fn describe(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<Vec<InstanceFacts>, FleetError>> + Send {
+        (**self).describe(ids, calls)
+    }
+    fn page(
+        &self,
+        token: Option<String>,
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<Page, FleetError>> + Send {
+        (**self).page(token, calls)
+    }
+    fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &[(String, String)],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send {
+        (**self).create_tags(ids, tags, calls)
+    }
+}
+
+impl<T: ManagedPort + ?Sized> ManagedPort for &T {
+    fn describe(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<Vec<InstanceFacts>, FleetError>> + Send {
+        (**self).describe(ids, calls)
+    }
+    fn page(
+        &self,
+        token: Option<String>,
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<Page, FleetError>> + Send {
+        (**self).page(token, calls)
+    }
+    fn add_tags(
+        &self,
+        id: &str,
+        tags: &[(String, String)],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send {
+        (**self).add_tags(id, tags, calls)
+    }
+}
+
+/// The adapters the fleet functions work with: EC2 and SSM managed nodes.
+#[derive(Debug, Clone)]
+pub struct FleetAdapters<E, M> {
+    pub ec2: E,
+    pub managed: M,
+}
+
+#[derive(Debug, Error)]
+pub enum FleetError {
+    /// An AWS call failed (not a throttle: the SDK retries those).
+    #[error("{doing}: {source}")]
+    Aws {
+        doing: String,
+        #[source]
+        source: AwsError,
+    },
+    /// EC2 still answered `InvalidInstanceID.NotFound` after the bounded retries.
+    #[error("EC2 does not know instance(s) {} after {attempts} DescribeInstances attempts over {waited:?} ({message}); failing so that EventBridge retries the event later", ids.join(", "))]
+    NotVisible {
+        ids: Vec<String>,
+        attempts: u32,
+        waited: Duration,
+        message: String,
+    },
+    /// A request could not be built (a required field was missing).
+    #[error("cannot build an AWS request: {message}")]
+    Request { message: String },
+    /// An id that is neither an EC2 instance (`i-…`) nor a managed node (`mi-…`).
+    #[error("`{id}` is not an EC2 instance id (i-…) nor an SSM managed node id (mi-…)")]
+    UnsupportedId { id: String },
+}
+
+impl FleetError {
+    pub fn aws(doing: impl Into<String>, source: AwsError) -> FleetError {
+        FleetError::Aws {
+            doing: doing.into(),
+            source,
+        }
+    }
+}
+
+/// What happened to one instance's Patch Group tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// The tag (and the ownership marker) was written.
+    Tagged,
+    /// Dry run: the tag would be written.
+    WouldTag,
+    /// The tag already had the right value: no write.
+    Unchanged,
+    /// A person set a different value and the policy does not say `overwrite: true`.
+    RespectedManual,
+    /// The exclusion tag is present.
+    Excluded,
+    /// No patch group can be derived (no environment, unknown OS, no batch…).
+    Unmatched,
+    /// Terminated, shutting down, or no longer registered with SSM.
+    Gone,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Tagged => "tagged",
+            Action::WouldTag => "would-tag",
+            Action::Unchanged => "unchanged",
+            Action::RespectedManual => "respected-manual",
+            Action::Excluded => "excluded",
+            Action::Unmatched => "unmatched",
+            Action::Gone => "gone",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One instance's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagOutcome {
+    pub instance_id: String,
+    pub action: Action,
+    /// The patch group the instance belongs to (what is, or would be, on the tag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_group: Option<String>,
+    /// Why nothing was written (respected-manual, excluded, unmatched, gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Which API a tag write goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceKind {
+    /// EC2 `CreateTags`, up to 1000 instances per call.
+    Ec2Instance,
+    /// SSM `AddTagsToResource`, one node per call.
+    ManagedInstance,
+}
+
+/// One write call (made, or planned in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagWrite {
+    pub resource: ResourceKind,
+    pub patch_group: String,
+    pub instance_ids: Vec<String>,
+    pub applied: bool,
+}
+
+/// The result of [`sweep`]: counts per action, the writes, and every instance that needs a
+/// person's attention (respected manual tags, exclusions, unmatched) with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub dry_run: bool,
+    /// Instances seen (EC2 and managed nodes).
+    pub instances: u32,
+    pub counts: BTreeMap<Action, u32>,
+    /// One entry per write call (`CreateTags` / `AddTagsToResource`).
+    pub writes: Vec<TagWrite>,
+    /// Outcomes other than tagged / would-tag / unchanged / gone.
+    pub attention: Vec<TagOutcome>,
+}
+
+impl SweepReport {
+    /// Number of write calls made (0 in a dry run).
+    pub fn write_calls(&self) -> usize {
+        self.writes.iter().filter(|w| w.applied).count()
+    }
+
+    pub fn count(&self, action: Action) -> u32 {
+        self.counts.get(&action).copied().unwrap_or(0)
+    }
+}
+
+/// The decision about one instance and, when a write is needed, its value.
+fn decide(policy: &Policy, facts: &InstanceFacts) -> (TagOutcome, Option<String>) {
+    let decision = classify(policy, facts);
+    let group = match &decision {
+        Decision::Group { group, .. } => Some(group.to_string()),
+        _ => None,
+    };
+    let outcome = |action, reason| TagOutcome {
+        instance_id: facts.instance_id.clone(),
+        action,
+        patch_group: group.clone(),
+        reason,
+    };
+    match tag_action(policy, facts, &decision) {
+        TagAction::Tag { value } => (outcome(Action::Tagged, None), Some(value)),
+        TagAction::Unchanged => (outcome(Action::Unchanged, None), None),
+        TagAction::RespectManual { current, wanted } => (
+            outcome(
+                Action::RespectedManual,
+                Some(format!(
+                    "{} is `{current}`, set by a person (no {OWNERSHIP_TAG_KEY} tag); patchpilot would set `{wanted}`; set `overwrite: true` in the policy to replace it",
+                    policy.tag_key
+                )),
+            ),
+            None,
+        ),
+        TagAction::Skip { reason } => {
+            let action = match decision {
+                Decision::Excluded { .. } => Action::Excluded,
+                _ => Action::Unmatched,
+            };
+            (outcome(action, Some(reason)), None)
+        }
+        TagAction::Gone => (
+            outcome(
+                Action::Gone,
+                Some(format!(
+                    "instance is {}",
+                    facts.state.as_deref().unwrap_or("gone")
+                )),
+            ),
+            None,
+        ),
+    }
+}
+
+fn gone(id: &str, reason: &str) -> TagOutcome {
+    TagOutcome {
+        instance_id: id.to_string(),
+        action: Action::Gone,
+        patch_group: None,
+        reason: Some(reason.to_string()),
+    }
+}
+
+fn log_outcome(o: &TagOutcome) {
+    info!(
+        instance_id = %o.instance_id,
+        action = %o.action,
+        patch_group = o.patch_group.as_deref().unwrap_or(""),
+        reason = o.reason.as_deref().unwrap_or(""),
+        "patch group tag"
+    );
+}
+
+fn tag_set(policy: &Policy, value: &str) -> Vec<(String, String)> {
+    vec![
+        (policy.tag_key.clone(), value.to_string()),
+        (
+            OWNERSHIP_TAG_KEY.to_string(),
+            OWNERSHIP_TAG_VALUE.to_string(),
+        ),
+    ]
+}
+
+/// Writes waiting to be made: EC2 ids by value, managed nodes one by one.
+#[derive(Default)]
+struct PendingWrites {
+    ec2: BTreeMap<String, Vec<String>>,
+    managed: Vec<(String, String)>,
+}
+
+impl PendingWrites {
+    /// Write (or in a dry run, list) every pending tag; one `CreateTags` per distinct value
+    /// per 1000 instances.
+    async fn flush<E: InstancePort, M: ManagedPort>(
+        self,
+        policy: &Policy,
+        adapters: &FleetAdapters<E, M>,
+        calls: &CallLog,
+        dry_run: bool,
+    ) -> Result<Vec<TagWrite>, FleetError> {
+        let mut writes = Vec::new();
+        for (value, ids) in self.ec2 {
+            let tags = tag_set(policy, &value);
+            for chunk in ids.chunks(CREATE_TAGS_MAX_IDS) {
+                if !dry_run {
+                    adapters.ec2.create_tags(chunk, &tags, calls).await?;
+                    info!(patch_group = %value, instances = chunk.len(), "CreateTags");
+                }
+                writes.push(TagWrite {
+                    resource: ResourceKind::Ec2Instance,
+                    patch_group: value.clone(),
+                    instance_ids: chunk.to_vec(),
+                    applied: !dry_run,
+                });
+            }
+        }
+        for (id, value) in self.managed {
+            if !dry_run {
+                adapters
+                    .managed
+                    .add_tags(&id, &tag_set(policy, &value), calls)
+                    .await?;
+                info!(instance_id = %id, patch_group = %value, "AddTagsToResource");
+            }
+            writes.push(TagWrite {
+                resource: ResourceKind::ManagedInstance,
+                patch_group: value,
+                instance_ids: vec![id],
+                applied: !dry_run,
+            });
+        }
+        Ok(writes)
+    }
+
+    fn push(&mut self, kind: ResourceKind, id: &str, value: String) {
+        match kind {
+            ResourceKind::Ec2Instance => self.ec2.entry(value).or_default().push(id.to_string()),
+            ResourceKind::ManagedInstance => self.managed.push((id.to_string(), value)),
+        }
+    }
+}
+
+fn kind_of(id: &str) -> Result<ResourceKind, FleetError> {
+    if id.starts_with("i-") {
+        Ok(ResourceKind::Ec2Instance)
+    } else if id.starts_with("mi-") {
+        Ok(ResourceKind::ManagedInstance)
+    } else {
+        Err(FleetError::UnsupportedId { id: id.to_string() })
+    }
+}
+
+/// Tag the instances named by an event: one describe for the EC2 ids, one for the managed
+/// nodes, then at most one write per distinct value (EC2) or per node (managed). Outcomes are
+/// in the order of `ids` (duplicates removed).
+pub async fn tag_instances<E: InstancePort, M: ManagedPort>(
+    ids: &[String],
+    policy: &Policy,
+    adapters: &FleetAdapters<E, M>,
+    calls: &CallLog,
+) -> Result<Vec<TagOutcome>, FleetError> {
+    let mut seen = BTreeSet::new();
+    let mut ec2_ids = Vec::new();
+    let mut managed_ids = Vec::new();
+    let mut order = Vec::new();
+    for id in ids {
+        if !seen.insert(id.as_str()) {
+            continue;
+        }
+        match kind_of(id)? {
+            ResourceKind::Ec2Instance => ec2_ids.push(id.clone()),
+            ResourceKind::ManagedInstance => managed_ids.push(id.clone()),
+        }
+        order.push(id.clone());
+    }
+
+    let mut facts = Vec::new();
+    if !ec2_ids.is_empty() {
+        facts.extend(adapters.ec2.describe(&ec2_ids, calls).await?);
+    }
+    if !managed_ids.is_empty() {
+        facts.extend(adapters.managed.describe(&managed_ids, calls).await?);
+    }
+
+    let mut by_id: BTreeMap<String, TagOutcome> = BTreeMap::new();
+    let mut pending = PendingWrites::default();
+    for f in &facts {
+        let (outcome, write) = decide(policy, f);
+        if let Some(value) = write {
+            pending.push(kind_of(&f.instance_id)?, &f.instance_id, value);
+        }
+        by_id.insert(f.instance_id.clone(), outcome);
+    }
+    pending.flush(policy, adapters, calls, false).await?;
+
+    let outcomes: Vec<TagOutcome> = order
+        .iter()
+        .map(|id| {
+            by_id.remove(id).unwrap_or_else(|| {
+                let reason = if id.starts_with("mi-") {
+                    "not registered with SSM (deregistered?)"
+                } else {
+                    "not returned by EC2 DescribeInstances"
+                };
+                gone(id, reason)
+            })
+        })
+        .collect();
+    outcomes.iter().for_each(log_outcome);
+    Ok(outcomes)
+}
+
+/// Sweep the whole fleet (every EC2 instance that is not terminated, every managed node) and
+/// fix missing or wrong Patch Group tags. Pages are read first, then the writes are made
+/// grouped by value across the whole fleet: 2,000 untagged instances in two patch groups cost
+/// two `CreateTags` calls. `dry_run` plans the writes without making them.
+pub async fn sweep<E: InstancePort, M: ManagedPort>(
+    policy: &Policy,
+    adapters: &FleetAdapters<E, M>,
+    calls: &CallLog,
+    dry_run: bool,
+) -> Result<SweepReport, FleetError> {
+    let mut counts: BTreeMap<Action, u32> = BTreeMap::new();
+    let mut attention = Vec::new();
+    let mut pending = PendingWrites::default();
+    let mut instances = 0u32;
+
+    let mut consider = |kind: ResourceKind, f: &InstanceFacts| {
+        instances += 1;
+        let (mut outcome, write) = decide(policy, f);
+        if let Some(value) = write {
+            if dry_run {
+                outcome.action = Action::WouldTag;
+            }
+            pending.push(kind, &f.instance_id, value);
+        }
+        *counts.entry(outcome.action).or_insert(0) += 1;
+        if matches!(
+            outcome.action,
+            Action::RespectedManual | Action::Excluded | Action::Unmatched
+        ) {
+            log_outcome(&outcome);
+            attention.push(outcome);
+        }
+    };
+
+    let mut token = None;
+    loop {
+        let page = adapters.ec2.page(token, calls).await?;
+        page.instances
+            .iter()
+            .for_each(|f| consider(ResourceKind::Ec2Instance, f));
+        token = page.next_token.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut token = None;
+    loop {
+        let page = adapters.managed.page(token, calls).await?;
+        page.instances
+            .iter()
+            .for_each(|f| consider(ResourceKind::ManagedInstance, f));
+        token = page.next_token.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+
+    let writes = pending.flush(policy, adapters, calls, dry_run).await?;
+    let report = SweepReport {
+        dry_run,
+        instances,
+        counts,
+        writes,
+        attention,
+    };
+    info!(
+        dry_run,
+        instances = report.instances,
+        write_calls = report.write_calls(),
+        counts = %serde_json::to_string(&report.counts).unwrap_or_default(),
+        "fleet sweep"
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::FactsSource;
+    use std::sync::Mutex;
+
+    /// An in-memory fleet: instances by id, pages of `page_size`, every write recorded.
+    #[derive(Default)]
+    struct FakeFleet {
+        instances: Vec<InstanceFacts>,
+        page_size: usize,
+        writes: Mutex<Vec<(Vec<String>, Vec<(String, String)>)>>,
+    }
+
+    impl FakeFleet {
+        fn new(instances: Vec<InstanceFacts>, page_size: usize) -> FakeFleet {
+            FakeFleet {
+                instances,
+                page_size,
+                writes: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn writes(&self) -> Vec<(Vec<String>, Vec<(String, String)>)> {
+            self.writes.lock().expect("lock").clone()
+        }
+
+        fn describe_ids(&self, ids: &[String]) -> Vec<InstanceFacts> {
+            self.instances
+                .iter()
+                .filter(|f| ids.contains(&f.instance_id))
+                .cloned()
+                .collect()
+        }
+
+        fn page_at(&self, token: Option<String>) -> Page {
+            let start: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
+            let end = (start + self.page_size).min(self.instances.len());
+            Page {
+                instances: self.instances[start..end].to_vec(),
+                next_token: (end < self.instances.len()).then(|| end.to_string()),
+            }
+        }
+
+        fn record(&self, ids: &[String], tags: &[(String, String)]) {
+            self.writes
+                .lock()
+                .expect("lock")
+                .push((ids.to_vec(), tags.to_vec()));
+        }
+    }
+
+    impl InstancePort for FakeFleet {
+        async fn describe(
+            &self,
+            ids: &[String],
+            calls: &CallLog,
+        ) -> Result<Vec<InstanceFacts>, FleetError> {
+            calls.record("DescribeInstances");
+            Ok(self.describe_ids(ids))
+        }
+        async fn page(&self, token: Option<String>, calls: &CallLog) -> Result<Page, FleetError> {
+            calls.record("DescribeInstances");
+            Ok(self.page_at(token))
+        }
+        async fn create_tags(
+            &self,
+            ids: &[String],
+            tags: &[(String, String)],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            assert!(ids.len() <= CREATE_TAGS_MAX_IDS, "{} ids", ids.len());
+            calls.record("CreateTags");
+            self.record(ids, tags);
+            Ok(())
+        }
+    }
+
+    impl ManagedPort for FakeFleet {
+        async fn describe(
+            &self,
+            ids: &[String],
+            calls: &CallLog,
+        ) -> Result<Vec<InstanceFacts>, FleetError> {
+            calls.record("DescribeInstanceInformation");
+            Ok(self.describe_ids(ids))
+        }
+        async fn page(&self, token: Option<String>, calls: &CallLog) -> Result<Page, FleetError> {
+            calls.record("DescribeInstanceInformation");
+            Ok(self.page_at(token))
+        }
+        async fn add_tags(
+            &self,
+            id: &str,
+            tags: &[(String, String)],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            calls.record("AddTagsToResource");
+            self.record(&[id.to_string()], tags);
+            Ok(())
+        }
+    }
+
+    fn ec2(id: &str, name: &str, details: &str, image: &str, tags: &[(&str, &str)]) -> InstanceFacts {
+        let mut t: BTreeMap<String, String> = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        t.insert("Name".to_string(), name.to_string());
+        InstanceFacts {
+            instance_id: id.to_string(),
+            source: FactsSource::Ec2 {
+                platform: details.starts_with("Windows").then(|| "windows".to_string()),
+                platform_details: Some(details.to_string()),
+                image_name: Some(image.to_string()),
+            },
+            name: None,
+            tags: t,
+            state: Some("running".to_string()),
+        }
+    }
+
+    fn linux(id: &str, env: &str) -> InstanceFacts {
+        ec2(id, &format!("web-{env}"), "Linux/UNIX", "amzn2-ami-hvm-2.0", &[])
+    }
+
+    fn windows(id: &str, env: &str) -> InstanceFacts {
+        ec2(id, &format!("app-{env}"), "Windows", "Windows_Server-2022", &[])
+    }
+
+    fn managed(id: &str, name: &str) -> InstanceFacts {
+        InstanceFacts {
+            instance_id: id.to_string(),
+            source: FactsSource::ManagedInstance {
+                platform_type: Some("Linux".to_string()),
+                platform_name: Some("Ubuntu".to_string()),
+                platform_version: Some("22.04".to_string()),
+            },
+            name: Some(name.to_string()),
+            tags: BTreeMap::new(),
+            state: None,
+        }
+    }
+
+    fn adapters(fleet: &FakeFleet) -> FleetAdapters<Ec2Only<'_>, ManagedOnly<'_>> {
+        FleetAdapters {
+            ec2: Ec2Only(fleet),
+            managed: ManagedOnly(fleet),
+        }
+    }
+
+    /// The managed side of the fake: only `mi-*` facts.
+    struct ManagedOnly<'a>(&'a FakeFleet);
+
+    impl ManagedPort for ManagedOnly<'_> {
+        async fn describe(
+            &self,
+            ids: &[String],
+            calls: &CallLog,
+        ) -> Result<Vec<InstanceFacts>, FleetError> {
+            ManagedPort::describe(self.0, ids, calls).await
+        }
+        async fn page(&self, token: Option<String>, calls: &CallLog) -> Result<Page, FleetError> {
+            calls.record("DescribeInstanceInformation");
+            let _ = token;
+            Ok(Page {
+                instances: self
+                    .0
+                    .instances
+                    .iter()
+                    .filter(|f| f.instance_id.starts_with("mi-"))
+                    .cloned()
+                    .collect(),
+                next_token: None,
+            })
+        }
+        async fn add_tags(
+            &self,
+            id: &str,
+            tags: &[(String, String)],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            self.0.add_tags(id, tags, calls).await
+        }
+    }
+
+    /// The EC2 side of the fake: only `i-*` facts.
+    struct Ec2Only<'a>(&'a FakeFleet);
+
+    impl InstancePort for Ec2Only<'_> {
+        async fn describe(
+            &self,
+            ids: &[String],
+            calls: &CallLog,
+        ) -> Result<Vec<InstanceFacts>, FleetError> {
+            InstancePort::describe(self.0, ids, calls).await
+        }
+        async fn page(&self, token: Option<String>, calls: &CallLog) -> Result<Page, FleetError> {
+            let mut page = InstancePort::page(self.0, token, calls).await?;
+            page.instances.retain(|f| f.instance_id.starts_with("i-"));
+            Ok(page)
+        }
+        async fn create_tags(
+            &self,
+            ids: &[String],
+            tags: &[(String, String)],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            self.0.create_tags(ids, tags, calls).await
+        }
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn one_event_with_several_instances_makes_one_write_per_patch_group() {
+        let fleet = FakeFleet::new(
+            vec![
+                linux("i-01", "test"),
+                linux("i-02", "test"),
+                windows("i-03", "test"),
+                linux("i-04", "prod"),
+            ],
+            100,
+        );
+        let calls = CallLog::new();
+        let policy = Policy::reference();
+        let outcomes = run(tag_instances(
+            &ids(&["i-01", "i-02", "i-03", "i-04", "i-01"]),
+            &policy,
+            &adapters(&fleet),
+            &calls,
+        ))
+        .expect("tagged");
+        assert_eq!(outcomes.len(), 4, "duplicates removed");
+        assert!(outcomes.iter().all(|o| o.action == Action::Tagged));
+        assert_eq!(
+            outcomes.iter().map(|o| o.patch_group.clone().unwrap_or_default()).collect::<Vec<_>>(),
+            [
+                "patch_test_0600_batch_1",
+                "patch_test_0600_batch_1",
+                "patch_test_0600_batch_2",
+                "patch_prod_0600_batch_1"
+            ]
+        );
+        let summary = calls.summary();
+        assert_eq!(summary.by_operation.get("DescribeInstances"), Some(&1));
+        assert_eq!(summary.by_operation.get("CreateTags"), Some(&3));
+        let writes = fleet.writes();
+        let test_linux = writes
+            .iter()
+            .find(|(_, tags)| tags[0].1 == "patch_test_0600_batch_1")
+            .expect("a write for the Linux test group");
+        assert_eq!(test_linux.0, ids(&["i-01", "i-02"]));
+        assert_eq!(
+            test_linux.1,
+            vec![
+                ("Patch Group".to_string(), "patch_test_0600_batch_1".to_string()),
+                ("patchpilot:managed".to_string(), "true".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_instance_already_tagged_right_costs_no_write() {
+        let mut facts = linux("i-01", "test");
+        facts
+            .tags
+            .insert("Patch Group".to_string(), "patch_test_0600_batch_1".to_string());
+        let fleet = FakeFleet::new(vec![facts], 100);
+        let calls = CallLog::new();
+        let outcomes = run(tag_instances(
+            &ids(&["i-01"]),
+            &Policy::reference(),
+            &adapters(&fleet),
+            &calls,
+        ))
+        .expect("ok");
+        assert_eq!(outcomes[0].action, Action::Unchanged);
+        assert_eq!(calls.summary().writes, 0);
+    }
+
+    #[test]
+    fn manual_excluded_unmatched_and_gone_are_reported_with_reasons_and_never_written() {
+        let manual = ec2(
+            "i-01",
+            "db-prod",
+            "Linux/UNIX",
+            "amzn2-ami-hvm",
+            &[("Patch Group", "dba-special")],
+        );
+        let excluded = ec2(
+            "i-02",
+            "db-prod",
+            "Linux/UNIX",
+            "amzn2-ami-hvm",
+            &[("patchpilot:exclude", "yes")],
+        );
+        let unmatched = ec2("i-03", "jumphost", "Linux/UNIX", "amzn2-ami-hvm", &[]);
+        let mut terminated = linux("i-04", "test");
+        terminated.state = Some("terminated".to_string());
+        let fleet = FakeFleet::new(vec![manual, excluded, unmatched, terminated], 100);
+        let calls = CallLog::new();
+        let outcomes = run(tag_instances(
+            &ids(&["i-01", "i-02", "i-03", "i-04", "mi-00000000000000001"]),
+            &Policy::reference(),
+            &adapters(&fleet),
+            &calls,
+        ))
+        .expect("ok");
+        let actions: Vec<Action> = outcomes.iter().map(|o| o.action).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::RespectedManual,
+                Action::Excluded,
+                Action::Unmatched,
+                Action::Gone,
+                Action::Gone
+            ]
+        );
+        let reason = |i: usize| outcomes[i].reason.clone().unwrap_or_default();
+        assert!(reason(0).contains("dba-special") && reason(0).contains("overwrite"), "{}", reason(0));
+        assert!(reason(1).contains("patchpilot:exclude"), "{}", reason(1));
+        assert!(reason(2).contains("no environment matched"), "{}", reason(2));
+        assert!(reason(3).contains("terminated"), "{}", reason(3));
+        assert!(reason(4).contains("not registered"), "{}", reason(4));
+        assert_eq!(calls.summary().writes, 0);
+        assert!(fleet.writes().is_empty());
+    }
+
+    #[test]
+    fn managed_nodes_are_tagged_one_call_each() {
+        let fleet = FakeFleet::new(
+            vec![managed("mi-0123456789abcdef0", "db-onprem-prod"), linux("i-01", "prod")],
+            100,
+        );
+        let calls = CallLog::new();
+        let outcomes = run(tag_instances(
+            &ids(&["mi-0123456789abcdef0", "i-01"]),
+            &Policy::reference(),
+            &adapters(&fleet),
+            &calls,
+        ))
+        .expect("ok");
+        assert_eq!(outcomes[0].action, Action::Tagged);
+        assert_eq!(outcomes[0].patch_group.as_deref(), Some("patch_prod_0600_batch_1"));
+        let by_op = calls.summary().by_operation;
+        assert_eq!(by_op.get("AddTagsToResource"), Some(&1));
+        assert_eq!(by_op.get("CreateTags"), Some(&1));
+        assert_eq!(by_op.get("DescribeInstanceInformation"), Some(&1));
+    }
+
+    #[test]
+    fn an_id_of_another_kind_of_resource_is_an_error() {
+        let fleet = FakeFleet::new(Vec::new(), 100);
+        let err = run(tag_instances(
+            &ids(&["vol-0123456789abcdef0"]),
+            &Policy::reference(),
+            &adapters(&fleet),
+            &CallLog::new(),
+        ))
+        .expect_err("volumes are not instances");
+        assert!(err.to_string().contains("vol-0123456789abcdef0"), "{err}");
+    }
+
+    fn big_fleet(n: usize) -> Vec<InstanceFacts> {
+        (0..n)
+            .map(|i| {
+                let id = format!("i-{i:017x}");
+                if i % 2 == 0 {
+                    linux(&id, "test")
+                } else {
+                    windows(&id, "prod")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sweep_of_2500_instances_writes_one_call_per_value_per_1000() {
+        let mut instances = big_fleet(2500);
+        instances.push(managed("mi-0123456789abcdef0", "db-onprem-test"));
+        let fleet = FakeFleet::new(instances, 1000);
+        let calls = CallLog::new();
+        let policy = Policy::reference();
+        let report = run(sweep(
+            &policy,
+            &adapters(&fleet),
+            &calls,
+            false,
+        ))
+        .expect("swept");
+        assert_eq!(report.instances, 2501);
+        assert_eq!(report.count(Action::Tagged), 2501);
+        // 1250 per value -> 2 chunks each (1000 + 250), plus one AddTagsToResource.
+        let by_op = calls.summary().by_operation;
+        assert_eq!(by_op.get("CreateTags"), Some(&4));
+        assert_eq!(by_op.get("AddTagsToResource"), Some(&1));
+        assert_eq!(report.write_calls(), 5);
+        assert!(fleet.writes().iter().all(|(ids, _)| ids.len() <= 1000));
+        let ec2_written: usize = report
+            .writes
+            .iter()
+            .filter(|w| w.resource == ResourceKind::Ec2Instance)
+            .map(|w| w.instance_ids.len())
+            .sum();
+        assert_eq!(ec2_written, 2500);
+        // Three DescribeInstances pages (1000, 1000, 500).
+        assert_eq!(by_op.get("DescribeInstances"), Some(&3));
+    }
+
+    #[test]
+    fn a_dry_run_sweep_plans_the_same_writes_and_makes_none() {
+        let fleet = FakeFleet::new(big_fleet(10), 4);
+        let calls = CallLog::new();
+        let report = run(sweep(
+            &Policy::reference(),
+            &adapters(&fleet),
+            &calls,
+            true,
+        ))
+        .expect("planned");
+        assert!(report.dry_run);
+        assert_eq!(report.count(Action::WouldTag), 10);
+        assert_eq!(report.writes.len(), 2);
+        assert!(report.writes.iter().all(|w| !w.applied));
+        assert_eq!(report.write_calls(), 0);
+        assert_eq!(calls.summary().writes, 0);
+        assert!(fleet.writes().is_empty());
+        let json = serde_json::to_value(&report).expect("serialisable");
+        assert_eq!(json["counts"]["would-tag"], 10);
+    }
+
+    #[test]
+    fn a_sweep_of_a_tagged_fleet_writes_nothing_and_lists_what_needs_attention() {
+        let mut instances: Vec<InstanceFacts> = big_fleet(6)
+            .into_iter()
+            .map(|mut f| {
+                let group = if f.tag("Name").is_some_and(|n| n.ends_with("-test")) {
+                    "patch_test_0600_batch_1"
+                } else {
+                    "patch_prod_0600_batch_2"
+                };
+                f.tags.insert("Patch Group".to_string(), group.to_string());
+                f
+            })
+            .collect();
+        instances.push(ec2("i-99", "jumphost", "Linux/UNIX", "amzn2-ami-hvm", &[]));
+        let fleet = FakeFleet::new(instances, 1000);
+        let calls = CallLog::new();
+        let report = run(sweep(
+            &Policy::reference(),
+            &adapters(&fleet),
+            &calls,
+            false,
+        ))
+        .expect("swept");
+        assert_eq!(report.count(Action::Unchanged), 6);
+        assert_eq!(report.count(Action::Unmatched), 1);
+        assert_eq!(report.attention.len(), 1);
+        assert_eq!(report.attention[0].instance_id, "i-99");
+        assert!(report.writes.is_empty());
+        assert_eq!(calls.summary().writes, 0);
+    }
+}
