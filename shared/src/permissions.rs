@@ -14,6 +14,8 @@
 /// auto-tagger: EC2 launch / tag-change / on-prem registration events -> Patch Group tag.
 pub const AUTO_TAGGER: &[&str] = &[
     "ec2:DescribeInstances",
+    // AMI names: `PlatformDetails` `Linux/UNIX` does not say which distribution.
+    "ec2:DescribeImages",
     "ec2:CreateTags",
     "ssm:GetParameter",
     "ssm:DescribeInstanceInformation",
@@ -49,6 +51,7 @@ pub const BASELINE_SYNC: &[&str] = &[
     "ssm:DeregisterTaskFromMaintenanceWindow",
     "ssm:DescribeInstanceInformation",
     "ec2:DescribeInstances",
+    "ec2:DescribeImages",
     "ec2:CreateTags",
     // Only on the maintenance-window service role, only towards ssm.amazonaws.com
     // (RegisterTaskWithMaintenanceWindow / UpdateMaintenanceWindowTask pass `ServiceRoleArn`).
