@@ -1,1 +1,189 @@
-fn main() {}
+//! `patchpilot`: check and preview a patchpilot policy before it reaches AWS.
+//!
+//! Exit codes: 0 success (warnings may be printed), 1 the policy is invalid or a check
+//! failed, 2 bad usage or an unreadable file (clap uses 2 for usage errors too).
+
+mod input;
+mod render;
+mod schedule_view;
+mod table;
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use patchpilot::policy::Severity;
+
+use input::InputError;
+
+#[derive(Parser)]
+#[command(
+    name = "patchpilot",
+    version,
+    about = "Validate, schedule and render a patchpilot policy (the desired AWS Systems Manager patching setup).",
+    long_about = "Validate, schedule and render a patchpilot policy: the one YAML file from which patchpilot \
+derives the Patch Group tags, patch baselines, maintenance windows, targets and tasks.\n\n\
+POLICY is a YAML file, `-` for standard input, or omitted for the reference policy embedded in \
+the binaries (the article's twelve servers; also shipped as examples/policy.yaml)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a policy against SSM's rules and quotas; every problem with its field path.
+    ///
+    /// Exits 1 when there is at least one error; warnings are printed and exit 0.
+    Validate(PolicyArg),
+    /// Next runs of every environment's maintenance window (local time and UTC), the batch
+    /// order, and whether each approval delay matches the gap between promoted environments.
+    Schedule(ScheduleArgs),
+    /// The resources patchpilot derives from the policy: patch groups, baselines (rules and
+    /// approval per environment), maintenance windows, targets and tasks.
+    Render(RenderArgs),
+}
+
+#[derive(Args)]
+struct PolicyArg {
+    /// Policy YAML file; `-` reads standard input; omitted = the embedded reference policy.
+    #[arg(value_name = "POLICY")]
+    policy: Option<String>,
+}
+
+#[derive(Args)]
+struct ScheduleArgs {
+    #[command(flatten)]
+    policy: PolicyArg,
+    /// How many runs to show per environment (1-100).
+    #[arg(long, short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    count: u16,
+    /// Show runs after this instant: `YYYY-MM-DD` (midnight UTC) or RFC 3339
+    /// (`2027-03-01T08:00:00+01:00`). Default: now.
+    #[arg(long, value_name = "DATE", value_parser = parse_from)]
+    from: Option<DateTime<Utc>>,
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    #[command(flatten)]
+    policy: PolicyArg,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Compute the windows' next runs after this instant (`YYYY-MM-DD` or RFC 3339).
+    #[arg(long, value_name = "DATE", value_parser = parse_from)]
+    from: Option<DateTime<Utc>>,
+}
+
+fn parse_from(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(NaiveTime::MIN).and_utc())
+        .map_err(|_| {
+            format!("`{s}` is not a date; use YYYY-MM-DD or RFC 3339, e.g. 2027-03-01 or 2027-03-01T08:00:00+01:00")
+        })
+}
+
+fn fail(e: &InputError) -> ExitCode {
+    eprintln!("patchpilot: {e}");
+    match e {
+        InputError::Read { .. } => ExitCode::from(2),
+        InputError::Parse { .. } | InputError::Invalid { .. } => ExitCode::from(1),
+    }
+}
+
+fn print_warnings(problems: &[patchpilot::policy::Problem]) {
+    for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
+        eprintln!("{p}");
+    }
+}
+
+fn validate(args: &PolicyArg, now: DateTime<Utc>) -> ExitCode {
+    let (source, text) = match input::read_text(args.policy.as_deref()) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    let policy = match input::parse(&source, &text) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let v = patchpilot::policy::validate(&policy, now);
+    for p in &v.problems {
+        println!("{p}");
+    }
+    let errors = v.errors().count();
+    let warnings = v.warnings().count();
+    if errors > 0 {
+        println!("{source}: INVALID: {errors} error(s), {warnings} warning(s)");
+        return ExitCode::from(1);
+    }
+    let baselines = policy.environments.len() * policy.baselines.len();
+    println!(
+        "{source}: OK: {} environment(s), {} batch(es), {baselines} baseline(s), {} window(s); {warnings} warning(s)",
+        policy.environments.len(),
+        policy.batches.len(),
+        policy.environments.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn schedule(args: &ScheduleArgs, now: DateTime<Utc>) -> ExitCode {
+    let (_, policy, validation) = match input::load(args.policy.policy.as_deref(), now) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    print_warnings(&validation.problems);
+    let from = args.from.unwrap_or(now);
+    match schedule_view::compute(&policy, usize::from(args.count), from) {
+        Ok(view) => {
+            let (text, _mismatch) = schedule_view::to_text(&view);
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("patchpilot: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn render_cmd(args: &RenderArgs, now: DateTime<Utc>) -> ExitCode {
+    let (_, policy, validation) = match input::load(args.policy.policy.as_deref(), now) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    print_warnings(&validation.problems);
+    let rendered = match render::render(&policy, args.from.unwrap_or(now)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("patchpilot: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&rendered) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("patchpilot: cannot serialise the rendered resources: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        print!("{}", render::to_text(&rendered));
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let now = Utc::now();
+    match &cli.command {
+        Command::Validate(args) => validate(args, now),
+        Command::Schedule(args) => schedule(args, now),
+        Command::Render(args) => render_cmd(args, now),
+    }
+}

@@ -1,0 +1,287 @@
+//! The `patchpilot` binary, run as an operator would: output, warnings and exit codes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const REFERENCE: &str = include_str!("../../examples/policy.yaml");
+
+fn patchpilot(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_patchpilot"))
+        .args(args)
+        .output()
+        .expect("the patchpilot binary runs")
+}
+
+fn with_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patchpilot"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the patchpilot binary starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .expect("policy written to stdin");
+    child.wait_with_output().expect("patchpilot finishes")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A policy file in a per-test temporary directory.
+fn policy_file(test: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("patchpilot-cli-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, text).expect("policy written");
+    path
+}
+
+#[test]
+fn validate_accepts_the_reference_policy_and_prints_its_warning() {
+    let o = patchpilot(&["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("embedded reference policy: OK: 2 environment(s), 2 batch(es), 12 baseline(s), 2 window(s)"),
+        "{out}"
+    );
+    assert!(out.contains("warning: environments[1]"), "{out}");
+}
+
+#[test]
+fn validate_reads_a_file_and_stdin() {
+    let path = policy_file("file", REFERENCE);
+    let path = path.to_string_lossy();
+    let o = patchpilot(&["validate", &path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("{path}: OK")),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = with_stdin(&["validate", "-"], REFERENCE);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("<stdin>: OK"), "{}", stdout(&o));
+}
+
+#[test]
+fn validate_lists_every_error_with_its_field_path_and_exits_1() {
+    let text = REFERENCE
+        .replace("cutoff_hours: 1", "cutoff_hours: 5")
+        .replace("cron(0 6 ? * SAT#3 *)", "cron(0 6 * * SAT#3 *)");
+    let path = policy_file("invalid", &text);
+    let o = patchpilot(&["validate", &path.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("error: environments[0].window.cutoff_hours"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: environments[1].window.cutoff_hours"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: environments[1].window.schedule"),
+        "{out}"
+    );
+    assert!(out.contains("INVALID: "), "{out}");
+}
+
+#[test]
+fn a_missing_file_is_named_and_exits_2() {
+    let o = patchpilot(&["validate", "/nonexistent/policy.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot read policy /nonexistent/policy.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_yaml_and_unknown_keys_are_precise_errors() {
+    let path = policy_file("yaml", "environments: [\n");
+    let o = patchpilot(&["validate", &path.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not valid YAML for a patchpilot policy"),
+        "{}",
+        stderr(&o)
+    );
+
+    let path = policy_file(
+        "typo",
+        &REFERENCE.replace("duration_hours: 4", "duraton_hours: 4"),
+    );
+    for cmd in ["validate", "render", "schedule"] {
+        let o = patchpilot(&[cmd, &path.to_string_lossy()]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        assert!(
+            stderr(&o).contains("duraton_hours"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+
+    let path = policy_file("empty", "  \n");
+    let o = patchpilot(&["render", &path.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("the policy is empty"), "{}", stderr(&o));
+}
+
+#[test]
+fn render_and_schedule_refuse_an_invalid_policy() {
+    let path = policy_file(
+        "refuse",
+        &REFERENCE.replace("Europe/Zurich", "Europe/Zurch"),
+    );
+    for cmd in ["render", "schedule"] {
+        let o = patchpilot(&[cmd, &path.to_string_lossy()]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        let err = stderr(&o);
+        assert!(err.contains("policy is invalid"), "{cmd}: {err}");
+        assert!(err.contains("Europe/Zurch"), "{cmd}: {err}");
+        assert!(
+            stdout(&o).is_empty(),
+            "{cmd} printed output for an invalid policy"
+        );
+    }
+}
+
+#[test]
+fn schedule_shows_local_and_utc_runs_and_the_approval_check() {
+    let o = patchpilot(&["schedule", "--from", "2026-11-29", "--count", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "test (patchpilot-test): cron(0 6 ? * SAT#1 *) in Europe/Zurich",
+        "batch 1 linux (patch_test_0600_batch_1) -> batch 2 windows (patch_test_0600_batch_2)",
+        "1  Sat 2026-12-05 06:00 CET  2026-12-05 05:00 UTC",
+        "2  Sat 2027-01-02 06:00 CET  2027-01-02 05:00 UTC",
+        "1  Sat 2026-12-19 06:00 CET  2026-12-19 05:00 UTC",
+        "test -> prod gap (prod promotes from test, approval delay 14 day(s))",
+        "Sat 2026-12-05 06:00 CET  Sat 2026-12-19 06:00 CET  14 days  ok",
+        "UBUNTU baselines cannot delay approval",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}`:\n{out}");
+    }
+    assert!(
+        !out.contains("Sat 2027-02-06"),
+        "--count 2 shows two runs:\n{out}"
+    );
+}
+
+#[test]
+fn schedule_flags_a_delay_that_does_not_match_the_gap() {
+    let path = policy_file(
+        "gap",
+        &REFERENCE.replace("approve_after_days: 14", "approve_after_days: 7"),
+    );
+    let o = patchpilot(&[
+        "schedule",
+        &path.to_string_lossy(),
+        "--from",
+        "2026-11-29",
+        "-n",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("WARNING: prod installs patches released in the 7 day(s) before its run that test never had"),
+        "{out}"
+    );
+}
+
+#[test]
+fn schedule_rejects_a_bad_date_and_count() {
+    let o = patchpilot(&["schedule", "--from", "next saturday"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a date"), "{}", stderr(&o));
+    let o = patchpilot(&["schedule", "--count", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--count"), "{}", stderr(&o));
+}
+
+#[test]
+fn render_shows_every_derived_resource() {
+    let o = patchpilot(&["render", "--from", "2026-11-29"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "patch_test_0600_batch_1  test         1 (linux)    Linux",
+        "patch_prod_0600_batch_2  prod         2 (windows)  Windows",
+        "Patch baselines (12)",
+        "patchpilot-prod-REDHAT_ENTERPRISE_LINUX",
+        "14 days after release",
+        "Maintenance windows (2)",
+        "Sat 2026-12-05 06:00 +01:00",
+        "tag:Patch Group = patch_prod_0600_batch_1",
+        "patchpilot-test-batch-2-windows  AWS-RunPatchBaseline  patch_test_0600_batch_2",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}`:\n{out}");
+    }
+}
+
+#[test]
+fn render_json_is_machine_readable() {
+    let o = patchpilot(&["render", "--json", "--from", "2026-11-29"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("render --json is JSON");
+    assert_eq!(v["tag_key"], "Patch Group");
+    assert_eq!(v["baselines"].as_array().map(Vec::len), Some(12));
+    assert_eq!(v["windows"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["windows"][0]["name"], "patchpilot-test");
+    assert_eq!(v["windows"][0]["next_runs"][0], "2026-12-05T06:00:00+01:00");
+    assert_eq!(v["windows"][1]["tasks"][0]["priority"], 1);
+    assert_eq!(
+        v["windows"][1]["tasks"][0]["target"],
+        "patch_prod_0600_batch_1"
+    );
+    let prod_suse = v["baselines"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["name"] == "patchpilot-prod-SUSE"))
+        .expect("prod SUSE baseline");
+    assert_eq!(prod_suse["rules"][0]["approve_after_days"], 14);
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["validate", "--help"],
+        vec!["schedule", "--help"],
+        vec!["render", "--help"],
+    ] {
+        let o = patchpilot(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        let out = stdout(&o);
+        assert!(out.contains("Usage: patchpilot"), "{args:?}: {out}");
+    }
+    let o = patchpilot(&["render", "--help"]);
+    assert!(stdout(&o).contains("--json"));
+}
+
+#[test]
+fn an_unknown_command_is_a_usage_error() {
+    let o = patchpilot(&["deploy"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unrecognized subcommand"),
+        "{}",
+        stderr(&o)
+    );
+}
