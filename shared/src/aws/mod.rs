@@ -2,8 +2,12 @@
 //! over one API family; the domain (policy, plan, classify, report) never sees the SDK.
 
 pub mod ec2;
+pub mod idempotency;
 pub mod managed;
+pub mod notify;
+pub mod patching;
 pub mod policy_source;
+pub mod runs;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -249,9 +249,9 @@ fn baseline_spec(env: &Environment, rules: &crate::policy::BaselineRules) -> Bas
                 .approve_until_date
                 .clone()
                 .filter(|_| delay_allowed);
-            let after = if !delay_allowed {
-                None
-            } else if until.is_some() && r.approve_after_days.is_none() {
+            // A rule without its own delay follows the environment's cut-off date when
+            // there is one, else the environment's delay (0 = on release).
+            let after = if !delay_allowed || (until.is_some() && r.approve_after_days.is_none()) {
                 None
             } else {
                 Some(

@@ -787,7 +787,13 @@ fn plan_targets_and_tasks(
         });
         match existing {
             Some(t) => {
-                if t.spec == *spec && t.document == desired::RUN_PATCH_BASELINE {
+                // No role in the deployment means "SSM's service-linked role", which SSM
+                // may report back by ARN: nothing to compare then.
+                let mut current = t.spec.clone();
+                if spec.service_role_arn.is_none() {
+                    current.service_role_arn = None;
+                }
+                if current == *spec && t.document == desired::RUN_PATCH_BASELINE {
                     p.unchanged += 1;
                 } else {
                     p.push(
@@ -795,7 +801,7 @@ fn plan_targets_and_tasks(
                             "~ task {} in {}: {}",
                             spec.name,
                             spec.window,
-                            task_diffs(&t.spec, spec, &t.document).join("; ")
+                            task_diffs(&current, spec, &t.document).join("; ")
                         ),
                         Change::UpdateTask {
                             window_id: t.window_id.clone(),

@@ -1,0 +1,303 @@
+//! baseline-sync handler: which trigger → which kind of sync.
+//!
+//! | trigger | payload | sync |
+//! |---|---|---|
+//! | EventBridge schedule | `Scheduled Event` (source `aws.events`) | apply + sweep |
+//! | policy parameter changed | `Parameter Store Change` (source `aws.ssm`) | re-read the policy now, apply + sweep |
+//! | manual invoke | `{"dry_run": true}` / `{}` | plan only / apply + sweep |
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use lambda_runtime::Diagnostic;
+use patchpilot::aws::ec2::Ec2Fleet;
+use patchpilot::aws::managed::ManagedInstances;
+use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
+use patchpilot::aws::CallLog;
+use patchpilot::fleet::FleetAdapters;
+use patchpilot::plan::Deployment;
+use patchpilot::sync::{self, SyncError, SyncOptions, SyncResult};
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+use tracing::{error, info};
+
+/// Everything built once per cold start.
+pub struct Syncer {
+    ssm: aws_sdk_ssm::Client,
+    fleet: FleetAdapters<Ec2Fleet, ManagedInstances>,
+    policy: PolicySource,
+    deployment: Deployment,
+}
+
+impl Syncer {
+    pub fn new(config: &SdkConfig) -> Syncer {
+        let ssm = aws_sdk_ssm::Client::new(config);
+        Syncer {
+            policy: PolicySource::from_env(ssm.clone()),
+            fleet: FleetAdapters {
+                ec2: Ec2Fleet::new(config),
+                managed: ManagedInstances::from_client(ssm.clone()),
+            },
+            ssm,
+            deployment: Deployment::from_env(),
+        }
+    }
+
+    /// For tests: an explicit policy parameter and deployment settings.
+    pub fn with(
+        config: &SdkConfig,
+        policy_parameter: Option<String>,
+        deployment: Deployment,
+    ) -> Syncer {
+        let ssm = aws_sdk_ssm::Client::new(config);
+        Syncer {
+            policy: PolicySource::new(ssm.clone(), policy_parameter, Duration::from_secs(60)),
+            fleet: FleetAdapters {
+                ec2: Ec2Fleet::new(config),
+                managed: ManagedInstances::from_client(ssm.clone()),
+            },
+            ssm,
+            deployment,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    #[error("unsupported event: {0}. baseline-sync accepts an EventBridge `Scheduled Event`, a `Parameter Store Change` of the policy parameter, or a manual `{{\"dry_run\": true}}` / `{{}}`")]
+    UnsupportedEvent(String),
+    #[error(transparent)]
+    Policy(#[from] PolicySourceError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("sync incomplete: {failed} change(s) failed or were skipped, {conflicts} conflict(s); first: {first}. Everything else was applied; see the logged result")]
+    Incomplete {
+        failed: usize,
+        conflicts: usize,
+        first: String,
+    },
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
+        let error_type = match &e {
+            HandlerError::UnsupportedEvent(_) => "UnsupportedEvent",
+            HandlerError::Policy(PolicySourceError::Invalid { .. }) => "InvalidPolicy",
+            HandlerError::Policy(PolicySourceError::Read { .. }) => "PolicyUnreadable",
+            HandlerError::Sync(SyncError::Observe(_)) => "SsmUnreadable",
+            HandlerError::Sync(SyncError::Sweep(_)) => "SweepFailed",
+            HandlerError::Incomplete { .. } => "SyncIncomplete",
+        };
+        Diagnostic {
+            error_type: error_type.to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// A manual invocation: `{}` or `{"dry_run": true}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manual {
+    #[serde(default)]
+    dry_run: bool,
+    /// Skip the fleet tag sweep (default: sweep).
+    #[serde(default = "yes")]
+    sweep: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the event asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub kind: &'static str,
+    pub options: SyncOptions,
+    /// Re-read the policy now instead of using the warm cache.
+    pub fresh_policy: bool,
+}
+
+pub fn trigger(event: &Value) -> Result<Trigger, HandlerError> {
+    let Some(obj) = event.as_object() else {
+        return Err(HandlerError::UnsupportedEvent(format!(
+            "payload is {event}, not a JSON object"
+        )));
+    };
+    match (
+        obj.get("source").and_then(Value::as_str),
+        obj.get("detail-type").and_then(Value::as_str),
+    ) {
+        (Some("aws.events"), Some("Scheduled Event")) => Ok(Trigger {
+            kind: "schedule",
+            options: SyncOptions {
+                dry_run: false,
+                sweep: true,
+            },
+            fresh_policy: false,
+        }),
+        (Some("aws.ssm"), Some("Parameter Store Change")) => Ok(Trigger {
+            kind: "policy-change",
+            options: SyncOptions {
+                dry_run: false,
+                sweep: true,
+            },
+            fresh_policy: true,
+        }),
+        (Some(source), detail_type) => Err(HandlerError::UnsupportedEvent(format!(
+            "source `{source}`, detail-type `{}`",
+            detail_type.unwrap_or("(none)")
+        ))),
+        (None, _) => {
+            let manual: Manual = serde_json::from_value(event.clone()).map_err(|e| {
+                HandlerError::UnsupportedEvent(format!("manual invocation {event}: {e}"))
+            })?;
+            Ok(Trigger {
+                kind: if manual.dry_run {
+                    "manual-dry-run"
+                } else {
+                    "manual"
+                },
+                options: SyncOptions {
+                    dry_run: manual.dry_run,
+                    sweep: manual.sweep,
+                },
+                fresh_policy: true,
+            })
+        }
+    }
+}
+
+/// Handle one invocation; the result JSON is also logged as one structured record.
+pub async fn handle(syncer: &Syncer, event: Value) -> Result<SyncResult, HandlerError> {
+    let trigger = trigger(&event).inspect_err(|e| error!(error = %e, "rejected event"))?;
+    let calls = CallLog::new();
+    let policy = if trigger.fresh_policy {
+        syncer.policy.fetch(&calls).await
+    } else {
+        syncer.policy.get(&calls).await
+    }
+    .inspect_err(|e| error!(error = %e, "policy unusable: nothing changed"))?;
+    let result = sync::run(
+        &syncer.ssm,
+        &syncer.fleet,
+        &policy,
+        &syncer.deployment,
+        trigger.options,
+        &calls,
+    )
+    .await
+    .inspect_err(|e| error!(error = %e, "sync failed"))?;
+    let c = &result.counts;
+    info!(
+        trigger = trigger.kind,
+        dry_run = result.dry_run,
+        created = c.created,
+        updated = c.updated,
+        deleted = c.deleted,
+        unchanged = c.unchanged,
+        failed = c.failed,
+        conflicts = c.conflicts,
+        aws_reads = result.aws_calls.reads,
+        aws_writes = result.aws_calls.writes,
+        duration_ms = result.duration_ms,
+        result = %serde_json::to_string(&result).unwrap_or_default(),
+        "sync finished"
+    );
+    if !result.is_complete() {
+        let first = result
+            .applied
+            .iter()
+            .find(|a| {
+                !matches!(
+                    a.outcome,
+                    patchpilot::aws::patching::Outcome::Applied { .. }
+                )
+            })
+            .map(|a| format!("{} ({:?})", a.line, a.outcome))
+            .or_else(|| result.conflicts.first().map(|c| c.to_string()))
+            .unwrap_or_default();
+        return Err(HandlerError::Incomplete {
+            failed: c.failed,
+            conflicts: c.conflicts,
+            first,
+        });
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str) -> Value {
+        let text = match name {
+            "scheduled" => include_str!("../../../events/baseline-sync/scheduled.json"),
+            "parameter-change" => {
+                include_str!("../../../events/baseline-sync/parameter-change.json")
+            }
+            "manual-dry-run" => include_str!("../../../events/baseline-sync/manual-dry-run.json"),
+            "manual-apply" => include_str!("../../../events/baseline-sync/manual-apply.json"),
+            other => panic!("no event file {other}"),
+        };
+        serde_json::from_str(text).expect("event files are JSON")
+    }
+
+    #[test]
+    fn the_daily_schedule_applies_and_sweeps() {
+        let t = trigger(&event("scheduled")).expect("accepted");
+        assert_eq!(
+            t.options,
+            SyncOptions {
+                dry_run: false,
+                sweep: true
+            }
+        );
+        assert!(!t.fresh_policy);
+    }
+
+    #[test]
+    fn a_policy_edit_rereads_the_policy_and_applies() {
+        let t = trigger(&event("parameter-change")).expect("accepted");
+        assert_eq!(t.kind, "policy-change");
+        assert!(t.fresh_policy && !t.options.dry_run);
+    }
+
+    #[test]
+    fn manual_invocations_choose_dry_run_or_apply() {
+        assert!(
+            trigger(&event("manual-dry-run"))
+                .expect("ok")
+                .options
+                .dry_run
+        );
+        assert!(!trigger(&event("manual-apply")).expect("ok").options.dry_run);
+    }
+
+    #[test]
+    fn unknown_events_are_rejected_with_what_was_wrong() {
+        let lookalike: Value = serde_json::from_str(include_str!(
+            "../../../events/auto-tagger/ec2-state-running.json"
+        ))
+        .expect("json");
+        let e = trigger(&lookalike)
+            .expect_err("not for baseline-sync")
+            .to_string();
+        assert!(
+            e.contains("aws.ec2") && e.contains("EC2 Instance State-change Notification"),
+            "{e}"
+        );
+        let e = trigger(&serde_json::json!({"dryrun": true}))
+            .expect_err("typo")
+            .to_string();
+        assert!(e.contains("dryrun"), "{e}");
+        let e = trigger(&serde_json::json!([1, 2]))
+            .expect_err("array")
+            .to_string();
+        assert!(e.contains("not a JSON object"), "{e}");
+        let d: Diagnostic = HandlerError::UnsupportedEvent("x".into()).into();
+        assert_eq!(d.error_type, "UnsupportedEvent");
+    }
+}

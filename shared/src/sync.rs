@@ -1,0 +1,141 @@
+//! baseline-sync's job, independent of Lambda: observe SSM, plan against the policy, apply
+//! (unless dry-run), then sweep the fleet's Patch Group tags. The CLI's `plan` uses the
+//! same [`plan_only`].
+
+use std::time::Instant;
+
+use serde::Serialize;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::aws::ec2::Ec2Fleet;
+use crate::aws::managed::ManagedInstances;
+use crate::aws::patching::{self, AppliedChange, ApplyReport, Outcome};
+use crate::aws::policy_source::LoadedPolicy;
+use crate::aws::{AwsError, CallLog, CallSummary};
+use crate::fleet::{self, FleetAdapters, FleetError, SweepReport};
+use crate::plan::{self, ChangeKind, Conflict, Deployment, Plan};
+use crate::policy::Problem;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Plan only: no write call at all (the sweep reports what it would tag).
+    pub dry_run: bool,
+    /// Also sweep the fleet's Patch Group tags.
+    pub sweep: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: u32,
+    pub failed: usize,
+    pub conflicts: usize,
+}
+
+/// What one sync did; returned by the Lambda and logged as one JSON record.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncResult {
+    pub dry_run: bool,
+    pub policy_source: String,
+    pub warnings: Vec<Problem>,
+    /// The plan, one line per change (`+` create, `~` update, `-` delete, `!` conflict).
+    pub plan: Vec<String>,
+    pub conflicts: Vec<Conflict>,
+    /// Outcome of each change (empty for a dry run).
+    pub applied: Vec<AppliedChange>,
+    pub counts: Counts,
+    pub sweep: Option<SweepReport>,
+    pub aws_calls: CallSummary,
+    pub duration_ms: u64,
+}
+
+impl SyncResult {
+    /// Changes that failed or were skipped, and conflicts: the sync did not reach the
+    /// policy's state.
+    pub fn is_complete(&self) -> bool {
+        self.counts.failed == 0 && self.counts.conflicts == 0
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SyncError {
+    #[error("cannot read the current patching setup from SSM, nothing was changed: {0}")]
+    Observe(#[source] AwsError),
+    #[error("fleet tag sweep failed: {0}")]
+    Sweep(#[source] FleetError),
+}
+
+/// Observe and plan, without writing.
+pub async fn plan_only(
+    ssm: &aws_sdk_ssm::Client,
+    policy: &LoadedPolicy,
+    deployment: &Deployment,
+    calls: &CallLog,
+) -> Result<Plan, SyncError> {
+    let observed = patching::observe(ssm, calls)
+        .await
+        .map_err(SyncError::Observe)?;
+    let desired = plan::desired_state(&policy.policy, deployment);
+    Ok(plan::plan(&desired, &observed))
+}
+
+/// One full sync. Errors only when nothing could be done (SSM unreadable) or the sweep
+/// broke; individual failed changes are in the result (see [`SyncResult::is_complete`]).
+pub async fn run(
+    ssm: &aws_sdk_ssm::Client,
+    fleet_adapters: &FleetAdapters<Ec2Fleet, ManagedInstances>,
+    policy: &LoadedPolicy,
+    deployment: &Deployment,
+    options: SyncOptions,
+    calls: &CallLog,
+) -> Result<SyncResult, SyncError> {
+    let started = Instant::now();
+    let plan = plan_only(ssm, policy, deployment, calls).await?;
+    for line in plan.lines() {
+        info!(dry_run = options.dry_run, change = %line, "planned");
+    }
+    let report = if options.dry_run {
+        ApplyReport::default()
+    } else {
+        patching::apply(ssm, calls, &plan).await
+    };
+    let sweep = if options.sweep {
+        Some(
+            fleet::sweep(&policy.policy, fleet_adapters, calls, options.dry_run)
+                .await
+                .map_err(SyncError::Sweep)?,
+        )
+    } else {
+        None
+    };
+    let counts = Counts {
+        created: report.count(ChangeKind::Create),
+        updated: report.count(ChangeKind::Update),
+        deleted: report.count(ChangeKind::Delete),
+        unchanged: plan.unchanged,
+        failed: report
+            .changes
+            .iter()
+            .filter(|c| !matches!(c.outcome, Outcome::Applied { .. }))
+            .count(),
+        conflicts: plan.conflicts.len(),
+    };
+    for c in &plan.conflicts {
+        warn!(resource = %c.resource, "conflict: {}", c.message);
+    }
+    Ok(SyncResult {
+        dry_run: options.dry_run,
+        policy_source: policy.source.clone(),
+        warnings: policy.warnings.clone(),
+        plan: plan.lines(),
+        conflicts: plan.conflicts,
+        applied: report.changes,
+        counts,
+        sweep,
+        aws_calls: calls.summary(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}

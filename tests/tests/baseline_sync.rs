@@ -1,0 +1,591 @@
+//! baseline-sync against the emulator: the article's setup from an empty account, then
+//! idempotence, in-place edits, ownership and safety.
+
+use aws_sdk_ssm::types::{
+    OperatingSystem, ParameterType, PatchFilter, PatchFilterGroup, PatchFilterKey, PatchRule,
+    PatchRuleGroup,
+};
+use baseline_sync::{handle, HandlerError, Syncer};
+use patchpilot::plan::Deployment;
+use patchpilot::policy::REFERENCE_POLICY_YAML;
+use patchpilot::sync::SyncResult;
+use patchpilot_tests::{emulator, Emulator};
+use serde_json::json;
+
+const POLICY_PARAMETER: &str = "/patchpilot/policy";
+const BUCKET: &str = "patchpilot-output-123456789012";
+const ROLE: &str = "arn:aws:iam::123456789012:role/patchpilot-maintenance-window";
+
+async fn syncer(emu: &Emulator, policy_yaml: &str) -> Syncer {
+    put_policy(emu, policy_yaml).await;
+    Syncer::with(
+        &emu.sdk_config().await,
+        Some(POLICY_PARAMETER.to_string()),
+        Deployment {
+            output_bucket: Some(BUCKET.to_string()),
+            window_role_arn: Some(ROLE.to_string()),
+        },
+    )
+}
+
+async fn put_policy(emu: &Emulator, policy_yaml: &str) {
+    emu.ssm()
+        .await
+        .put_parameter()
+        .name(POLICY_PARAMETER)
+        .value(policy_yaml)
+        .r#type(ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("PutParameter");
+}
+
+async fn apply(s: &Syncer) -> SyncResult {
+    handle(s, json!({})).await.expect("sync succeeds")
+}
+
+fn writes(emu: &Emulator) -> std::collections::BTreeMap<String, u64> {
+    emu.request_counts().expect("request log").writes()
+}
+
+async fn baselines(emu: &Emulator) -> Vec<(String, String)> {
+    let out = emu
+        .ssm()
+        .await
+        .describe_patch_baselines()
+        .filters(
+            aws_sdk_ssm::types::PatchOrchestratorFilter::builder()
+                .key("OWNER")
+                .values("Self")
+                .build(),
+        )
+        .max_results(100)
+        .send()
+        .await
+        .expect("DescribePatchBaselines");
+    let mut v: Vec<_> = out
+        .baseline_identities()
+        .iter()
+        .map(|b| {
+            (
+                b.baseline_name().unwrap_or_default().to_string(),
+                b.baseline_id().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn baseline_id(emu: &Emulator, name: &str) -> String {
+    baselines(emu)
+        .await
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, id)| id)
+        .unwrap_or_else(|| panic!("baseline {name} exists"))
+}
+
+async fn windows(emu: &Emulator) -> Vec<aws_sdk_ssm::types::MaintenanceWindowIdentity> {
+    let mut w = emu
+        .ssm()
+        .await
+        .describe_maintenance_windows()
+        .send()
+        .await
+        .expect("DescribeMaintenanceWindows")
+        .window_identities()
+        .to_vec();
+    w.sort_by(|a, b| a.name().cmp(&b.name()));
+    w
+}
+
+#[tokio::test]
+async fn one_run_builds_the_articles_setup_from_an_empty_account() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let result = apply(&s).await;
+    assert_eq!(
+        result.counts.created,
+        12 + 24 + 2 + 4 + 4,
+        "{:#?}",
+        result.plan
+    );
+    assert_eq!(result.counts.failed, 0);
+    let ssm = emu.ssm().await;
+
+    // 12 baselines, one per OS and environment, with the article's rules.
+    let names: Vec<String> = baselines(emu).await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 12, "{names:?}");
+    for env in ["test", "prod"] {
+        for os in [
+            "WINDOWS",
+            "REDHAT_ENTERPRISE_LINUX",
+            "UBUNTU",
+            "AMAZON_LINUX_2",
+            "CENTOS",
+            "SUSE",
+        ] {
+            assert!(
+                names.contains(&format!("patchpilot-{env}-{os}")),
+                "{env} {os}: {names:?}"
+            );
+        }
+    }
+    let rhel_prod = ssm
+        .get_patch_baseline()
+        .baseline_id(baseline_id(emu, "patchpilot-prod-REDHAT_ENTERPRISE_LINUX").await)
+        .send()
+        .await
+        .expect("GetPatchBaseline");
+    let rules = rhel_prod.approval_rules().expect("rules").patch_rules();
+    assert_eq!(
+        rules[0].approve_after_days(),
+        Some(14),
+        "prod approves 14 days after release"
+    );
+    assert_eq!(
+        rhel_prod.operating_system(),
+        Some(&OperatingSystem::RedhatEnterpriseLinux)
+    );
+    let ubuntu_prod = ssm
+        .get_patch_baseline()
+        .baseline_id(baseline_id(emu, "patchpilot-prod-UBUNTU").await)
+        .send()
+        .await
+        .expect("GetPatchBaseline");
+    let ubuntu_rule = &ubuntu_prod.approval_rules().expect("rules").patch_rules()[0];
+    assert_eq!(
+        ubuntu_rule.approve_after_days(),
+        None,
+        "Ubuntu cannot delay approval"
+    );
+    let tags = ssm
+        .list_tags_for_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::PatchBaseline)
+        .resource_id(baseline_id(emu, "patchpilot-test-WINDOWS").await)
+        .send()
+        .await
+        .expect("ListTagsForResource");
+    assert!(tags
+        .tag_list()
+        .iter()
+        .any(|t| t.key() == "patchpilot:managed" && t.value() == "true"));
+
+    // 4 patch-group registrations per OS.
+    let groups = ssm
+        .describe_patch_groups()
+        .send()
+        .await
+        .expect("DescribePatchGroups");
+    assert_eq!(groups.mappings().len(), 24);
+    for os in [
+        OperatingSystem::Windows,
+        OperatingSystem::Ubuntu,
+        OperatingSystem::Suse,
+    ] {
+        let n = groups
+            .mappings()
+            .iter()
+            .filter(|m| m.baseline_identity().and_then(|b| b.operating_system()) == Some(&os))
+            .count();
+        assert_eq!(n, 4, "{os:?}");
+    }
+
+    // 2 windows with the article's schedules and a timezone.
+    let w = windows(emu).await;
+    let schedules: Vec<_> = w
+        .iter()
+        .map(|w| {
+            (
+                w.name().unwrap_or_default(),
+                w.schedule().unwrap_or_default(),
+                w.schedule_timezone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        schedules,
+        [
+            ("patchpilot-prod", "cron(0 6 ? * SAT#3 *)", "Europe/Zurich"),
+            ("patchpilot-test", "cron(0 6 ? * SAT#1 *)", "Europe/Zurich")
+        ]
+    );
+    let test_window = w[1].window_id().expect("id").to_string();
+    let got = ssm
+        .get_maintenance_window()
+        .window_id(&test_window)
+        .send()
+        .await
+        .expect("GetMaintenanceWindow");
+    assert!(!got.allow_unassociated_targets());
+    assert_eq!((got.duration(), got.cutoff()), (Some(4), 1));
+
+    // 2 targets per window, named after their patch group, selecting it by tag.
+    let targets = ssm
+        .describe_maintenance_window_targets()
+        .window_id(&test_window)
+        .send()
+        .await
+        .expect("DescribeMaintenanceWindowTargets");
+    let mut t: Vec<_> = targets
+        .targets()
+        .iter()
+        .map(|t| {
+            (
+                t.name().unwrap_or_default().to_string(),
+                t.targets()[0].key().unwrap_or_default().to_string(),
+                t.targets()[0].values().join(","),
+            )
+        })
+        .collect();
+    t.sort();
+    assert_eq!(
+        t,
+        [
+            (
+                "patch_test_0600_batch_1".into(),
+                "tag:Patch Group".into(),
+                "patch_test_0600_batch_1".into()
+            ),
+            (
+                "patch_test_0600_batch_2".into(),
+                "tag:Patch Group".into(),
+                "patch_test_0600_batch_2".into()
+            ),
+        ]
+    );
+
+    // 2 tasks per window: AWS-RunPatchBaseline Install, Linux (priority 1) before Windows (2).
+    let tasks = ssm
+        .describe_maintenance_window_tasks()
+        .window_id(&test_window)
+        .send()
+        .await
+        .expect("DescribeMaintenanceWindowTasks");
+    let mut by_priority: Vec<_> = tasks
+        .tasks()
+        .iter()
+        .map(|t| {
+            (
+                t.priority(),
+                t.name().unwrap_or_default().to_string(),
+                t.window_task_id().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    by_priority.sort();
+    assert_eq!(
+        by_priority
+            .iter()
+            .map(|(p, n, _)| (*p, n.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (1, "patchpilot-test-batch-1-linux"),
+            (2, "patchpilot-test-batch-2-windows")
+        ]
+    );
+    let task = ssm
+        .get_maintenance_window_task()
+        .window_id(&test_window)
+        .window_task_id(&by_priority[0].2)
+        .send()
+        .await
+        .expect("GetMaintenanceWindowTask");
+    assert_eq!(task.task_arn(), Some("AWS-RunPatchBaseline"));
+    let run = task
+        .task_invocation_parameters()
+        .and_then(|p| p.run_command())
+        .expect("run command parameters");
+    assert_eq!(
+        run.parameters().and_then(|p| p.get("Operation")),
+        Some(&vec!["Install".to_string()])
+    );
+    assert_eq!(run.output_s3_bucket_name(), Some(BUCKET));
+    assert_eq!(
+        run.output_s3_key_prefix(),
+        Some("patchpilot/run-command/test")
+    );
+    assert_eq!(task.service_role_arn(), Some(ROLE));
+}
+
+#[tokio::test]
+async fn a_second_run_makes_zero_write_calls() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    apply(&s).await;
+    emu.reset_request_counts().expect("reset counter");
+    let again = apply(&s).await;
+    assert_eq!(writes(emu), Default::default(), "second run wrote");
+    assert!(again.plan.is_empty(), "{:?}", again.plan);
+    assert_eq!(again.counts.unchanged, 46);
+    assert_eq!(again.aws_calls.writes, 0);
+    // Reads grow with baselines and windows: 3 listings + 2 per baseline + per window
+    // (tags, window, targets, tasks) + 1 per task, + policy + sweep pages.
+    assert!(
+        again.aws_calls.reads <= 3 + 24 + 8 + 4 + 1 + 4,
+        "{:?}",
+        again.aws_calls
+    );
+}
+
+#[tokio::test]
+async fn editing_one_field_changes_exactly_that_resource_in_place() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    apply(&s).await;
+    let before = windows(emu).await;
+
+    // The test window gets 3 hours instead of 4.
+    let edited = REFERENCE_POLICY_YAML.replacen("duration_hours: 4", "duration_hours: 3", 1);
+    put_policy(emu, &edited).await;
+    emu.reset_request_counts().expect("reset counter");
+    let result = apply(&s).await;
+    assert_eq!(result.plan, ["~ window patchpilot-test: Duration 4 → 3"]);
+    let w = writes(emu);
+    assert_eq!(
+        w.into_iter().collect::<Vec<_>>(),
+        [("ssm:UpdateMaintenanceWindow".to_string(), 1)]
+    );
+    let after = windows(emu).await;
+    assert_eq!(
+        before.iter().map(|w| w.window_id()).collect::<Vec<_>>(),
+        after.iter().map(|w| w.window_id()).collect::<Vec<_>>(),
+        "updated in place, same ids"
+    );
+    assert_eq!(after[1].duration(), Some(3));
+
+    // A baseline edit: the prod delay changes, ids and registrations survive.
+    let id_before = baseline_id(emu, "patchpilot-prod-SUSE").await;
+    let edited = edited.replace("approve_after_days: 14", "approve_after_days: 21");
+    put_policy(emu, &edited).await;
+    let result = apply(&s).await;
+    assert_eq!(result.counts.updated, 5, "{:?}", result.plan); // every prod OS but Ubuntu
+    assert!(
+        result
+            .plan
+            .iter()
+            .any(|l| l.starts_with("~ baseline patchpilot-prod-SUSE:")
+                && l.contains("ApproveAfterDays 14 → 21")),
+        "{:?}",
+        result.plan
+    );
+    assert_eq!(baseline_id(emu, "patchpilot-prod-SUSE").await, id_before);
+    let groups = emu
+        .ssm()
+        .await
+        .describe_patch_groups()
+        .send()
+        .await
+        .expect("groups");
+    assert_eq!(
+        groups.mappings().len(),
+        24,
+        "registrations survive the update"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_baseline_with_a_clashing_name_is_left_alone_and_reported() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let ssm = emu.ssm().await;
+    let rules = PatchRuleGroup::builder()
+        .patch_rules(
+            PatchRule::builder()
+                .patch_filter_group(
+                    PatchFilterGroup::builder()
+                        .patch_filters(
+                            PatchFilter::builder()
+                                .key(PatchFilterKey::Classification)
+                                .values("Updates")
+                                .build()
+                                .expect("filter"),
+                        )
+                        .build()
+                        .expect("group"),
+                )
+                .approve_after_days(3)
+                .build(),
+        )
+        .build()
+        .expect("rules");
+    let foreign = ssm
+        .create_patch_baseline()
+        .name("patchpilot-test-WINDOWS")
+        .operating_system(OperatingSystem::Windows)
+        .approval_rules(rules)
+        .description("hand-made by the Windows team")
+        .send()
+        .await
+        .expect("CreatePatchBaseline")
+        .baseline_id()
+        .expect("id")
+        .to_string();
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let err = handle(&s, json!({}))
+        .await
+        .expect_err("a conflict leaves the sync incomplete");
+    assert!(
+        matches!(
+            err,
+            HandlerError::Incomplete {
+                conflicts: 1,
+                failed: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("patchpilot-test-WINDOWS"), "{err}");
+
+    let b = ssm
+        .get_patch_baseline()
+        .baseline_id(&foreign)
+        .send()
+        .await
+        .expect("still there");
+    assert_eq!(b.description(), Some("hand-made by the Windows team"));
+    assert!(
+        b.patch_groups().is_empty(),
+        "no group registered with the foreign baseline"
+    );
+    let names: Vec<_> = baselines(emu).await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 12, "11 of ours + the foreign one: {names:?}");
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| *n == "patchpilot-test-WINDOWS")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_environment_removes_only_its_resources() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let ssm = emu.ssm().await;
+    // Someone else's baseline and window, which must survive.
+    let other_window = ssm
+        .create_maintenance_window()
+        .name("db-team-window")
+        .schedule("cron(0 2 ? * SUN *)")
+        .duration(2)
+        .cutoff(1)
+        .allow_unassociated_targets(false)
+        .send()
+        .await
+        .expect("CreateMaintenanceWindow")
+        .window_id()
+        .expect("id")
+        .to_string();
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    apply(&s).await;
+
+    let policy = patchpilot::policy::Policy::reference();
+    let mut without_prod = policy.clone();
+    without_prod.environments.retain(|e| e.name != "prod");
+    let yaml = serde_norway::to_string(&without_prod).expect("policy serialises");
+    put_policy(emu, &yaml).await;
+    let result = apply(&s).await;
+    assert_eq!(result.counts.deleted, 12 + 6 + 1, "{:?}", result.plan);
+    assert!(
+        result.plan.iter().all(|l| l.contains("prod")),
+        "{:?}",
+        result.plan
+    );
+
+    let names: Vec<_> = baselines(emu).await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 6);
+    assert!(
+        names.iter().all(|n| n.starts_with("patchpilot-test-")),
+        "{names:?}"
+    );
+    let w: Vec<_> = windows(emu)
+        .await
+        .iter()
+        .map(|w| w.window_id().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(w.len(), 2);
+    assert!(w.contains(&other_window));
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_and_returns_the_plan() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    emu.reset_request_counts().expect("reset counter");
+    let result = handle(&s, json!({"dry_run": true})).await.expect("dry run");
+    assert!(result.dry_run);
+    assert_eq!(result.plan.len(), 46);
+    assert!(result.applied.is_empty());
+    assert_eq!(writes(emu), Default::default());
+    assert!(baselines(emu).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_invalid_policy_writes_nothing() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let broken = REFERENCE_POLICY_YAML.replacen("cutoff_hours: 1", "cutoff_hours: 4", 1);
+    let s = syncer(emu, &broken).await;
+    emu.reset_request_counts().expect("reset counter");
+    let err = handle(&s, json!({})).await.expect_err("invalid policy");
+    let msg = err.to_string();
+    assert!(msg.contains("environments[0].window.cutoff_hours"), "{msg}");
+    let d: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(d.error_type, "InvalidPolicy");
+    assert_eq!(writes(emu), Default::default());
+    assert!(baselines(emu).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_sweep_tags_the_fleet_the_auto_tagger_missed() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let mut ids = Vec::new();
+    for (os, name, env) in [
+        ("rhel-9", "i-redhat-linux-test", "test"),
+        ("windows-2022", "i-windows-prod", "prod"),
+    ] {
+        ids.push(
+            emu.launch_instance(os, name, &[("Environment", env)])
+                .await
+                .expect("launch"),
+        );
+    }
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let result = apply(&s).await;
+    let sweep = result.sweep.expect("sweep ran");
+    assert_eq!(sweep.count(patchpilot::fleet::Action::Tagged), 2);
+    let out = emu
+        .ec2()
+        .await
+        .describe_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .expect("DescribeInstances");
+    let mut groups: Vec<_> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some("Patch Group"))
+                .and_then(|t| t.value())
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        ["patch_prod_0600_batch_2", "patch_test_0600_batch_1"]
+    );
+}
