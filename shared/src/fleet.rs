@@ -563,12 +563,15 @@ mod tests {
     use crate::classify::FactsSource;
     use std::sync::Mutex;
 
+    /// One recorded write: the ids and the tags.
+    type Write = (Vec<String>, Vec<(String, String)>);
+
     /// An in-memory fleet: instances by id, pages of `page_size`, every write recorded.
     #[derive(Default)]
     struct FakeFleet {
         instances: Vec<InstanceFacts>,
         page_size: usize,
-        writes: Mutex<Vec<(Vec<String>, Vec<(String, String)>)>>,
+        writes: Mutex<Vec<Write>>,
     }
 
     impl FakeFleet {
@@ -580,7 +583,7 @@ mod tests {
             }
         }
 
-        fn writes(&self) -> Vec<(Vec<String>, Vec<(String, String)>)> {
+        fn writes(&self) -> Vec<Write> {
             self.writes.lock().expect("lock").clone()
         }
 
@@ -660,7 +663,13 @@ mod tests {
         }
     }
 
-    fn ec2(id: &str, name: &str, details: &str, image: &str, tags: &[(&str, &str)]) -> InstanceFacts {
+    fn ec2(
+        id: &str,
+        name: &str,
+        details: &str,
+        image: &str,
+        tags: &[(&str, &str)],
+    ) -> InstanceFacts {
         let mut t: BTreeMap<String, String> = tags
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -669,7 +678,9 @@ mod tests {
         InstanceFacts {
             instance_id: id.to_string(),
             source: FactsSource::Ec2 {
-                platform: details.starts_with("Windows").then(|| "windows".to_string()),
+                platform: details
+                    .starts_with("Windows")
+                    .then(|| "windows".to_string()),
                 platform_details: Some(details.to_string()),
                 image_name: Some(image.to_string()),
             },
@@ -680,11 +691,23 @@ mod tests {
     }
 
     fn linux(id: &str, env: &str) -> InstanceFacts {
-        ec2(id, &format!("web-{env}"), "Linux/UNIX", "amzn2-ami-hvm-2.0", &[])
+        ec2(
+            id,
+            &format!("web-{env}"),
+            "Linux/UNIX",
+            "amzn2-ami-hvm-2.0",
+            &[],
+        )
     }
 
     fn windows(id: &str, env: &str) -> InstanceFacts {
-        ec2(id, &format!("app-{env}"), "Windows", "Windows_Server-2022", &[])
+        ec2(
+            id,
+            &format!("app-{env}"),
+            "Windows",
+            "Windows_Server-2022",
+            &[],
+        )
     }
 
     fn managed(id: &str, name: &str) -> InstanceFacts {
@@ -804,7 +827,10 @@ mod tests {
         assert_eq!(outcomes.len(), 4, "duplicates removed");
         assert!(outcomes.iter().all(|o| o.action == Action::Tagged));
         assert_eq!(
-            outcomes.iter().map(|o| o.patch_group.clone().unwrap_or_default()).collect::<Vec<_>>(),
+            outcomes
+                .iter()
+                .map(|o| o.patch_group.clone().unwrap_or_default())
+                .collect::<Vec<_>>(),
             [
                 "patch_test_0600_batch_1",
                 "patch_test_0600_batch_1",
@@ -824,7 +850,10 @@ mod tests {
         assert_eq!(
             test_linux.1,
             vec![
-                ("Patch Group".to_string(), "patch_test_0600_batch_1".to_string()),
+                (
+                    "Patch Group".to_string(),
+                    "patch_test_0600_batch_1".to_string()
+                ),
                 ("patchpilot:managed".to_string(), "true".to_string()),
             ]
         );
@@ -833,9 +862,10 @@ mod tests {
     #[test]
     fn an_instance_already_tagged_right_costs_no_write() {
         let mut facts = linux("i-01", "test");
-        facts
-            .tags
-            .insert("Patch Group".to_string(), "patch_test_0600_batch_1".to_string());
+        facts.tags.insert(
+            "Patch Group".to_string(),
+            "patch_test_0600_batch_1".to_string(),
+        );
         let fleet = FakeFleet::new(vec![facts], 100);
         let calls = CallLog::new();
         let outcomes = run(tag_instances(
@@ -889,9 +919,17 @@ mod tests {
             ]
         );
         let reason = |i: usize| outcomes[i].reason.clone().unwrap_or_default();
-        assert!(reason(0).contains("dba-special") && reason(0).contains("overwrite"), "{}", reason(0));
+        assert!(
+            reason(0).contains("dba-special") && reason(0).contains("overwrite"),
+            "{}",
+            reason(0)
+        );
         assert!(reason(1).contains("patchpilot:exclude"), "{}", reason(1));
-        assert!(reason(2).contains("no environment matched"), "{}", reason(2));
+        assert!(
+            reason(2).contains("no environment matched"),
+            "{}",
+            reason(2)
+        );
         assert!(reason(3).contains("terminated"), "{}", reason(3));
         assert!(reason(4).contains("not registered"), "{}", reason(4));
         assert_eq!(calls.summary().writes, 0);
@@ -901,7 +939,10 @@ mod tests {
     #[test]
     fn managed_nodes_are_tagged_one_call_each() {
         let fleet = FakeFleet::new(
-            vec![managed("mi-0123456789abcdef0", "db-onprem-prod"), linux("i-01", "prod")],
+            vec![
+                managed("mi-0123456789abcdef0", "db-onprem-prod"),
+                linux("i-01", "prod"),
+            ],
             100,
         );
         let calls = CallLog::new();
@@ -913,7 +954,10 @@ mod tests {
         ))
         .expect("ok");
         assert_eq!(outcomes[0].action, Action::Tagged);
-        assert_eq!(outcomes[0].patch_group.as_deref(), Some("patch_prod_0600_batch_1"));
+        assert_eq!(
+            outcomes[0].patch_group.as_deref(),
+            Some("patch_prod_0600_batch_1")
+        );
         let by_op = calls.summary().by_operation;
         assert_eq!(by_op.get("AddTagsToResource"), Some(&1));
         assert_eq!(by_op.get("CreateTags"), Some(&1));
@@ -953,13 +997,7 @@ mod tests {
         let fleet = FakeFleet::new(instances, 1000);
         let calls = CallLog::new();
         let policy = Policy::reference();
-        let report = run(sweep(
-            &policy,
-            &adapters(&fleet),
-            &calls,
-            false,
-        ))
-        .expect("swept");
+        let report = run(sweep(&policy, &adapters(&fleet), &calls, false)).expect("swept");
         assert_eq!(report.instances, 2501);
         assert_eq!(report.count(Action::Tagged), 2501);
         // 1250 per value -> 2 chunks each (1000 + 250), plus one AddTagsToResource.
@@ -983,13 +1021,8 @@ mod tests {
     fn a_dry_run_sweep_plans_the_same_writes_and_makes_none() {
         let fleet = FakeFleet::new(big_fleet(10), 4);
         let calls = CallLog::new();
-        let report = run(sweep(
-            &Policy::reference(),
-            &adapters(&fleet),
-            &calls,
-            true,
-        ))
-        .expect("planned");
+        let report =
+            run(sweep(&Policy::reference(), &adapters(&fleet), &calls, true)).expect("planned");
         assert!(report.dry_run);
         assert_eq!(report.count(Action::WouldTag), 10);
         assert_eq!(report.writes.len(), 2);

@@ -381,7 +381,8 @@ mod tests {
             &[]
         ))));
         assert!(!needs_image_name(&facts_without_image(&instance(
-            "Windows", &[]
+            "Windows",
+            &[]
         ))));
         assert!(needs_image_name(&facts_without_image(&instance(
             "Linux/UNIX",
@@ -396,7 +397,10 @@ mod tests {
 
     #[test]
     fn facts_carry_tags_name_and_state() {
-        let i = instance("Linux/UNIX", &[("Name", "web-test"), ("Environment", "test")]);
+        let i = instance(
+            "Linux/UNIX",
+            &[("Name", "web-test"), ("Environment", "test")],
+        );
         let f = facts_without_image(&i);
         assert_eq!(f.instance_id, "i-0123456789abcdef0");
         assert_eq!(f.name.as_deref(), Some("web-test"));

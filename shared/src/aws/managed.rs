@@ -107,7 +107,11 @@ impl ManagedInstances {
         Ok(found)
     }
 
-    async fn tags(&self, id: &str, calls: &CallLog) -> Result<BTreeMap<String, String>, FleetError> {
+    async fn tags(
+        &self,
+        id: &str,
+        calls: &CallLog,
+    ) -> Result<BTreeMap<String, String>, FleetError> {
         calls.record("ListTagsForResource");
         let out = self
             .client

@@ -1,0 +1,495 @@
+//! auto-tagger's handler: an EventBridge event → the instance ids it names →
+//! [`patchpilot::fleet::tag_instances`] → a small JSON result.
+//!
+//! Events (real payloads in `events/auto-tagger/`):
+//! - `EC2 Instance State-change Notification` (`aws.ec2`), states `pending` / `running`;
+//! - `Tag Change on Resource` (`aws.tag`) of an EC2 instance; a change that touches only the
+//!   Patch Group tag and the ownership marker is patchpilot's own write and is ignored (no
+//!   event loop even if the rule's `changed-tag-keys` filter is widened);
+//! - `SSM Managed Instance Registration` (`aws.ssm`): the `mi-*` id is the last path segment
+//!   of `resources[0]` (AWS publishes no example payload; `detail` is treated as optional).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use lambda_runtime::Diagnostic;
+use patchpilot::aws::ec2::Ec2Fleet;
+use patchpilot::aws::managed::ManagedInstances;
+use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
+use patchpilot::aws::{CallLog, CallSummary};
+use patchpilot::fleet::{
+    tag_instances, FleetAdapters, FleetError, InstancePort, ManagedPort, TagOutcome,
+};
+use patchpilot::names::OWNERSHIP_TAG_KEY;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+use tracing::info;
+
+pub const EC2_STATE_CHANGE: &str = "EC2 Instance State-change Notification";
+pub const TAG_CHANGE: &str = "Tag Change on Resource";
+pub const MANAGED_INSTANCE_REGISTRATION: &str = "SSM Managed Instance Registration";
+
+/// What the handler needs, built once per cold start.
+pub struct Tagger<E = Ec2Fleet, M = ManagedInstances> {
+    pub fleet: FleetAdapters<E, M>,
+    pub policy: PolicySource,
+}
+
+impl Tagger {
+    /// Adapters over `config` (the emulator when `AWS_ENDPOINT_URL` is set) and the policy
+    /// from `POLICY_PARAMETER` / `POLICY_CACHE_SECONDS`.
+    pub fn new(config: &aws_config::SdkConfig) -> Tagger {
+        Tagger {
+            fleet: FleetAdapters {
+                ec2: Ec2Fleet::new(config),
+                managed: ManagedInstances::new(config),
+            },
+            policy: PolicySource::from_env(aws_sdk_ssm::Client::new(config)),
+        }
+    }
+}
+
+impl<E, M> Tagger<E, M> {
+    /// With the embedded reference policy (no parameter), for tests and local runs.
+    pub fn with_embedded_policy(
+        fleet: FleetAdapters<E, M>,
+        ssm: aws_sdk_ssm::Client,
+    ) -> Tagger<E, M> {
+        Tagger {
+            fleet,
+            policy: PolicySource::new(ssm, None, Duration::from_secs(60)),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    #[error("malformed event: {reason}")]
+    MalformedEvent { reason: String },
+    #[error("unsupported event: source `{event_source}`, detail-type `{detail_type}`; auto-tagger handles `{EC2_STATE_CHANGE}` (aws.ec2), `{TAG_CHANGE}` (aws.tag) and `{MANAGED_INSTANCE_REGISTRATION}` (aws.ssm) — check the EventBridge rule that targets this function")]
+    UnsupportedEvent {
+        event_source: String,
+        detail_type: String,
+    },
+    #[error(transparent)]
+    Policy(#[from] PolicySourceError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
+        let error_type = match &e {
+            HandlerError::MalformedEvent { .. } => "MalformedEvent",
+            HandlerError::UnsupportedEvent { .. } => "UnsupportedEvent",
+            HandlerError::Policy(PolicySourceError::Read { .. }) => "PolicyUnreadable",
+            HandlerError::Policy(PolicySourceError::Invalid { .. }) => "PolicyInvalid",
+            HandlerError::Fleet(FleetError::NotVisible { .. }) => "InstanceNotVisible",
+            HandlerError::Fleet(FleetError::UnsupportedId { .. }) => "UnsupportedInstanceId",
+            HandlerError::Fleet(FleetError::Aws { .. } | FleetError::Request { .. }) => {
+                "AwsCallFailed"
+            }
+        };
+        Diagnostic {
+            error_type: error_type.to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// The handler's answer (also logged).
+#[derive(Debug, Clone, Serialize)]
+pub struct Response {
+    pub results: Vec<TagOutcome>,
+    /// Why the event needed nothing (e.g. patchpilot's own tag write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+    pub aws_calls: CallSummary,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct StateChangeDetail {
+    instance_id: String,
+    state: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct TagChangeDetail {
+    changed_tag_keys: Vec<String>,
+    service: String,
+    resource_type: String,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct RegistrationDetail {
+    #[serde(default)]
+    instance_id: Option<String>,
+}
+
+/// What an event asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Tag these instances / nodes.
+    Tag { ids: Vec<String> },
+    /// A tag change: tag the instances unless only these keys (patchpilot's own) changed.
+    TagChange {
+        ids: Vec<String>,
+        changed_keys: Vec<String>,
+    },
+    /// Nothing to do, with the reason.
+    Ignore { reason: String },
+}
+
+fn malformed(detail_type: &str, e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::MalformedEvent {
+        reason: format!("`{detail_type}` detail: {e}"),
+    }
+}
+
+/// The last path segment of resource ARNs of `kind` (`instance`, `managed-instance`).
+fn ids_from_arns(resources: &[String], kind: &str) -> Vec<String> {
+    let marker = format!(":{kind}/");
+    resources
+        .iter()
+        .filter_map(|arn| arn.split_once(&marker).map(|(_, id)| id.to_string()))
+        .filter(|id| !id.is_empty())
+        .collect()
+}
+
+fn push_unique(ids: &mut Vec<String>, id: String) {
+    if !ids.contains(&id) {
+        ids.push(id);
+    }
+}
+
+/// Read an event into a [`Trigger`]; every problem is an error naming what was wrong.
+pub fn parse(event: Value) -> Result<Trigger, HandlerError> {
+    let event: EventBridgeEvent<Value> =
+        serde_json::from_value(event).map_err(|e| HandlerError::MalformedEvent {
+            reason: format!(
+                "not an EventBridge event ({e}); expected `detail-type`, `source` and `detail`"
+            ),
+        })?;
+    let resources = event.resources.unwrap_or_default();
+    let detail_type = event.detail_type.as_str();
+    match (event.source.as_str(), detail_type) {
+        ("aws.ec2", EC2_STATE_CHANGE) => {
+            let d: StateChangeDetail =
+                serde_json::from_value(event.detail).map_err(|e| malformed(detail_type, e))?;
+            if !matches!(d.state.as_str(), "pending" | "running") {
+                return Ok(Trigger::Ignore {
+                    reason: format!("instance {} is `{}`, not launching", d.instance_id, d.state),
+                });
+            }
+            let mut ids = vec![d.instance_id];
+            for id in ids_from_arns(&resources, "instance") {
+                push_unique(&mut ids, id);
+            }
+            Ok(Trigger::Tag { ids })
+        }
+        ("aws.tag", TAG_CHANGE) => {
+            let d: TagChangeDetail =
+                serde_json::from_value(event.detail).map_err(|e| malformed(detail_type, e))?;
+            if d.service != "ec2" || d.resource_type != "instance" {
+                return Ok(Trigger::Ignore {
+                    reason: format!(
+                        "tag change on a {} {}, not an EC2 instance",
+                        d.service, d.resource_type
+                    ),
+                });
+            }
+            let mut ids = Vec::new();
+            for id in ids_from_arns(&resources, "instance") {
+                push_unique(&mut ids, id);
+            }
+            if ids.is_empty() {
+                return Err(malformed(
+                    detail_type,
+                    format!("no EC2 instance ARN in `resources` ({resources:?})"),
+                ));
+            }
+            info!(instance_ids = %ids.join(","), changed = %d.changed_tag_keys.join(","), tags = d.tags.len(), "tag change");
+            Ok(Trigger::TagChange {
+                ids,
+                changed_keys: d.changed_tag_keys,
+            })
+        }
+        ("aws.ssm", MANAGED_INSTANCE_REGISTRATION) => {
+            let d: RegistrationDetail = if event.detail.is_null() {
+                RegistrationDetail::default()
+            } else {
+                serde_json::from_value(event.detail).map_err(|e| malformed(detail_type, e))?
+            };
+            let mut ids = Vec::new();
+            for id in ids_from_arns(&resources, "managed-instance") {
+                push_unique(&mut ids, id);
+            }
+            if let Some(id) = d.instance_id {
+                push_unique(&mut ids, id);
+            }
+            if ids.is_empty() {
+                return Err(malformed(
+                    detail_type,
+                    "no managed-instance ARN in `resources` and no `detail.instance-id`",
+                ));
+            }
+            Ok(Trigger::Tag { ids })
+        }
+        (event_source, detail_type) => Err(HandlerError::UnsupportedEvent {
+            event_source: event_source.to_string(),
+            detail_type: detail_type.to_string(),
+        }),
+    }
+}
+
+/// Handle one event.
+pub async fn handle<E: InstancePort, M: ManagedPort>(
+    tagger: &Tagger<E, M>,
+    event: Value,
+) -> Result<Response, HandlerError> {
+    let calls = CallLog::new();
+    let trigger = parse(event)?;
+    let ids = match trigger {
+        Trigger::Ignore { reason } => return Ok(ignored(reason, &calls)),
+        Trigger::Tag { ids } => ids,
+        Trigger::TagChange { ids, changed_keys } => {
+            let policy = tagger.policy.get(&calls).await?.policy;
+            let own = [policy.tag_key.as_str(), OWNERSHIP_TAG_KEY];
+            if changed_keys.iter().all(|k| own.contains(&k.as_str())) {
+                return Ok(ignored(
+                    format!(
+                        "only {} changed: patchpilot's own write",
+                        changed_keys.join(", ")
+                    ),
+                    &calls,
+                ));
+            }
+            ids
+        }
+    };
+    let loaded = tagger.policy.get(&calls).await?;
+    let results = tag_instances(&ids, &loaded.policy, &tagger.fleet, &calls).await?;
+    let aws_calls = calls.summary();
+    info!(
+        instances = results.len(),
+        policy = %loaded.source,
+        aws_reads = aws_calls.reads,
+        aws_writes = aws_calls.writes,
+        aws_calls = %serde_json::to_string(&aws_calls.by_operation).unwrap_or_default(),
+        "auto-tagger done"
+    );
+    Ok(Response {
+        results,
+        ignored: None,
+        aws_calls,
+    })
+}
+
+fn ignored(reason: String, calls: &CallLog) -> Response {
+    info!(reason = %reason, "event ignored");
+    Response {
+        results: Vec::new(),
+        ignored: Some(reason),
+        aws_calls: calls.summary(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patchpilot::classify::InstanceFacts;
+    use patchpilot::fleet::Page;
+
+    fn event(text: &str) -> Value {
+        serde_json::from_str(text).expect("event file is JSON")
+    }
+
+    const PENDING: &str = include_str!("../../../events/auto-tagger/ec2-state-pending.json");
+    const RUNNING: &str = include_str!("../../../events/auto-tagger/ec2-state-running.json");
+    const TAG_ENV: &str = include_str!("../../../events/auto-tagger/tag-change-environment.json");
+    const TAG_OWN: &str =
+        include_str!("../../../events/auto-tagger/tag-change-patch-group-by-patchpilot.json");
+    const REGISTRATION: &str =
+        include_str!("../../../events/auto-tagger/managed-instance-registration.json");
+    const STOPPING: &str = include_str!("../../../events/lookalikes/ec2-state-stopping.json");
+    const VOLUME: &str = include_str!("../../../events/lookalikes/tag-change-volume.json");
+    const SCHEDULED: &str = include_str!("../../../events/baseline-sync/scheduled.json");
+
+    #[test]
+    fn launch_events_name_their_instance() {
+        for text in [PENDING, RUNNING] {
+            assert_eq!(
+                parse(event(text)).expect("parses"),
+                Trigger::Tag {
+                    ids: vec!["i-1234567890abcdef0".to_string()]
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_tag_change_names_the_instance_and_the_changed_keys() {
+        assert_eq!(
+            parse(event(TAG_ENV)).expect("parses"),
+            Trigger::TagChange {
+                ids: vec!["i-0000000aaaaaaaaaa".to_string()],
+                changed_keys: vec!["Environment".to_string()],
+            }
+        );
+    }
+
+    #[test]
+    fn a_registration_names_the_managed_node_from_its_arn() {
+        assert_eq!(
+            parse(event(REGISTRATION)).expect("parses"),
+            Trigger::Tag {
+                ids: vec!["mi-0123456789abcdef0".to_string()]
+            }
+        );
+        // The detail is optional: AWS publishes no example of it.
+        let mut without_detail = event(REGISTRATION);
+        without_detail["detail"] = Value::Null;
+        assert_eq!(
+            parse(without_detail).expect("parses"),
+            Trigger::Tag {
+                ids: vec!["mi-0123456789abcdef0".to_string()]
+            }
+        );
+    }
+
+    #[test]
+    fn lookalikes_are_ignored_with_the_reason() {
+        match parse(event(STOPPING)).expect("parses") {
+            Trigger::Ignore { reason } => assert!(reason.contains("stopping"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        match parse(event(VOLUME)).expect("parses") {
+            Trigger::Ignore { reason } => assert!(reason.contains("volume"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn another_functions_event_is_unsupported_and_says_which_events_are() {
+        let err = parse(event(SCHEDULED)).expect_err("not ours");
+        let text = err.to_string();
+        assert!(
+            text.contains("Scheduled Event") && text.contains(EC2_STATE_CHANGE),
+            "{text}"
+        );
+        assert_eq!(Diagnostic::from(err).error_type, "UnsupportedEvent");
+    }
+
+    #[test]
+    fn malformed_events_say_what_is_wrong() {
+        let mut no_id = event(PENDING);
+        if let Some(d) = no_id["detail"].as_object_mut() {
+            d.remove("instance-id");
+        }
+        let err = parse(no_id).expect_err("no instance id");
+        assert!(err.to_string().contains("instance-id"), "{err}");
+        assert_eq!(Diagnostic::from(err).error_type, "MalformedEvent");
+
+        let err = parse(serde_json::json!({"hello": "world"})).expect_err("not EventBridge");
+        assert!(err.to_string().contains("detail-type"), "{err}");
+
+        let mut no_arn = event(TAG_ENV);
+        no_arn["resources"] = serde_json::json!([]);
+        let err = parse(no_arn).expect_err("no resource");
+        assert!(err.to_string().contains("resources"), "{err}");
+    }
+
+    /// Ports that fail the test if the handler calls AWS at all.
+    struct NoAws;
+
+    impl InstancePort for NoAws {
+        async fn describe(
+            &self,
+            _: &[String],
+            _: &CallLog,
+        ) -> Result<Vec<InstanceFacts>, FleetError> {
+            panic!("DescribeInstances must not be called")
+        }
+        async fn page(&self, _: Option<String>, _: &CallLog) -> Result<Page, FleetError> {
+            panic!("DescribeInstances must not be called")
+        }
+        async fn create_tags(
+            &self,
+            _: &[String],
+            _: &[(String, String)],
+            _: &CallLog,
+        ) -> Result<(), FleetError> {
+            panic!("CreateTags must not be called")
+        }
+    }
+
+    impl ManagedPort for NoAws {
+        async fn describe(
+            &self,
+            _: &[String],
+            _: &CallLog,
+        ) -> Result<Vec<InstanceFacts>, FleetError> {
+            panic!("DescribeInstanceInformation must not be called")
+        }
+        async fn page(&self, _: Option<String>, _: &CallLog) -> Result<Page, FleetError> {
+            panic!("DescribeInstanceInformation must not be called")
+        }
+        async fn add_tags(
+            &self,
+            _: &str,
+            _: &[(String, String)],
+            _: &CallLog,
+        ) -> Result<(), FleetError> {
+            panic!("AddTagsToResource must not be called")
+        }
+    }
+
+    fn offline_tagger() -> Tagger<NoAws, NoAws> {
+        let ssm = aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::Config::builder()
+                .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+                .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+                .build(),
+        );
+        Tagger::with_embedded_policy(
+            FleetAdapters {
+                ec2: NoAws,
+                managed: NoAws,
+            },
+            ssm,
+        )
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn patchpilots_own_tag_write_does_not_trigger_another_write() {
+        let response = run(handle(&offline_tagger(), event(TAG_OWN))).expect("handled");
+        assert!(response.results.is_empty());
+        let reason = response.ignored.unwrap_or_default();
+        assert!(reason.contains("patchpilot's own write"), "{reason}");
+        assert_eq!(response.aws_calls.reads + response.aws_calls.writes, 0);
+    }
+
+    #[test]
+    fn an_ignored_event_makes_no_aws_call() {
+        let response = run(handle(&offline_tagger(), event(STOPPING))).expect("handled");
+        assert!(response.ignored.is_some());
+        let json = serde_json::to_value(&response).expect("serialisable");
+        assert_eq!(json["results"], serde_json::json!([]));
+        assert_eq!(json["aws_calls"]["writes"], 0);
+    }
+}
