@@ -589,3 +589,64 @@ async fn the_sweep_tags_the_fleet_the_auto_tagger_missed() {
         ["patch_prod_0600_batch_2", "patch_test_0600_batch_1"]
     );
 }
+
+#[tokio::test]
+async fn a_failing_change_does_not_stop_independent_ones_and_the_next_run_converges() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    // The first CreateMaintenanceWindow (test's) is refused; nothing retries a 400.
+    emu.inject_fault(&patchpilot_tests::Fault::new(
+        "ssm",
+        "CreateMaintenanceWindow",
+        "ResourceLimitExceededException",
+        1,
+    ))
+    .expect("fault");
+    let err = handle(&s, json!({})).await.expect_err("one window failed");
+    // The window failed, its 2 targets and 2 tasks were skipped; everything else applied.
+    assert!(
+        matches!(
+            err,
+            HandlerError::Incomplete {
+                failed: 5,
+                conflicts: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("ResourceLimitExceededException"),
+        "{err}"
+    );
+    assert_eq!(baselines(emu).await.len(), 12);
+    assert_eq!(windows(emu).await.len(), 1);
+
+    let result = apply(&s).await;
+    assert_eq!(result.counts.created, 1 + 2 + 2, "{:?}", result.plan);
+    assert_eq!(windows(emu).await.len(), 2);
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff_not_dropped() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    emu.inject_fault(&patchpilot_tests::Fault::new(
+        "ssm",
+        "DescribePatchBaselines",
+        "ThrottlingException",
+        2,
+    ))
+    .expect("fault");
+    emu.reset_request_counts().expect("reset");
+    let result = apply(&s).await;
+    assert_eq!(result.counts.created, 46);
+    let counts = emu.request_counts().expect("counts");
+    assert_eq!(
+        counts.get("ssm", "DescribePatchBaselines"),
+        3,
+        "two throttled attempts, then success"
+    );
+}
