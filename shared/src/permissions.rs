@@ -65,6 +65,10 @@ pub const RUN_NOTIFIER: &[&str] = &[
     "ssm:GetParameter",
     "ssm:GetMaintenanceWindow",
     "ssm:ListTagsForResource",
+    // A command event of a patchpilot window's own command is recognised by finding the
+    // command among the window's recent executions (reported once, with the window).
+    "ssm:DescribeMaintenanceWindows",
+    "ssm:DescribeMaintenanceWindowExecutions",
     "ssm:GetMaintenanceWindowExecution",
     "ssm:DescribeMaintenanceWindowExecutionTasks",
     "ssm:DescribeMaintenanceWindowExecutionTaskInvocations",
@@ -75,7 +79,10 @@ pub const RUN_NOTIFIER: &[&str] = &[
     "ssm:DescribeInstanceInformation",
     "ec2:DescribeInstances",
     "sns:Publish",
+    // Idempotency record: conditional claim / completion (PutItem), release after a failed
+    // publish (DeleteItem); the claim's failure returns the old item, so no GetItem.
     "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
 ];
 
 /// Every function: Lambda delivers an async event that failed all retries to the

@@ -1,0 +1,606 @@
+//! run-notifier's handler: turns a terminal maintenance-window execution or
+//! `AWS-RunPatchBaseline` command event into exactly one report on the SNS topic.
+//!
+//! Flow: parse the event → ignore what is not ours (foreign window, other document, a
+//! command a patchpilot window sent — its window's event reports it) → claim the run id
+//! (`patchpilot::aws::idempotency`, see there for the failure order) → gather
+//! (`patchpilot::aws::runs`) → log the full report → publish the fitted message
+//! (`patchpilot::report`, `patchpilot::aws::notify`) → mark the run completed.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Utc};
+use lambda_runtime::Diagnostic;
+use patchpilot::aws::idempotency::{Claim, Idempotency};
+use patchpilot::aws::notify;
+use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
+use patchpilot::aws::runs::{Runs, DOCUMENT};
+use patchpilot::aws::{AwsError, CallLog, CallSummary};
+use patchpilot::names;
+use patchpilot::policy::{NotifyOn, Policy};
+use patchpilot::report::{RunReport, RunStatus, TooLarge, SNS_MAX_MESSAGE_BYTES};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+use tracing::{info, warn};
+
+pub const WINDOW_EXECUTION: &str = "Maintenance Window Execution State-change Notification";
+pub const COMMAND_STATUS: &str = "EC2 Command Status-change Notification";
+
+/// Terminal `MaintenanceWindowExecution.Status` values (the rule in template.yaml).
+const WINDOW_TERMINAL: [&str; 5] = [
+    "SUCCESS",
+    "FAILED",
+    "TIMED_OUT",
+    "CANCELLED",
+    "SKIPPED_OVERLAPPING",
+];
+/// Terminal `CommandStatus` values.
+const COMMAND_TERMINAL: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled"];
+/// Claim length when the invocation has no usable deadline (the function's Timeout).
+const DEFAULT_CLAIM: Duration = Duration::from_secs(120);
+/// Instances per log line of the full report (CloudWatch Logs events are cut at 256 KB).
+const LOG_CHUNK: usize = 500;
+
+/// What the handler needs, built once per cold start.
+pub struct Notifier {
+    pub ssm: aws_sdk_ssm::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub topic: notify::Notifier,
+    pub idempotency: Idempotency,
+    pub policy: PolicySource,
+}
+
+/// A required environment variable is missing: the deployment is broken.
+#[derive(Debug, Error)]
+#[error("environment variable {0} is not set; template.yaml sets it for run-notifier (TOPIC_ARN = the report topic, IDEMPOTENCY_TABLE = the idempotency table)")]
+pub struct ConfigError(pub &'static str);
+
+impl Notifier {
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        topic_arn: &str,
+        table: &str,
+        policy: PolicySource,
+    ) -> Notifier {
+        Notifier {
+            ssm: aws_sdk_ssm::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
+            topic: notify::Notifier::new(aws_sdk_sns::Client::new(config), topic_arn),
+            idempotency: Idempotency::new(aws_sdk_dynamodb::Client::new(config), table),
+            policy,
+        }
+    }
+
+    /// From `TOPIC_ARN`, `IDEMPOTENCY_TABLE`, `POLICY_PARAMETER`, `POLICY_CACHE_SECONDS`.
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Notifier, ConfigError> {
+        let var = |name: &'static str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError(name))
+        };
+        let topic = var("TOPIC_ARN")?;
+        let table = var("IDEMPOTENCY_TABLE")?;
+        let policy = PolicySource::from_env(aws_sdk_ssm::Client::new(config));
+        Ok(Notifier::new(config, &topic, &table, policy))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    #[error("malformed `{detail_type}` event: {reason}; expected the payload AWS documents (see events/run-notifier/)")]
+    MalformedEvent { detail_type: String, reason: String },
+    #[error("run-notifier does not handle `{detail_type}` events; check the EventBridge rules in template.yaml")]
+    UnsupportedEvent { detail_type: String },
+    #[error(transparent)]
+    Policy(#[from] PolicySourceError),
+    #[error("cannot read run {run_id}: {source}")]
+    Gather {
+        run_id: String,
+        #[source]
+        source: AwsError,
+    },
+    #[error("run {run_id} is being reported by another invocation until {until}; this delivery will be retried")]
+    InProgress {
+        run_id: String,
+        until: DateTime<Utc>,
+    },
+    #[error("idempotency table: {0}; check IDEMPOTENCY_TABLE and dynamodb permissions")]
+    Idempotency(#[source] AwsError),
+    #[error("cannot publish the report of run {run_id} to the topic: {source}")]
+    Publish {
+        run_id: String,
+        #[source]
+        source: AwsError,
+    },
+    #[error("report of run {run_id}: {source}")]
+    TooLarge {
+        run_id: String,
+        #[source]
+        source: TooLarge,
+    },
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
+        let error_type = match &e {
+            HandlerError::MalformedEvent { .. } => "MalformedEvent",
+            HandlerError::UnsupportedEvent { .. } => "UnsupportedEvent",
+            HandlerError::Policy(PolicySourceError::Read { .. }) => "PolicyUnreadable",
+            HandlerError::Policy(PolicySourceError::Invalid { .. }) => "PolicyInvalid",
+            HandlerError::Gather { .. } => "RunUnreadable",
+            HandlerError::InProgress { .. } => "ReportInProgress",
+            HandlerError::Idempotency(_) => "IdempotencyStoreFailed",
+            HandlerError::Publish { .. } => "PublishFailed",
+            HandlerError::TooLarge { .. } => "ReportTooLarge",
+        };
+        Diagnostic {
+            error_type: error_type.to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// What happened to the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The report was published.
+    Published,
+    /// The run was already reported (a duplicate delivery).
+    Duplicate,
+    /// `notify_on: failure` and the run had no failure.
+    Suppressed,
+    /// Not a run patchpilot reports (see `reason`).
+    Ignored,
+}
+
+/// The handler's answer (also logged).
+#[derive(Debug, Clone, Serialize)]
+pub struct Response {
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_bytes: Option<usize>,
+    pub truncated: bool,
+    pub aws_calls: CallSummary,
+}
+
+impl Response {
+    fn new(outcome: Outcome, run_id: Option<&str>, calls: &CallLog) -> Response {
+        Response {
+            outcome,
+            run_id: run_id.map(str::to_string),
+            reason: None,
+            status: None,
+            subject: None,
+            message_id: None,
+            message_bytes: None,
+            truncated: false,
+            aws_calls: calls.summary(),
+        }
+    }
+
+    fn ignored(run_id: Option<&str>, reason: String, calls: &CallLog) -> Response {
+        info!(run_id = run_id.unwrap_or("-"), reason = %reason, "event ignored");
+        Response {
+            reason: Some(reason),
+            ..Response::new(Outcome::Ignored, run_id, calls)
+        }
+    }
+}
+
+/// `detail` of `Maintenance Window Execution State-change Notification`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct WindowExecutionDetail {
+    pub window_id: String,
+    pub window_execution_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub end_time: Option<String>,
+}
+
+/// `detail` of `EC2 Command Status-change Notification`. Our own struct: every parameter
+/// value is an array of strings in real events, which `aws_lambda_events`' type does not
+/// model.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CommandStatusDetail {
+    pub command_id: String,
+    pub document_name: String,
+    pub status: String,
+    #[serde(default)]
+    pub requested_date_time: Option<String>,
+    #[serde(default)]
+    pub expire_after: Option<String>,
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn detail<T: serde::de::DeserializeOwned>(
+    detail_type: &str,
+    value: Value,
+) -> Result<T, HandlerError> {
+    serde_json::from_value(value).map_err(|e| HandlerError::MalformedEvent {
+        detail_type: detail_type.to_string(),
+        reason: format!("detail: {e}"),
+    })
+}
+
+/// Handle one event. `deadline` is the invocation's (the claim on the run expires with it).
+pub async fn handle(
+    n: &Notifier,
+    payload: Value,
+    deadline: SystemTime,
+) -> Result<Response, HandlerError> {
+    let calls = CallLog::new();
+    let event: EventBridgeEvent<Value> =
+        serde_json::from_value(payload).map_err(|e| HandlerError::MalformedEvent {
+            detail_type: "(unknown)".to_string(),
+            reason: format!("not an EventBridge event: {e}"),
+        })?;
+    let response = match event.detail_type.as_str() {
+        WINDOW_EXECUTION => {
+            let d: WindowExecutionDetail = detail(WINDOW_EXECUTION, event.detail)?;
+            window_event(n, d, deadline, &calls).await?
+        }
+        COMMAND_STATUS => {
+            let d: CommandStatusDetail = detail(COMMAND_STATUS, event.detail)?;
+            command_event(n, d, deadline, &calls).await?
+        }
+        other => {
+            return Err(HandlerError::UnsupportedEvent {
+                detail_type: other.to_string(),
+            })
+        }
+    };
+    info!(
+        outcome = ?response.outcome,
+        run_id = response.run_id.as_deref().unwrap_or("-"),
+        calls = %response.aws_calls,
+        "done"
+    );
+    Ok(response)
+}
+
+fn environments(policy: &Policy) -> Vec<&str> {
+    policy
+        .environments
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect()
+}
+
+async fn window_event(
+    n: &Notifier,
+    d: WindowExecutionDetail,
+    deadline: SystemTime,
+    calls: &CallLog,
+) -> Result<Response, HandlerError> {
+    let run_id = d.window_execution_id.clone();
+    if !WINDOW_TERMINAL.contains(&d.status.as_str()) {
+        return Ok(Response::ignored(
+            Some(&run_id),
+            format!("window execution is {}, not finished", d.status),
+            calls,
+        ));
+    }
+    let policy = n.policy.get(calls).await?.policy;
+    let runs = Runs::new(&n.ssm, &n.ec2, calls, &policy.tag_key);
+    let gather = |source| HandlerError::Gather {
+        run_id: run_id.clone(),
+        source,
+    };
+    let window = runs.window(&d.window_id).await.map_err(gather)?;
+    let Some(environment) = window
+        .environment_if_owned(&environments(&policy))
+        .map(str::to_string)
+    else {
+        return Ok(Response::ignored(
+            Some(&run_id),
+            format!(
+                "maintenance window {} ({}) is not patchpilot's: no {}={} tag and not named {}",
+                window.window_id,
+                window.name,
+                names::OWNERSHIP_TAG_KEY,
+                names::OWNERSHIP_TAG_VALUE,
+                names::window_name("<environment>")
+            ),
+            calls,
+        ));
+    };
+    report_once(n, &policy, &run_id, deadline, calls, || async {
+        runs.window_report(&window, &environment, &run_id).await
+    })
+    .await
+}
+
+async fn command_event(
+    n: &Notifier,
+    d: CommandStatusDetail,
+    deadline: SystemTime,
+    calls: &CallLog,
+) -> Result<Response, HandlerError> {
+    let run_id = d.command_id.clone();
+    if d.document_name != DOCUMENT {
+        return Ok(Response::ignored(
+            Some(&run_id),
+            format!("document {} is not {DOCUMENT}", d.document_name),
+            calls,
+        ));
+    }
+    if !COMMAND_TERMINAL.contains(&d.status.as_str()) {
+        return Ok(Response::ignored(
+            Some(&run_id),
+            format!("command is {}, not finished", d.status),
+            calls,
+        ));
+    }
+    let policy = n.policy.get(calls).await?.policy;
+    let runs = Runs::new(&n.ssm, &n.ec2, calls, &policy.tag_key);
+    let gather = |source| HandlerError::Gather {
+        run_id: run_id.clone(),
+        source,
+    };
+    let command = runs.command(&run_id).await.map_err(gather)?;
+    // A patchpilot window's own commands are reported once, with the window's execution.
+    let window_names: BTreeSet<String> = environments(&policy)
+        .into_iter()
+        .map(names::window_name)
+        .collect();
+    if let Some(execution) = runs
+        .window_execution_of(&command, &window_names)
+        .await
+        .map_err(gather)?
+    {
+        return Ok(Response::ignored(
+            Some(&run_id),
+            format!(
+                "sent by maintenance window execution {execution}, which is reported as a whole"
+            ),
+            calls,
+        ));
+    }
+    let envs = environments(&policy);
+    report_once(n, &policy, &run_id, deadline, calls, || async {
+        runs.command_report(&command, &envs).await
+    })
+    .await
+}
+
+/// Claim → gather → log → publish (or suppress) → complete; the claim is released when
+/// gathering or publishing fails, so the retry can report at once.
+async fn report_once<F, Fut>(
+    n: &Notifier,
+    policy: &Policy,
+    run_id: &str,
+    deadline: SystemTime,
+    calls: &CallLog,
+    gather: F,
+) -> Result<Response, HandlerError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<RunReport, AwsError>>,
+{
+    let now = Utc::now();
+    let until = DateTime::<Utc>::from(deadline);
+    let until = if until > now {
+        until
+    } else {
+        now + chrono::Duration::from_std(DEFAULT_CLAIM).unwrap_or(chrono::Duration::minutes(2))
+    };
+    match n
+        .idempotency
+        .claim(run_id, now, until, calls)
+        .await
+        .map_err(HandlerError::Idempotency)?
+    {
+        Claim::Acquired => {}
+        Claim::Completed => {
+            info!(run_id = %run_id, "already reported; duplicate delivery ignored");
+            return Ok(Response::new(Outcome::Duplicate, Some(run_id), calls));
+        }
+        Claim::InProgress { until } => {
+            return Err(HandlerError::InProgress {
+                run_id: run_id.to_string(),
+                until,
+            })
+        }
+    }
+    let report = match gather().await {
+        Ok(r) => r,
+        Err(source) => {
+            release(n, run_id, calls).await;
+            return Err(HandlerError::Gather {
+                run_id: run_id.to_string(),
+                source,
+            });
+        }
+    };
+    log_full_report(&report);
+    let status = report.status();
+    if policy.notifications.notify_on == NotifyOn::Failure && status != RunStatus::Failed {
+        n.idempotency
+            .complete(run_id, Utc::now(), None, calls)
+            .await
+            .map_err(HandlerError::Idempotency)?;
+        let mut r = Response::new(Outcome::Suppressed, Some(run_id), calls);
+        r.status = Some(status);
+        r.reason = Some("notify_on: failure, and the run had no failure".to_string());
+        return Ok(r);
+    }
+    let message = match report.fit(&policy.notifications.subject_prefix, SNS_MAX_MESSAGE_BYTES) {
+        Ok(m) => m,
+        Err(source) => {
+            release(n, run_id, calls).await;
+            return Err(HandlerError::TooLarge {
+                run_id: run_id.to_string(),
+                source,
+            });
+        }
+    };
+    let message_id = match n.topic.publish(&message, calls).await {
+        Ok(id) => id,
+        Err(source) => {
+            release(n, run_id, calls).await;
+            return Err(HandlerError::Publish {
+                run_id: run_id.to_string(),
+                source,
+            });
+        }
+    };
+    // The mail is out. Failing to record that only risks a second mail on a redelivery.
+    if let Err(e) = n
+        .idempotency
+        .complete(run_id, Utc::now(), Some(&message_id), calls)
+        .await
+    {
+        warn!(run_id = %run_id, error = %e, "report published but not recorded as completed; a redelivery after the claim expires would send it again");
+    }
+    Ok(Response {
+        status: Some(status),
+        subject: Some(message.subject.clone()),
+        message_id: Some(message_id),
+        message_bytes: Some(message.size()),
+        truncated: message.truncated,
+        ..Response::new(Outcome::Published, Some(run_id), calls)
+    })
+}
+
+async fn release(n: &Notifier, run_id: &str, calls: &CallLog) {
+    if let Err(e) = n.idempotency.release(run_id, calls).await {
+        warn!(run_id = %run_id, error = %e, "claim not released; a retry waits until it expires");
+    }
+}
+
+/// The full report, in log lines CloudWatch Logs keeps whole: the summary with the first
+/// lists, then every instance in chunks.
+fn log_full_report(report: &RunReport) {
+    use patchpilot::report::Keep;
+    let summary = report.json(Keep {
+        failed: 0,
+        reboot_pending: 0,
+        patched: 0,
+        missed: 0,
+    });
+    info!(run_id = %report.run.run_id(), report = %summary, "run report (summary)");
+    let parts = report.instances.len().div_ceil(LOG_CHUNK).max(1);
+    for (k, chunk) in report.instances.chunks(LOG_CHUNK).enumerate() {
+        let json = serde_json::to_string(chunk).unwrap_or_default();
+        info!(run_id = %report.run.run_id(), part = k + 1, parts, instances = %json, "run report (instances)");
+    }
+    if !report.missed.is_empty() {
+        let json = serde_json::to_string(&report.missed).unwrap_or_default();
+        info!(run_id = %report.run.run_id(), missed = %json, "run report (missed targets)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(file: &str) -> Value {
+        let text = match file {
+            "window-execution-success" => {
+                include_str!("../../../events/run-notifier/window-execution-success.json")
+            }
+            "window-execution-failed" => {
+                include_str!("../../../events/run-notifier/window-execution-failed.json")
+            }
+            "command-success" => include_str!("../../../events/run-notifier/command-success.json"),
+            "command-failed" => include_str!("../../../events/run-notifier/command-failed.json"),
+            "window-execution-in-progress" => {
+                include_str!("../../../events/lookalikes/window-execution-in-progress.json")
+            }
+            "command-run-shell-script" => {
+                include_str!("../../../events/lookalikes/command-run-shell-script.json")
+            }
+            "command-in-progress" => {
+                include_str!("../../../events/lookalikes/command-in-progress.json")
+            }
+            other => panic!("no event file {other}"),
+        };
+        serde_json::from_str(text).expect("event files are JSON")
+    }
+
+    fn parts(v: Value) -> (String, Value) {
+        let e: EventBridgeEvent<Value> = serde_json::from_value(v).expect("envelope");
+        (e.detail_type, e.detail)
+    }
+
+    #[test]
+    fn window_execution_events_parse() {
+        for f in ["window-execution-success", "window-execution-failed"] {
+            let (t, d) = parts(event(f));
+            assert_eq!(t, WINDOW_EXECUTION);
+            let d: WindowExecutionDetail = detail(&t, d).expect("detail parses");
+            assert_eq!(d.window_id, "mw-0ed7251d3fcf6e0c2");
+            assert!(WINDOW_TERMINAL.contains(&d.status.as_str()));
+        }
+        let (t, d) = parts(event("window-execution-in-progress"));
+        let d: WindowExecutionDetail = detail(&t, d).expect("detail parses");
+        assert!(!WINDOW_TERMINAL.contains(&d.status.as_str()));
+    }
+
+    #[test]
+    fn command_events_parse_with_array_parameters() {
+        let (t, d) = parts(event("command-failed"));
+        assert_eq!(t, COMMAND_STATUS);
+        let d: CommandStatusDetail = detail(&t, d).expect("detail parses");
+        assert_eq!(d.document_name, DOCUMENT);
+        assert_eq!(d.status, "Failed");
+        assert_eq!(d.parameters["Operation"], ["Install"]);
+        let (t, d) = parts(event("command-success"));
+        let d: CommandStatusDetail = detail(&t, d).expect("detail parses");
+        assert_eq!(d.status, "Success");
+        let (t, d) = parts(event("command-run-shell-script"));
+        let d: CommandStatusDetail = detail(&t, d).expect("detail parses");
+        assert_ne!(d.document_name, DOCUMENT);
+        let (t, d) = parts(event("command-in-progress"));
+        let d: CommandStatusDetail = detail(&t, d).expect("detail parses");
+        assert!(!COMMAND_TERMINAL.contains(&d.status.as_str()));
+    }
+
+    #[test]
+    fn a_detail_without_its_id_is_a_malformed_event_naming_the_field() {
+        let mut v = event("window-execution-failed");
+        if let Some(d) = v.get_mut("detail").and_then(Value::as_object_mut) {
+            d.remove("window-execution-id");
+        }
+        let (t, d) = parts(v);
+        let err = detail::<WindowExecutionDetail>(&t, d).expect_err("missing id");
+        assert!(err.to_string().contains("window-execution-id"), "{err}");
+        let diag = Diagnostic::from(err);
+        assert_eq!(diag.error_type, "MalformedEvent");
+    }
+
+    #[test]
+    fn errors_map_to_meaningful_error_types() {
+        let e = HandlerError::InProgress {
+            run_id: "r".into(),
+            until: Utc::now(),
+        };
+        assert_eq!(Diagnostic::from(e).error_type, "ReportInProgress");
+        let e = HandlerError::UnsupportedEvent {
+            detail_type: "Scheduled Event".into(),
+        };
+        let d = Diagnostic::from(e);
+        assert_eq!(d.error_type, "UnsupportedEvent");
+        assert!(d.error_message.contains("Scheduled Event"));
+    }
+}

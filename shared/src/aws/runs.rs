@@ -1,0 +1,1129 @@
+//! Reads what a patch run did: maintenance-window executions, their tasks and task
+//! invocations, Run Command commands and invocations, instance patch states, and the members
+//! of the targeted patch groups (to find the ones the run missed) — and builds the domain's
+//! [`RunReport`].
+//!
+//! Cost on a large fleet: every list call is paginated at the API's maximum page size, and
+//! calls that summarise are preferred:
+//! - `ListCommands` (one call per command) gives the counters (`TargetCount`, `ErrorCount`,
+//!   `DeliveryTimedOutCount`) and the S3 output location;
+//! - `ListCommandInvocations` is read without `Details` (50 per page) for everyone, and with
+//!   `Details` only status-filtered (`Failed`, `TimedOut`, `Cancelled`) for the exit codes of
+//!   the few that failed;
+//! - `DescribeInstancePatchStates` takes at most 50 instance ids per call;
+//! - the patch-group members come from `DescribeInstances` filtered by the tag (1,000 per
+//!   page); `DescribeInstanceInformation` is asked only about members the run did not reach,
+//!   and about on-prem nodes of the groups.
+//!
+//! A 5,000-instance run therefore costs about 2 × 5,000 / 50 + a dozen calls.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_ssm::types::{
+    CommandFilter, CommandFilterKey, InstanceInformationStringFilter, MaintenanceWindowFilter,
+    ResourceTypeForTagging,
+};
+use chrono::{DateTime, Utc};
+use tracing::{debug, info};
+
+use super::{AwsError, CallLog};
+use crate::names::{self, PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use crate::report::{
+    BatchRun, InstanceRun, MissReason, MissedTarget, PatchCounts, RunKind, RunReport,
+};
+
+/// `ListCommandInvocations` / `ListCommands` `MaxResults`: 1–50.
+const COMMAND_PAGE: i32 = 50;
+/// `DescribeInstancePatchStates`: at most 50 `InstanceIds`, `MaxResults` 10–100.
+const PATCH_STATE_IDS: usize = 50;
+/// `DescribeInstanceInformation` `MaxResults`: 5–50; a filter takes at most 50 values here.
+const INFO_PAGE: i32 = 50;
+/// `DescribeMaintenanceWindow*` `MaxResults`: 10–100.
+const WINDOW_PAGE: i32 = 100;
+/// `DescribeInstances` `MaxResults`: 5–1000.
+const EC2_PAGE: i32 = 1000;
+/// `DescribeInstances` filter values: at most 200 per filter.
+const EC2_FILTER_VALUES: usize = 200;
+/// Longest maintenance window (`Duration` 1–24 h): a window command was requested at most this
+/// long after its execution started.
+const MAX_WINDOW_HOURS: i64 = 24;
+
+pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
+
+/// A maintenance window and whether patchpilot owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowInfo {
+    pub window_id: String,
+    pub name: String,
+    /// Tagged `patchpilot:managed=true`.
+    pub tagged: bool,
+}
+
+impl WindowInfo {
+    /// Owned = the ownership tag; a window without it is accepted only when its name is
+    /// `patchpilot-<env>` for an environment of the policy (a window created before tags).
+    pub fn environment_if_owned<'a>(&'a self, environments: &[&str]) -> Option<&'a str> {
+        let from_name = names::parse_window_name(&self.name);
+        if self.tagged {
+            return Some(from_name.unwrap_or("unknown"));
+        }
+        from_name.filter(|e| environments.contains(e))
+    }
+}
+
+/// One Run Command command (`ListCommands`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandInfo {
+    pub command_id: String,
+    pub document_name: String,
+    pub status: String,
+    pub status_details: String,
+    pub requested: Option<DateTime<Utc>>,
+    pub target_count: u32,
+    pub error_count: u32,
+    pub delivery_timed_out_count: u32,
+    pub output_bucket: Option<String>,
+    pub output_prefix: Option<String>,
+    pub operation: Option<String>,
+    pub instance_ids: Vec<String>,
+    /// `Targets` as (key, values), e.g. (`tag:Patch Group`, [`patch_test_0600_batch_1`]).
+    pub targets: Vec<(String, Vec<String>)>,
+}
+
+impl CommandInfo {
+    /// `s3://bucket/prefix/<command-id>/`: where Run Command writes this command's output.
+    pub fn output_location(&self) -> Option<String> {
+        let bucket = self.output_bucket.as_deref().filter(|b| !b.is_empty())?;
+        let prefix = self
+            .output_prefix
+            .as_deref()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty());
+        Some(match prefix {
+            Some(p) => format!("s3://{bucket}/{p}/{}/", self.command_id),
+            None => format!("s3://{bucket}/{}/", self.command_id),
+        })
+    }
+
+    fn output_prefix_location(&self) -> Option<String> {
+        let bucket = self.output_bucket.as_deref().filter(|b| !b.is_empty())?;
+        Some(
+            match self
+                .output_prefix
+                .as_deref()
+                .map(|p| p.trim_matches('/'))
+                .filter(|p| !p.is_empty())
+            {
+                Some(p) => format!("s3://{bucket}/{p}/"),
+                None => format!("s3://{bucket}/"),
+            },
+        )
+    }
+}
+
+/// A member of a targeted patch group, as EC2 or SSM knows it.
+#[derive(Debug, Clone)]
+struct Member {
+    instance_id: String,
+    name: Option<String>,
+    patch_group: Option<String>,
+    /// EC2 state name; `None` for on-prem nodes.
+    state: Option<String>,
+    /// SSM ping status when known (on-prem nodes come from SSM).
+    ping: Option<String>,
+}
+
+fn to_chrono(t: &aws_sdk_ssm::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn count(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+/// The reading side of a run; every call is recorded in the [`CallLog`].
+pub struct Runs<'a> {
+    ssm: &'a aws_sdk_ssm::Client,
+    ec2: &'a aws_sdk_ec2::Client,
+    calls: &'a CallLog,
+    tag_key: &'a str,
+}
+
+impl<'a> Runs<'a> {
+    /// `tag_key` is the policy's patch-group tag (`Patch Group`).
+    pub fn new(
+        ssm: &'a aws_sdk_ssm::Client,
+        ec2: &'a aws_sdk_ec2::Client,
+        calls: &'a CallLog,
+        tag_key: &'a str,
+    ) -> Runs<'a> {
+        Runs {
+            ssm,
+            ec2,
+            calls,
+            tag_key,
+        }
+    }
+
+    /// `GetMaintenanceWindow` + `ListTagsForResource`.
+    pub async fn window(&self, window_id: &str) -> Result<WindowInfo, AwsError> {
+        self.calls.record("GetMaintenanceWindow");
+        let w = self
+            .ssm
+            .get_maintenance_window()
+            .window_id(window_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetMaintenanceWindow", e))?;
+        self.calls.record("ListTagsForResource");
+        let tags = self
+            .ssm
+            .list_tags_for_resource()
+            .resource_type(ResourceTypeForTagging::MaintenanceWindow)
+            .resource_id(window_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ListTagsForResource", e))?;
+        let tagged = tags
+            .tag_list()
+            .iter()
+            .any(|t| t.key() == OWNERSHIP_TAG_KEY && t.value() == OWNERSHIP_TAG_VALUE);
+        Ok(WindowInfo {
+            window_id: window_id.to_string(),
+            name: w.name().unwrap_or_default().to_string(),
+            tagged,
+        })
+    }
+
+    /// `ListCommands` for one command: status, counters, output location, parameters.
+    pub async fn command(&self, command_id: &str) -> Result<CommandInfo, AwsError> {
+        self.calls.record("ListCommands");
+        let out = self
+            .ssm
+            .list_commands()
+            .command_id(command_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ListCommands", e))?;
+        let c = out
+            .commands()
+            .first()
+            .ok_or_else(|| AwsError::missing("ListCommands", "Commands"))?;
+        Ok(CommandInfo {
+            command_id: command_id.to_string(),
+            document_name: c.document_name().unwrap_or_default().to_string(),
+            status: c
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            status_details: c.status_details().unwrap_or_default().to_string(),
+            requested: c.requested_date_time().and_then(to_chrono),
+            target_count: count(c.target_count()),
+            error_count: count(c.error_count()),
+            delivery_timed_out_count: count(c.delivery_timed_out_count()),
+            output_bucket: c.output_s3_bucket_name().map(str::to_string),
+            output_prefix: c.output_s3_key_prefix().map(str::to_string),
+            operation: c
+                .parameters()
+                .and_then(|p| p.get("Operation"))
+                .and_then(|v| v.first())
+                .cloned(),
+            instance_ids: c.instance_ids().to_vec(),
+            targets: c
+                .targets()
+                .iter()
+                .map(|t| (t.key().unwrap_or_default().to_string(), t.values().to_vec()))
+                .collect(),
+        })
+    }
+
+    /// The maintenance-window execution a command was sent by, if any, among the windows
+    /// named `window_names`: a window's Run Command task invocation records the command id
+    /// as its `ExecutionId`. Such commands are reported with their window, not on their own.
+    pub async fn window_execution_of(
+        &self,
+        command: &CommandInfo,
+        window_names: &BTreeSet<String>,
+    ) -> Result<Option<String>, AwsError> {
+        let Some(requested) = command.requested else {
+            return Ok(None);
+        };
+        for name in window_names {
+            self.calls.record("DescribeMaintenanceWindows");
+            let windows = self
+                .ssm
+                .describe_maintenance_windows()
+                .filters(
+                    MaintenanceWindowFilter::builder()
+                        .key("Name")
+                        .values(name)
+                        .build(),
+                )
+                .max_results(WINDOW_PAGE)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindows", e))?;
+            for w in windows.window_identities() {
+                let Some(window_id) = w.window_id() else {
+                    continue;
+                };
+                let after = requested - chrono::Duration::hours(MAX_WINDOW_HOURS);
+                let mut token = None;
+                loop {
+                    self.calls.record("DescribeMaintenanceWindowExecutions");
+                    let page = self
+                        .ssm
+                        .describe_maintenance_window_executions()
+                        .window_id(window_id)
+                        .filters(
+                            MaintenanceWindowFilter::builder()
+                                .key("ExecutedAfter")
+                                .values(after.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                                .build(),
+                        )
+                        .filters(
+                            MaintenanceWindowFilter::builder()
+                                .key("ExecutedBefore")
+                                .values(requested.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                                .build(),
+                        )
+                        .max_results(WINDOW_PAGE)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            AwsError::from_sdk("DescribeMaintenanceWindowExecutions", e)
+                        })?;
+                    for ex in page.window_executions() {
+                        let Some(execution_id) = ex.window_execution_id() else {
+                            continue;
+                        };
+                        for task in self.execution_tasks(execution_id).await? {
+                            let invocations =
+                                self.task_invocations(execution_id, &task.task_id).await?;
+                            if invocations.iter().any(|i| i.0 == command.command_id) {
+                                return Ok(Some(execution_id.to_string()));
+                            }
+                        }
+                    }
+                    token = page.next_token().map(str::to_string);
+                    if token.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Execution tasks in batch order (tasks run in priority order, so by start time).
+    async fn execution_tasks(&self, execution_id: &str) -> Result<Vec<ExecTask>, AwsError> {
+        let mut tasks = Vec::new();
+        let mut token = None;
+        loop {
+            self.calls.record("DescribeMaintenanceWindowExecutionTasks");
+            let page = self
+                .ssm
+                .describe_maintenance_window_execution_tasks()
+                .window_execution_id(execution_id)
+                .max_results(WINDOW_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindowExecutionTasks", e))?;
+            for t in page.window_execution_task_identities() {
+                tasks.push(ExecTask {
+                    task_id: t.task_execution_id().unwrap_or_default().to_string(),
+                    status: t
+                        .status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    task_arn: t.task_arn().unwrap_or_default().to_string(),
+                    start: t.start_time().and_then(to_chrono),
+                });
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        tasks.sort_by(|a, b| (a.start, &a.task_id).cmp(&(b.start, &b.task_id)));
+        Ok(tasks)
+    }
+
+    /// (command id, window target id) per task invocation.
+    async fn task_invocations(
+        &self,
+        execution_id: &str,
+        task_id: &str,
+    ) -> Result<Vec<(String, Option<String>)>, AwsError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            self.calls
+                .record("DescribeMaintenanceWindowExecutionTaskInvocations");
+            let page = self
+                .ssm
+                .describe_maintenance_window_execution_task_invocations()
+                .window_execution_id(execution_id)
+                .task_id(task_id)
+                .max_results(WINDOW_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    AwsError::from_sdk("DescribeMaintenanceWindowExecutionTaskInvocations", e)
+                })?;
+            for i in page.window_execution_task_invocation_identities() {
+                if let Some(command_id) = i.execution_id() {
+                    out.push((
+                        command_id.to_string(),
+                        i.window_target_id().map(str::to_string),
+                    ));
+                }
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Window target id -> (name, patch groups it selects by the policy's tag).
+    async fn window_targets(
+        &self,
+        window_id: &str,
+    ) -> Result<BTreeMap<String, (String, Vec<String>)>, AwsError> {
+        let tag_target = format!("tag:{}", self.tag_key);
+        let mut out = BTreeMap::new();
+        let mut token = None;
+        loop {
+            self.calls.record("DescribeMaintenanceWindowTargets");
+            let page = self
+                .ssm
+                .describe_maintenance_window_targets()
+                .window_id(window_id)
+                .max_results(WINDOW_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindowTargets", e))?;
+            for t in page.targets() {
+                let groups = t
+                    .targets()
+                    .iter()
+                    .filter(|x| x.key() == Some(tag_target.as_str()))
+                    .flat_map(|x| x.values().iter().cloned())
+                    .collect();
+                out.insert(
+                    t.window_target_id().unwrap_or_default().to_string(),
+                    (t.name().unwrap_or_default().to_string(), groups),
+                );
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every invocation of a command (without details), then the failed ones with details
+    /// (status-filtered) for their exit code and log URL.
+    async fn invocations(
+        &self,
+        command: &CommandInfo,
+        batch: u32,
+    ) -> Result<Vec<InstanceRun>, AwsError> {
+        let mut runs: Vec<InstanceRun> = Vec::new();
+        let mut token = None;
+        loop {
+            self.calls.record("ListCommandInvocations");
+            let page = self
+                .ssm
+                .list_command_invocations()
+                .command_id(&command.command_id)
+                .details(false)
+                .max_results(COMMAND_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ListCommandInvocations", e))?;
+            for i in page.command_invocations() {
+                let Some(instance_id) = i.instance_id() else {
+                    continue;
+                };
+                runs.push(InstanceRun {
+                    instance_id: instance_id.to_string(),
+                    name: i
+                        .instance_name()
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string),
+                    batch,
+                    command_id: command.command_id.clone(),
+                    status: i
+                        .status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    status_details: i.status_details().unwrap_or_default().to_string(),
+                    response_code: None,
+                    log_url: i
+                        .standard_output_url()
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_string),
+                    patches: None,
+                });
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        // Details (plugins: exit code, per-plugin output URL) only for the failing statuses
+        // actually present — a clean 5,000-instance command makes no such call.
+        let failing: BTreeSet<String> = runs
+            .iter()
+            .filter(|r| matches!(r.status.as_str(), "Failed" | "TimedOut" | "Cancelled"))
+            .map(|r| r.status.clone())
+            .collect();
+        let index: HashMap<String, usize> = runs
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (r.instance_id.clone(), k))
+            .collect();
+        for status in failing {
+            let mut token = None;
+            loop {
+                self.calls.record("ListCommandInvocations");
+                let page = self
+                    .ssm
+                    .list_command_invocations()
+                    .command_id(&command.command_id)
+                    .details(true)
+                    .filters(
+                        CommandFilter::builder()
+                            .key(CommandFilterKey::Status)
+                            .value(&status)
+                            .build()
+                            .map_err(|_| AwsError::missing("ListCommandInvocations", "filter"))?,
+                    )
+                    .max_results(COMMAND_PAGE)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("ListCommandInvocations", e))?;
+                for i in page.command_invocations() {
+                    let Some(k) = i.instance_id().and_then(|id| index.get(id)) else {
+                        continue;
+                    };
+                    let run = &mut runs[*k];
+                    if let Some(plugin) = i.command_plugins().first() {
+                        run.response_code = Some(plugin.response_code());
+                        if run.log_url.is_none() {
+                            run.log_url = plugin
+                                .standard_output_url()
+                                .filter(|u| !u.is_empty())
+                                .map(str::to_string);
+                        }
+                    }
+                }
+                token = page.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(runs)
+    }
+
+    /// `DescribeInstancePatchStates`, 50 ids per call, paginated.
+    async fn patch_states(
+        &self,
+        instance_ids: &[String],
+    ) -> Result<HashMap<String, (PatchCounts, String)>, AwsError> {
+        let mut out = HashMap::new();
+        for chunk in instance_ids.chunks(PATCH_STATE_IDS) {
+            let mut token = None;
+            loop {
+                self.calls.record("DescribeInstancePatchStates");
+                let page = self
+                    .ssm
+                    .describe_instance_patch_states()
+                    .set_instance_ids(Some(chunk.to_vec()))
+                    .max_results(PATCH_STATE_IDS as i32)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("DescribeInstancePatchStates", e))?;
+                for s in page.instance_patch_states() {
+                    out.insert(
+                        s.instance_id().to_string(),
+                        (
+                            PatchCounts {
+                                installed: count(s.installed_count()),
+                                installed_other: count(s.installed_other_count()),
+                                installed_pending_reboot: count(
+                                    s.installed_pending_reboot_count().unwrap_or(0),
+                                ),
+                                missing: count(s.missing_count()),
+                                failed: count(s.failed_count()),
+                                not_applicable: count(s.not_applicable_count()),
+                                operation: s.operation().as_str().to_string(),
+                                operation_end: to_chrono(s.operation_end_time()),
+                            },
+                            s.patch_group().to_string(),
+                        ),
+                    );
+                }
+                token = page.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Members of patch groups: EC2 instances with the tag (not terminated), then on-prem
+    /// nodes with it.
+    async fn group_members(&self, groups: &[String]) -> Result<Vec<Member>, AwsError> {
+        let mut members = Vec::new();
+        if groups.is_empty() {
+            return Ok(members);
+        }
+        let tag_filter = format!("tag:{}", self.tag_key);
+        for chunk in groups.chunks(EC2_FILTER_VALUES) {
+            let filter = aws_sdk_ec2::types::Filter::builder()
+                .name(&tag_filter)
+                .set_values(Some(chunk.to_vec()))
+                .build();
+            members.extend(self.describe_instances(filter).await?);
+        }
+        // On-prem (`mi-*`) nodes are not in EC2; SSM filters them by tag itself.
+        for chunk in groups.chunks(INFO_PAGE as usize) {
+            let filters = vec![
+                InstanceInformationStringFilter::builder()
+                    .key("ResourceType")
+                    .values("ManagedInstance")
+                    .build()
+                    .map_err(|_| AwsError::missing("DescribeInstanceInformation", "filter"))?,
+                InstanceInformationStringFilter::builder()
+                    .key(&tag_filter)
+                    .set_values(Some(chunk.to_vec()))
+                    .build()
+                    .map_err(|_| AwsError::missing("DescribeInstanceInformation", "filter"))?,
+            ];
+            for info in self.instance_information(filters).await? {
+                members.push(Member {
+                    instance_id: info.0,
+                    name: info.2,
+                    patch_group: None,
+                    state: None,
+                    ping: Some(info.1),
+                });
+            }
+        }
+        Ok(members)
+    }
+
+    /// EC2 instances by id (names and patch groups of a command's instances).
+    async fn instances_by_id(&self, ids: &[String]) -> Result<Vec<Member>, AwsError> {
+        let mut members = Vec::new();
+        let ec2_ids: Vec<String> = ids
+            .iter()
+            .filter(|i| i.starts_with("i-"))
+            .cloned()
+            .collect();
+        for chunk in ec2_ids.chunks(EC2_FILTER_VALUES) {
+            // A filter, not `InstanceIds`: an unknown id in `InstanceIds` fails the whole call.
+            let filter = aws_sdk_ec2::types::Filter::builder()
+                .name("instance-id")
+                .set_values(Some(chunk.to_vec()))
+                .build();
+            members.extend(self.describe_instances(filter).await?);
+        }
+        Ok(members)
+    }
+
+    async fn describe_instances(
+        &self,
+        filter: aws_sdk_ec2::types::Filter,
+    ) -> Result<Vec<Member>, AwsError> {
+        let mut members = Vec::new();
+        let mut token = None;
+        loop {
+            self.calls.record("DescribeInstances");
+            let page = self
+                .ec2
+                .describe_instances()
+                .filters(filter.clone())
+                .max_results(EC2_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeInstances", e))?;
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let state = i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default();
+                if state == "terminated" || state == "shutting-down" {
+                    continue;
+                }
+                let tag = |key: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                        .map(str::to_string)
+                };
+                members.push(Member {
+                    instance_id: i.instance_id().unwrap_or_default().to_string(),
+                    name: tag("Name"),
+                    patch_group: tag(self.tag_key),
+                    state: Some(state),
+                    ping: None,
+                });
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(members)
+    }
+
+    /// (instance id, ping status, name) from `DescribeInstanceInformation`.
+    async fn instance_information(
+        &self,
+        filters: Vec<InstanceInformationStringFilter>,
+    ) -> Result<Vec<(String, String, Option<String>)>, AwsError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            self.calls.record("DescribeInstanceInformation");
+            let page = self
+                .ssm
+                .describe_instance_information()
+                .set_filters(Some(filters.clone()))
+                .max_results(INFO_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("DescribeInstanceInformation", e))?;
+            for i in page.instance_information_list() {
+                out.push((
+                    i.instance_id().unwrap_or_default().to_string(),
+                    i.ping_status()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default(),
+                    i.name().map(str::to_string),
+                ));
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Members the run did not reach, with the reason: not running, not managed by SSM,
+    /// offline, or online but not invoked.
+    async fn missed(
+        &self,
+        members: &[Member],
+        reached: &BTreeSet<String>,
+    ) -> Result<Vec<MissedTarget>, AwsError> {
+        let unreached: Vec<&Member> = members
+            .iter()
+            .filter(|m| !reached.contains(&m.instance_id))
+            .collect();
+        let running_ec2: Vec<String> = unreached
+            .iter()
+            .filter(|m| m.state.as_deref() == Some("running"))
+            .map(|m| m.instance_id.clone())
+            .collect();
+        let mut ping: HashMap<String, String> = HashMap::new();
+        for chunk in running_ec2.chunks(INFO_PAGE as usize) {
+            let filter = InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(chunk.to_vec()))
+                .build()
+                .map_err(|_| AwsError::missing("DescribeInstanceInformation", "filter"))?;
+            for (id, p, _) in self.instance_information(vec![filter]).await? {
+                ping.insert(id, p);
+            }
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for m in unreached {
+            if !seen.insert(m.instance_id.clone()) {
+                continue;
+            }
+            let reason = match (&m.state, &m.ping) {
+                (Some(state), _) if state != "running" => MissReason::NotRunning(state.clone()),
+                (Some(_), _) => match ping.get(&m.instance_id).map(String::as_str) {
+                    None => MissReason::NotManaged,
+                    Some("Online") => MissReason::NotInvoked,
+                    Some(p) => MissReason::Offline(p.to_string()),
+                },
+                (None, Some(p)) if p != "Online" => MissReason::Offline(p.clone()),
+                (None, _) => MissReason::NotInvoked,
+            };
+            out.push(MissedTarget {
+                instance_id: m.instance_id.clone(),
+                name: m.name.clone(),
+                patch_group: m.patch_group.clone(),
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds patch states and names to reached instances.
+    async fn enrich(
+        &self,
+        runs: &mut [InstanceRun],
+        names: &HashMap<String, String>,
+    ) -> Result<BTreeSet<String>, AwsError> {
+        let ids: Vec<String> = runs
+            .iter()
+            .filter(|r| r.outcome_needs_patch_state())
+            .map(|r| r.instance_id.clone())
+            .collect();
+        let states = self.patch_states(&ids).await?;
+        let mut groups = BTreeSet::new();
+        for r in runs.iter_mut() {
+            if let Some(n) = names.get(&r.instance_id) {
+                r.name = Some(n.clone());
+            }
+            if let Some((p, g)) = states.get(&r.instance_id) {
+                r.patches = Some(p.clone());
+                if !g.is_empty() {
+                    groups.insert(g.clone());
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// The report of a maintenance-window execution.
+    pub async fn window_report(
+        &self,
+        window: &WindowInfo,
+        environment: &str,
+        execution_id: &str,
+    ) -> Result<RunReport, AwsError> {
+        self.calls.record("GetMaintenanceWindowExecution");
+        let ex = self
+            .ssm
+            .get_maintenance_window_execution()
+            .window_execution_id(execution_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetMaintenanceWindowExecution", e))?;
+        let tasks = self.execution_tasks(execution_id).await?;
+        let targets = self.window_targets(&window.window_id).await?;
+        let mut batches = Vec::new();
+        let mut runs = Vec::new();
+        let mut commands = Vec::new();
+        for (position, task) in tasks.iter().enumerate() {
+            let invocations = self.task_invocations(execution_id, &task.task_id).await?;
+            let target_names: BTreeSet<String> = invocations
+                .iter()
+                .filter_map(|(_, t)| t.as_ref())
+                .filter_map(|t| targets.get(t))
+                .map(|(name, _)| name.clone())
+                .collect();
+            let number = target_names
+                .iter()
+                .filter_map(|n| n.parse::<PatchGroup>().ok())
+                .map(|g| g.batch)
+                .min()
+                .unwrap_or_else(|| u32::try_from(position + 1).unwrap_or(u32::MAX));
+            let mut batch = BatchRun {
+                number,
+                name: if target_names.is_empty() {
+                    task.task_arn.clone()
+                } else {
+                    target_names.into_iter().collect::<Vec<_>>().join(", ")
+                },
+                status: task.status.clone(),
+                command_ids: Vec::new(),
+                target_count: 0,
+                error_count: 0,
+                delivery_timed_out_count: 0,
+            };
+            for (command_id, _) in invocations {
+                let command = self.command(&command_id).await?;
+                if command.document_name != DOCUMENT {
+                    debug!(command_id = %command_id, document = %command.document_name, "not a patch command; skipped");
+                    continue;
+                }
+                batch.target_count += command.target_count;
+                batch.error_count += command.error_count;
+                batch.delivery_timed_out_count += command.delivery_timed_out_count;
+                batch.command_ids.push(command_id);
+                runs.extend(self.invocations(&command, number).await?);
+                commands.push(command);
+            }
+            batches.push(batch);
+        }
+        let groups: Vec<String> = targets
+            .values()
+            .flat_map(|(_, g)| g.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let members = self.group_members(&groups).await?;
+        let names: HashMap<String, String> = members
+            .iter()
+            .filter_map(|m| m.name.clone().map(|n| (m.instance_id.clone(), n)))
+            .collect();
+        self.enrich(&mut runs, &names).await?;
+        let reached: BTreeSet<String> = runs.iter().map(|r| r.instance_id.clone()).collect();
+        let missed = self.missed(&members, &reached).await?;
+        let label = groups
+            .iter()
+            .filter_map(|g| g.parse::<PatchGroup>().ok())
+            .map(|g| format!("{:02}:{:02}", g.hour, g.minute))
+            .next()
+            .unwrap_or_else(|| window.name.clone());
+        let report = RunReport {
+            run: RunKind::Window {
+                window_id: window.window_id.clone(),
+                window_name: window.name.clone(),
+                execution_id: execution_id.to_string(),
+            },
+            environment: environment.to_string(),
+            label,
+            run_status: ex
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            run_status_details: ex.status_details().map(str::to_string),
+            start: ex.start_time().and_then(to_chrono),
+            end: ex.end_time().and_then(to_chrono),
+            operation: commands.iter().find_map(|c| c.operation.clone()),
+            batches,
+            instances: runs,
+            missed,
+            full_report: full_report(&commands),
+        };
+        info!(
+            execution_id = %execution_id,
+            instances = report.instances.len(),
+            missed = report.missed.len(),
+            calls = %self.calls.summary(),
+            "window run gathered"
+        );
+        Ok(report)
+    }
+
+    /// The report of a command sent outside a window.
+    pub async fn command_report(
+        &self,
+        command: &CommandInfo,
+        environments: &[&str],
+    ) -> Result<RunReport, AwsError> {
+        let mut runs = self.invocations(command, 1).await?;
+        let tag_target = format!("tag:{}", self.tag_key);
+        let target_groups: Vec<String> = command
+            .targets
+            .iter()
+            .filter(|(k, _)| *k == tag_target)
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect();
+        // Tag-targeted: the members of those groups; id-targeted: exactly those instances.
+        let members = if target_groups.is_empty() {
+            let mut ids: Vec<String> = command.instance_ids.clone();
+            ids.extend(runs.iter().map(|r| r.instance_id.clone()));
+            ids.sort();
+            ids.dedup();
+            self.instances_by_id(&ids).await?
+        } else {
+            self.group_members(&target_groups).await?
+        };
+        let names: HashMap<String, String> = members
+            .iter()
+            .filter_map(|m| m.name.clone().map(|n| (m.instance_id.clone(), n)))
+            .collect();
+        let mut groups = self.enrich(&mut runs, &names).await?;
+        groups.extend(members.iter().filter_map(|m| m.patch_group.clone()));
+        groups.extend(target_groups.iter().cloned());
+        let reached: BTreeSet<String> = runs.iter().map(|r| r.instance_id.clone()).collect();
+        let candidates: Vec<Member> = if target_groups.is_empty() {
+            members
+                .into_iter()
+                .filter(|m| command.instance_ids.contains(&m.instance_id))
+                .collect()
+        } else {
+            members
+        };
+        let missed = self.missed(&candidates, &reached).await?;
+        let envs: BTreeSet<String> = groups
+            .iter()
+            .filter_map(|g| g.parse::<PatchGroup>().ok())
+            .map(|g| g.environment)
+            .filter(|e| environments.contains(&e.as_str()))
+            .collect();
+        let environment = if envs.is_empty() {
+            "unknown".to_string()
+        } else {
+            envs.into_iter().collect::<Vec<_>>().join("+")
+        };
+        let batch = BatchRun {
+            number: 1,
+            name: if groups.is_empty() {
+                "instances".to_string()
+            } else {
+                groups.iter().cloned().collect::<Vec<_>>().join(", ")
+            },
+            status: command.status.clone(),
+            command_ids: vec![command.command_id.clone()],
+            target_count: command.target_count,
+            error_count: command.error_count,
+            delivery_timed_out_count: command.delivery_timed_out_count,
+        };
+        let end = runs
+            .iter()
+            .filter_map(|r| r.patches.as_ref().and_then(|p| p.operation_end))
+            .max();
+        Ok(RunReport {
+            run: RunKind::Command {
+                command_id: command.command_id.clone(),
+            },
+            environment,
+            label: "patch now".to_string(),
+            run_status: command.status.clone(),
+            run_status_details: Some(command.status_details.clone()).filter(|d| !d.is_empty()),
+            start: command.requested,
+            end: end.filter(|_| command.requested.is_some()),
+            operation: command.operation.clone(),
+            batches: vec![batch],
+            instances: runs,
+            missed,
+            full_report: command.output_location(),
+        })
+    }
+}
+
+struct ExecTask {
+    task_id: String,
+    status: String,
+    task_arn: String,
+    start: Option<DateTime<Utc>>,
+}
+
+/// One command: its output folder; several: their common output prefix.
+fn full_report(commands: &[CommandInfo]) -> Option<String> {
+    match commands {
+        [] => None,
+        [one] => one.output_location(),
+        many => {
+            let prefixes: BTreeSet<String> = many
+                .iter()
+                .filter_map(CommandInfo::output_prefix_location)
+                .collect();
+            (prefixes.len() == 1)
+                .then(|| prefixes.into_iter().next())
+                .flatten()
+        }
+    }
+}
+
+impl InstanceRun {
+    /// Patch states exist only for instances the command reached.
+    fn outcome_needs_patch_state(&self) -> bool {
+        !matches!(self.outcome(), crate::report::Outcome::Missed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(bucket: Option<&str>, prefix: Option<&str>, id: &str) -> CommandInfo {
+        CommandInfo {
+            command_id: id.into(),
+            document_name: DOCUMENT.into(),
+            status: "Success".into(),
+            status_details: "Success".into(),
+            requested: None,
+            target_count: 1,
+            error_count: 0,
+            delivery_timed_out_count: 0,
+            output_bucket: bucket.map(str::to_string),
+            output_prefix: prefix.map(str::to_string),
+            operation: Some("Install".into()),
+            instance_ids: vec![],
+            targets: vec![],
+        }
+    }
+
+    #[test]
+    fn output_location_is_the_command_folder_under_the_prefix() {
+        let c = command(Some("out"), Some("patchpilot/run-command/"), "c1");
+        assert_eq!(
+            c.output_location().as_deref(),
+            Some("s3://out/patchpilot/run-command/c1/")
+        );
+        assert_eq!(
+            command(Some("out"), None, "c1")
+                .output_location()
+                .as_deref(),
+            Some("s3://out/c1/")
+        );
+        assert_eq!(command(None, Some("p"), "c1").output_location(), None);
+    }
+
+    #[test]
+    fn several_commands_point_at_their_common_prefix() {
+        let a = command(Some("out"), Some("patchpilot/run-command"), "c1");
+        let b = command(Some("out"), Some("patchpilot/run-command"), "c2");
+        assert_eq!(
+            full_report(&[a.clone(), b]).as_deref(),
+            Some("s3://out/patchpilot/run-command/")
+        );
+        assert_eq!(
+            full_report(&[a]).as_deref(),
+            Some("s3://out/patchpilot/run-command/c1/")
+        );
+        let other = command(Some("elsewhere"), None, "c3");
+        assert_eq!(
+            full_report(&[command(Some("out"), None, "c1"), other]),
+            None
+        );
+    }
+
+    #[test]
+    fn window_ownership_prefers_the_tag_and_accepts_a_policy_name() {
+        let envs = ["test", "prod"];
+        let tagged = WindowInfo {
+            window_id: "mw-1".into(),
+            name: "patchpilot-test".into(),
+            tagged: true,
+        };
+        assert_eq!(tagged.environment_if_owned(&envs), Some("test"));
+        let by_name = WindowInfo {
+            tagged: false,
+            ..tagged.clone()
+        };
+        assert_eq!(by_name.environment_if_owned(&envs), Some("test"));
+        let foreign = WindowInfo {
+            name: "db-maintenance".into(),
+            tagged: false,
+            ..tagged.clone()
+        };
+        assert_eq!(foreign.environment_if_owned(&envs), None);
+        let unknown_env = WindowInfo {
+            name: "patchpilot-staging".into(),
+            tagged: false,
+            ..tagged
+        };
+        assert_eq!(unknown_env.environment_if_owned(&envs), None);
+    }
+}
