@@ -12,6 +12,9 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::{Args, Parser, Subcommand};
+use patchpilot::aws::policy_source::LoadedPolicy;
+use patchpilot::aws::CallLog;
+use patchpilot::plan::Deployment;
 use patchpilot::policy::Severity;
 
 use input::InputError;
@@ -20,8 +23,8 @@ use input::InputError;
 #[command(
     name = "patchpilot",
     version,
-    about = "Validate, schedule and render a patchpilot policy (the desired AWS Systems Manager patching setup).",
-    long_about = "Validate, schedule and render a patchpilot policy: the one YAML file from which patchpilot \
+    about = "Validate, schedule, render and plan a patchpilot policy (the desired AWS Systems Manager patching setup).",
+    long_about = "Validate, schedule, render and plan a patchpilot policy: the one YAML file from which patchpilot \
 derives the Patch Group tags, patch baselines, maintenance windows, targets and tasks.\n\n\
 POLICY is a YAML file, `-` for standard input, or omitted for the reference policy embedded in \
 the binaries (the article's twelve servers; also shipped as examples/policy.yaml)."
@@ -43,6 +46,13 @@ enum Command {
     /// The resources patchpilot derives from the policy: patch groups, baselines (rules and
     /// approval per environment), maintenance windows, targets and tasks.
     Render(RenderArgs),
+    /// The changes baseline-sync would make to the account in the environment (region and
+    /// credentials as the AWS CLI reads them; `AWS_ENDPOINT_URL` for the local emulator):
+    /// the same lines as its dry-run. Reads only; writes nothing.
+    Plan(PlanArgs),
+    /// Next runs of one schedule expression, as SSM would run a maintenance window with it
+    /// (e.g. `patchpilot next-runs 'cron(0 6 ? * SAT#1 *)' --timezone Europe/Zurich`).
+    NextRuns(NextRunsArgs),
 }
 
 #[derive(Args)]
@@ -73,6 +83,57 @@ struct RenderArgs {
     #[arg(long)]
     json: bool,
     /// Compute the windows' next runs after this instant (`YYYY-MM-DD` or RFC 3339).
+    #[arg(long, value_name = "DATE", value_parser = parse_from)]
+    from: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    deploy: DeployArgs,
+}
+
+/// What the deployed stack adds to the policy (template.yaml sets these on baseline-sync).
+#[derive(Args)]
+struct DeployArgs {
+    /// Bucket for Run Command output when the policy names none (the stack's OutputBucket).
+    #[arg(long, env = "OUTPUT_BUCKET", value_name = "BUCKET")]
+    output_bucket: Option<String>,
+    /// Service role the window tasks run with (the stack's MaintenanceWindowRoleArn).
+    #[arg(long, env = "MAINTENANCE_WINDOW_ROLE_ARN", value_name = "ARN")]
+    window_role_arn: Option<String>,
+}
+
+fn deployment(args: &DeployArgs) -> Deployment {
+    let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    Deployment {
+        output_bucket: non_empty(&args.output_bucket),
+        window_role_arn: non_empty(&args.window_role_arn),
+    }
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    policy: PolicyArg,
+    /// Print the plan as JSON (changes with their kind and details, conflicts).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    deploy: DeployArgs,
+}
+
+#[derive(Args)]
+struct NextRunsArgs {
+    /// `cron(...)`, `rate(...)` or `at(...)`, as CreateMaintenanceWindow accepts it.
+    #[arg(value_name = "SCHEDULE")]
+    schedule: String,
+    /// IANA timezone the schedule is evaluated in (ScheduleTimezone).
+    #[arg(long, default_value = "Etc/UTC")]
+    timezone: String,
+    /// Days after the cron match (ScheduleOffset, 1-6; 0 = none).
+    #[arg(long, default_value_t = 0)]
+    offset: u32,
+    /// How many runs to show (1-100).
+    #[arg(long, short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    count: u16,
+    /// Show runs after this instant (`YYYY-MM-DD` or RFC 3339). Default: now.
     #[arg(long, value_name = "DATE", value_parser = parse_from)]
     from: Option<DateTime<Utc>>,
 }
@@ -157,7 +218,8 @@ fn render_cmd(args: &RenderArgs, now: DateTime<Utc>) -> ExitCode {
         Err(e) => return fail(&e),
     };
     print_warnings(&validation.problems);
-    let rendered = match render::render(&policy, args.from.unwrap_or(now)) {
+    let deployment = deployment(&args.deploy);
+    let rendered = match render::render(&policy, &deployment, args.from.unwrap_or(now)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("patchpilot: {e}");
@@ -178,6 +240,90 @@ fn render_cmd(args: &RenderArgs, now: DateTime<Utc>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn next_runs(args: &NextRunsArgs, now: DateTime<Utc>) -> ExitCode {
+    let parsed = patchpilot::schedule::Schedule::parse(&args.schedule).and_then(|s| {
+        s.check_offset(args.offset)?;
+        let tz = patchpilot::schedule::parse_timezone(&args.timezone)?;
+        Ok((s, tz))
+    });
+    let (schedule, tz) = match parsed {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("patchpilot: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runs = schedule.next_runs(
+        usize::from(args.count),
+        args.from.unwrap_or(now),
+        tz,
+        args.offset,
+    );
+    if runs.is_empty() {
+        println!("no upcoming run");
+    }
+    for run in runs {
+        println!(
+            "{}  {}",
+            run.format("%a %Y-%m-%d %H:%M %Z"),
+            run.with_timezone(&Utc).format("%Y-%m-%d %H:%M UTC")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn plan(args: &PlanArgs, now: DateTime<Utc>) -> ExitCode {
+    let (source, policy, validation) = match input::load(args.policy.policy.as_deref(), now) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    print_warnings(&validation.problems);
+    let loaded = LoadedPolicy {
+        policy,
+        warnings: validation.problems,
+        source: source.to_string(),
+    };
+    let deployment = deployment(&args.deploy);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("patchpilot: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let config = patchpilot::aws::load_config().await;
+        let ssm = aws_sdk_ssm::Client::new(&config);
+        let calls = CallLog::new();
+        patchpilot::sync::plan_only(&ssm, &loaded, &deployment, &calls).await
+    });
+    match result {
+        Ok(plan) if args.json => match serde_json::to_string_pretty(&plan) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("patchpilot: cannot serialise the plan: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Ok(plan) => {
+            println!("{plan}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "patchpilot: {e}\n(check the region and credentials, e.g. AWS_REGION / AWS_PROFILE, or AWS_ENDPOINT_URL for the local emulator)"
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let now = Utc::now();
@@ -185,5 +331,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(args, now),
         Command::Schedule(args) => schedule(args, now),
         Command::Render(args) => render_cmd(args, now),
+        Command::Plan(args) => plan(args, now),
+        Command::NextRuns(args) => next_runs(args, now),
     }
 }

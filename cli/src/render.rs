@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use patchpilot::names::{self, PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
-use patchpilot::policy::{Environment, OperatingSystem, Policy};
+use patchpilot::names::{PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use patchpilot::plan::desired::{self, BaselineSpec};
+use patchpilot::plan::Deployment;
+use patchpilot::policy::{Environment, Policy};
 use patchpilot::schedule::{parse_timezone, Schedule};
 use serde::Serialize;
 
@@ -39,7 +41,7 @@ pub struct RenderedBaseline {
     pub name: String,
     pub environment: String,
     pub operating_system: String,
-    pub description: Option<String>,
+    pub description: String,
     /// One line per rule, e.g. `CLASSIFICATION=Security,Bugfix PRODUCT=* -> CRITICAL`.
     pub rules: Vec<RenderedRule>,
     /// Human summary of the approval of this baseline, e.g. `14 days after release`.
@@ -86,6 +88,8 @@ pub struct RenderedTarget {
     /// `tag:<tag key>`
     pub key: String,
     pub values: Vec<String>,
+    /// OwnerInformation: the batch, shown in Run Command history.
+    pub owner_information: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -98,9 +102,11 @@ pub struct RenderedTask {
     pub parameters: BTreeMap<String, Vec<String>>,
     pub max_concurrency: String,
     pub max_errors: String,
-    /// Output bucket; `None` = the `OUTPUT_BUCKET` of the deployed stack.
+    /// Output bucket: the policy's, else `OUTPUT_BUCKET`; `None` = output stays in SSM.
     pub output_s3_bucket: Option<String>,
-    pub output_s3_prefix: String,
+    pub output_s3_prefix: Option<String>,
+    /// `MAINTENANCE_WINDOW_ROLE_ARN`; `None` = SSM's service-linked role.
+    pub service_role_arn: Option<String>,
 }
 
 /// A policy that validation accepted but that still cannot be rendered (kept as an error
@@ -121,86 +127,55 @@ fn owned_tags() -> BTreeMap<String, String> {
     )])
 }
 
-/// The patch groups of an environment, in batch order.
+/// The patch groups of an environment, in batch order, as `(batch number, group)`.
 pub fn environment_groups(
     policy: &Policy,
     env: &Environment,
 ) -> Result<Vec<(u32, PatchGroup)>, RenderError> {
-    let schedule = Schedule::parse(&env.window.schedule).map_err(|e| {
-        RenderError(format!(
-            "environments[{}].window.schedule: {e}",
-            env_index(policy, env)
-        ))
-    })?;
-    let time = schedule.fixed_time().ok_or_else(|| {
-        RenderError(format!(
-            "environments[{}].window.schedule `{}` has no fixed start time to name the patch groups after",
-            env_index(policy, env),
-            env.window.schedule
-        ))
-    })?;
-    (1..=policy.batches.len())
-        .map(|i| {
-            let n = u32::try_from(i).map_err(|_| RenderError("too many batches".to_string()))?;
-            Ok((n, PatchGroup::new(&env.name, time, n)))
-        })
-        .collect()
+    let groups = desired::patch_groups(policy, env);
+    if groups.is_empty() && !policy.batches.is_empty() {
+        return Err(RenderError(format!(
+            "environment `{}`: window schedule `{}` has no fixed start time to name the patch groups after",
+            env.name, env.window.schedule
+        )));
+    }
+    Ok(groups.into_iter().map(|g| (g.batch, g)).collect())
 }
 
-fn env_index(policy: &Policy, env: &Environment) -> usize {
-    policy
-        .environments
+/// A human summary of a baseline's approval, e.g. `14 days after release`.
+fn approval_summary(spec: &BaselineSpec) -> String {
+    if !spec.os.supports_approval_delay() {
+        return format!(
+            "on release ({} cannot delay approval: no release dates)",
+            spec.os.as_str()
+        );
+    }
+    let mut texts: Vec<String> = spec
+        .rules
         .iter()
-        .position(|e| e.name == env.name)
-        .unwrap_or_default()
+        .map(|r| match (r.approve_after_days, &r.approve_until_date) {
+            (_, Some(date)) => format!("released until {date}"),
+            (Some(0) | None, None) => "on release (0 days)".to_string(),
+            (Some(1), None) => "1 day after release".to_string(),
+            (Some(n), None) => format!("{n} days after release"),
+        })
+        .collect();
+    texts.dedup();
+    texts.join("; ")
 }
 
-/// The approval settings for one rule of one baseline, and a human summary.
-fn approval_for(
-    env: &Environment,
-    os: OperatingSystem,
-    rule_override: Option<u32>,
-) -> (Option<u32>, Option<String>, String) {
-    if !os.supports_approval_delay() {
-        return (
-            None,
-            None,
-            format!(
-                "on release ({} cannot delay approval: no release dates)",
-                os.as_str()
-            ),
-        );
-    }
-    if let Some(days) = rule_override {
-        return (
-            Some(days),
-            None,
-            format!("{days} days after release (rule)"),
-        );
-    }
-    if let Some(date) = &env.approval.approve_until_date {
-        return (None, Some(date.clone()), format!("released until {date}"));
-    }
-    let days = env.approval.approve_after_days.unwrap_or(0);
-    let summary = match days {
-        0 => "on release (0 days)".to_string(),
-        1 => "1 day after release".to_string(),
-        n => format!("{n} days after release"),
-    };
-    (Some(days), None, summary)
-}
+/// Everything baseline-sync would create for this policy (the planner's desired state, so
+/// render and sync cannot disagree), plus next runs. `now` anchors the next runs.
+pub fn render(
+    policy: &Policy,
+    deployment: &Deployment,
+    now: DateTime<Utc>,
+) -> Result<Rendered, RenderError> {
+    let desired = desired::desired_state(policy, deployment);
 
-/// Derive every resource from the policy. `now` anchors the windows' next runs.
-pub fn render(policy: &Policy, now: DateTime<Utc>) -> Result<Rendered, RenderError> {
     let mut patch_groups = Vec::new();
-    let mut baselines = Vec::new();
-    let mut windows = Vec::new();
-    let target_key = format!("tag:{}", policy.tag_key);
-
     for env in &policy.environments {
-        let groups = environment_groups(policy, env)?;
-        let group_names: Vec<String> = groups.iter().map(|(_, g)| g.to_string()).collect();
-        for ((n, group), batch) in groups.iter().zip(&policy.batches) {
+        for ((n, group), batch) in environment_groups(policy, env)?.iter().zip(&policy.batches) {
             patch_groups.push(RenderedGroup {
                 name: group.to_string(),
                 environment: env.name.clone(),
@@ -209,94 +184,90 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> Result<Rendered, RenderErr
                 platforms: batch.platforms.iter().map(|p| p.to_string()).collect(),
             });
         }
+    }
 
-        for rules in &policy.baselines {
-            let mut summary = String::new();
-            let rendered_rules = rules
+    let baselines = desired
+        .baselines
+        .iter()
+        .map(|b| RenderedBaseline {
+            name: b.name.clone(),
+            environment: b.environment.clone(),
+            operating_system: b.os.as_str().to_string(),
+            description: b.description.clone(),
+            rules: b
                 .rules
                 .iter()
-                .map(|rule| {
-                    let (after, until, text) = approval_for(env, rules.os, rule.approve_after_days);
-                    if summary.is_empty() {
-                        summary = text;
-                    }
-                    RenderedRule {
-                        filters: rule.filters.clone(),
-                        compliance_level: rule.compliance_level.as_str().to_string(),
-                        enable_non_security: rule.enable_non_security,
-                        approve_after_days: after,
-                        approve_until_date: until,
-                    }
+                .map(|r| RenderedRule {
+                    filters: r.filters.clone(),
+                    compliance_level: r.compliance_level.clone(),
+                    enable_non_security: r.enable_non_security,
+                    approve_after_days: r.approve_after_days,
+                    approve_until_date: r.approve_until_date.clone(),
                 })
-                .collect();
-            baselines.push(RenderedBaseline {
-                name: names::baseline_name(&env.name, rules.os),
-                environment: env.name.clone(),
-                operating_system: rules.os.as_str().to_string(),
-                description: rules.description.clone(),
-                rules: rendered_rules,
-                approval: summary,
-                approved_patches: rules.approved_patches.clone(),
-                rejected_patches: rules.rejected_patches.clone(),
-                rejected_patches_action: rules.rejected_patches_action.as_str().to_string(),
-                patch_groups: group_names.clone(),
-                tags: owned_tags(),
-            });
-        }
+                .collect(),
+            approval: approval_summary(b),
+            approved_patches: b.approved_patches.clone(),
+            rejected_patches: b.rejected_patches.clone(),
+            rejected_patches_action: b.rejected_patches_action.clone(),
+            patch_groups: desired
+                .registrations
+                .iter()
+                .filter(|r| r.baseline == b.name)
+                .map(|r| r.patch_group.clone())
+                .collect(),
+            tags: owned_tags(),
+        })
+        .collect();
 
-        let schedule = Schedule::parse(&env.window.schedule)
-            .map_err(|e| RenderError(format!("environment `{}`: {e}", env.name)))?;
-        let tz = parse_timezone(&env.window.timezone)
-            .map_err(|e| RenderError(format!("environment `{}`: {e}", env.name)))?;
+    let mut windows = Vec::new();
+    for w in &desired.windows {
+        let schedule = Schedule::parse(&w.schedule)
+            .map_err(|e| RenderError(format!("window `{}`: {e}", w.name)))?;
+        let tz = parse_timezone(&w.timezone)
+            .map_err(|e| RenderError(format!("window `{}`: {e}", w.name)))?;
         let next_runs = schedule
-            .next_runs(NEXT_RUNS, now, tz, env.window.offset_days.unwrap_or(0))
+            .next_runs(NEXT_RUNS, now, tz, w.offset_days.unwrap_or(0))
             .iter()
             .map(|t| t.to_rfc3339())
             .collect();
-        let targets = groups
-            .iter()
-            .map(|(_, g)| RenderedTarget {
-                name: names::target_name(g),
-                resource_type: "INSTANCE".to_string(),
-                key: target_key.clone(),
-                values: vec![g.to_string()],
-            })
-            .collect();
-        let tasks = groups
-            .iter()
-            .zip(&policy.batches)
-            .map(|((n, g), batch)| RenderedTask {
-                name: names::task_name(&env.name, *n, &batch.name),
-                priority: *n,
-                document: TASK_DOCUMENT.to_string(),
-                target: names::target_name(g),
-                parameters: BTreeMap::from([
-                    (
-                        "Operation".to_string(),
-                        vec![policy.operation.as_str().to_string()],
-                    ),
-                    (
-                        "RebootOption".to_string(),
-                        vec![batch.reboot.as_str().to_string()],
-                    ),
-                ]),
-                max_concurrency: batch.max_concurrency.clone(),
-                max_errors: batch.max_errors.clone(),
-                output_s3_bucket: policy.output.s3_bucket.clone(),
-                output_s3_prefix: policy.output.s3_prefix.clone(),
-            })
-            .collect();
         windows.push(RenderedWindow {
-            name: names::window_name(&env.name),
-            environment: env.name.clone(),
-            schedule: env.window.schedule.clone(),
-            timezone: env.window.timezone.clone(),
-            offset_days: env.window.offset_days,
-            duration_hours: env.window.duration_hours,
-            cutoff_hours: env.window.cutoff_hours,
+            name: w.name.clone(),
+            environment: w.environment.clone(),
+            schedule: w.schedule.clone(),
+            timezone: w.timezone.clone(),
+            offset_days: w.offset_days,
+            duration_hours: w.duration_hours,
+            cutoff_hours: w.cutoff_hours,
             next_runs,
-            targets,
-            tasks,
+            targets: desired
+                .targets
+                .iter()
+                .filter(|t| t.window == w.name)
+                .map(|t| RenderedTarget {
+                    name: t.name.clone(),
+                    resource_type: "INSTANCE".to_string(),
+                    key: t.key.clone(),
+                    values: vec![t.value.clone()],
+                    owner_information: t.owner_information.clone(),
+                })
+                .collect(),
+            tasks: desired
+                .tasks
+                .iter()
+                .filter(|t| t.window == w.name)
+                .map(|t| RenderedTask {
+                    name: t.name.clone(),
+                    priority: t.priority,
+                    document: TASK_DOCUMENT.to_string(),
+                    target: t.target.clone(),
+                    parameters: t.parameters.clone(),
+                    max_concurrency: t.max_concurrency.clone(),
+                    max_errors: t.max_errors.clone(),
+                    output_s3_bucket: t.output_s3_bucket.clone(),
+                    output_s3_prefix: t.output_s3_prefix.clone(),
+                    service_role_arn: t.service_role_arn.clone(),
+                })
+                .collect(),
             tags: owned_tags(),
         });
     }
@@ -428,10 +399,11 @@ pub fn to_text(r: &Rendered) -> String {
                 .map(|(k, v)| format!("{k}={}", v.join(",")))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let bucket = task
-                .output_s3_bucket
-                .clone()
-                .unwrap_or_else(|| "$OUTPUT_BUCKET".to_string());
+            let output = match (&task.output_s3_bucket, &task.output_s3_prefix) {
+                (Some(bucket), Some(prefix)) => format!("s3://{bucket}/{prefix}"),
+                (Some(bucket), None) => format!("s3://{bucket}"),
+                (None, _) => "$OUTPUT_BUCKET (set at deploy)".to_string(),
+            };
             t.row([
                 w.name.clone(),
                 task.priority.to_string(),
@@ -440,7 +412,7 @@ pub fn to_text(r: &Rendered) -> String {
                 task.target.clone(),
                 params,
                 format!("{} / {}", task.max_concurrency, task.max_errors),
-                format!("s3://{bucket}/{}", task.output_s3_prefix),
+                output,
             ]);
         }
     }
@@ -460,7 +432,8 @@ mod tests {
     }
 
     fn reference() -> Rendered {
-        render(&Policy::reference(), now()).expect("reference policy renders")
+        render(&Policy::reference(), &Deployment::default(), now())
+            .expect("reference policy renders")
     }
 
     #[test]

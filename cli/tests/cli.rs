@@ -259,12 +259,38 @@ fn render_json_is_machine_readable() {
 }
 
 #[test]
+fn next_runs_evaluates_one_schedule_in_its_timezone() {
+    let o = patchpilot(&[
+        "next-runs",
+        "cron(30 23 ? * TUE#2 *)",
+        "--timezone",
+        "America/New_York",
+        "--offset",
+        "4",
+        "--from",
+        "2027-03-01",
+        "-n",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "Sat 2027-03-13 23:30 EST  2027-03-14 04:30 UTC\nSat 2027-04-17 23:30 EDT  2027-04-18 03:30 UTC\n"
+    );
+    let o = patchpilot(&["next-runs", "cron(0 6 * * SAT *)"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("day-of-month"), "{}", stderr(&o));
+}
+
+#[test]
 fn every_command_has_help() {
     for args in [
         vec!["--help"],
         vec!["validate", "--help"],
         vec!["schedule", "--help"],
         vec!["render", "--help"],
+        vec!["next-runs", "--help"],
+        vec!["plan", "--help"],
     ] {
         let o = patchpilot(&args);
         assert_eq!(o.status.code(), Some(0), "{args:?}");

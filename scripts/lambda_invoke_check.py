@@ -1,0 +1,457 @@
+"""Send every payload in events/ to the real function binaries and check each answer.
+
+Starts the local AWS emulator and `cargo lambda watch` (the Lambda runtime API emulator) on
+free loopback ports, then `cargo lambda invoke <function> --data-file <file>` for every file in
+events/auto-tagger, events/baseline-sync and events/run-notifier, every look-alike in
+events/lookalikes (sent to the function whose rule it resembles), and one malformed payload
+per function. It prints one line per invocation and `N passed, N failed` at the end; it exits
+1 if anything failed. Everything it starts is stopped on exit, error or Ctrl-C.
+
+The documented payloads name resources (instance, window, execution and command ids) that do
+not exist in a fresh emulator. The check first builds a small fleet and runs the scenario's
+windows in the emulator, then invokes each file with those ids substituted for the documented
+ones (each line says which): the payload's shape — what the function must parse — is the
+file's, unchanged.
+
+Expectations:
+  * a file in events/<function>/ is answered with a JSON result (the function succeeded) and
+    has the effect the scenario implies (tag written, baselines created, email published), or
+    none when nothing needs doing (a second event, a re-run sync: zero write calls);
+  * a look-alike is not acted on: no write call at all (the function may answer "ignored" or
+    reject it with an error);
+  * a malformed payload is rejected with an error (no panic, no write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pplocal import (  # noqa: E402
+    ACCOUNT,
+    REGION,
+    ROOT,
+    Emulator,
+    HarnessError,
+    Invocation,
+    LambdaWatch,
+    Stack,
+    build_functions,
+    say,
+    writes,
+)
+
+EVENTS = ROOT / "events"
+POLICY_PARAMETER = "/patchpilot/policy"
+
+# Ids used by the documented payloads in events/.
+DOC_LAUNCHED = "i-1234567890abcdef0"
+DOC_RETAGGED = "i-0000000aaaaaaaaaa"
+DOC_MANAGED = "mi-0123456789abcdef0"
+
+
+@dataclass
+class Fleet:
+    """What the check created in the emulator, by role."""
+
+    launched: str = ""  # Amazon Linux 2 test host, untagged: the EC2 state-change events
+    retagged: str = ""  # RHEL host tagged Environment=prod: the tag-change events
+    windows_test: str = ""  # Windows test host, batch 2
+    managed: str = DOC_MANAGED  # on-prem Ubuntu node, registered with the documented id
+    topic_arn: str = ""
+    queue_url: str = ""
+    windows: dict[str, str] = field(default_factory=dict)  # window name -> id
+    executions: dict[str, dict[str, Any]] = field(default_factory=dict)  # "success"/"failed" -> hook answer
+
+
+@dataclass
+class Case:
+    function: str
+    label: str
+    payload: Any
+    kind: str  # "ok" | "ignore" | "reject"
+    mapped: str = ""
+    check: Callable[[Invocation, dict[str, int]], str | None] | None = None
+    before: Callable[[], None] | None = None
+
+
+def load(rel: str) -> Any:
+    return json.loads((EVENTS / rel).read_text())
+
+
+def instance_arn(instance_id: str) -> str:
+    return f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"
+
+
+def replace_ids(payload: Any, mapping: dict[str, str]) -> Any:
+    text = json.dumps(payload)
+    for old, new in mapping.items():
+        text = text.replace(old, new)
+    return json.loads(text)
+
+
+def tags_of(emu: Emulator, instance_id: str) -> dict[str, str]:
+    if instance_id.startswith("mi-"):
+        tags = emu.client("ssm").list_tags_for_resource(ResourceType="ManagedInstance", ResourceId=instance_id)
+        return {t["Key"]: t["Value"] for t in tags.get("TagList", [])}
+    reservations = emu.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return {t["Key"]: t["Value"] for r in reservations for i in r["Instances"] for t in i.get("Tags", [])}
+
+
+def drain(emu: Emulator, fleet: Fleet) -> list[dict[str, Any]]:
+    """SNS notifications delivered to the check's SQS queue since the last drain."""
+    sqs = emu.client("sqs")
+    out = []
+    while True:
+        got = sqs.receive_message(QueueUrl=fleet.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        messages = got.get("Messages", [])
+        if not messages:
+            return out
+        for m in messages:
+            out.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=fleet.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def setup(emu: Emulator) -> Fleet:
+    fleet = Fleet()
+    ssm, ec2, sns, sqs = (emu.client(s) for s in ("ssm", "ec2", "sns", "sqs"))
+    ssm.put_parameter(Name=POLICY_PARAMETER, Value="embedded-default", Type="String")
+    fleet.topic_arn = sns.create_topic(Name="patchpilot-reports")["TopicArn"]
+    fleet.queue_url = sqs.create_queue(QueueName="patchpilot-reports-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=fleet.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=fleet.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    emu.client("dynamodb").create_table(
+        TableName="patchpilot-idempotency",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    emu.client("s3").create_bucket(Bucket="patchpilot-output")
+
+    amis = {a["patchpilot"]["key"]: a["ami_id"] for a in json.loads((ROOT / "tests/emulator/patchpilot_emulator/amis.json").read_text())}
+
+    def launch(os_key: str, tags: dict[str, str]) -> str:
+        reservation = ec2.run_instances(
+            ImageId=amis[os_key],
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )
+        return reservation["Instances"][0]["InstanceId"]
+
+    fleet.launched = launch("amazon-linux-2", {"Name": "i-amazon-linux-test", "Environment": "test"})
+    fleet.retagged = launch("rhel-9", {"Name": "web-01-prod", "Environment": "prod"})
+    fleet.windows_test = launch(
+        "windows-2022",
+        {"Name": "i-windows-test", "Environment": "test", "Patch Group": "patch_test_0600_batch_2"},
+    )
+    emu.hook(
+        "register-managed-instance",
+        {
+            "InstanceId": DOC_MANAGED,
+            "PlatformType": "Linux",
+            "PlatformName": "Ubuntu",
+            "PlatformVersion": "22.04",
+            "Name": "onprem-db-test",
+            "Tags": {"Environment": "test"},
+        },
+    )
+    return fleet
+
+
+def run_windows(emu: Emulator, fleet: Fleet) -> None:
+    """After baseline-sync created the windows: one clean run and one with a failing host."""
+    ssm = emu.client("ssm")
+    for w in ssm.describe_maintenance_windows()["WindowIdentities"]:
+        fleet.windows[w["Name"]] = w["WindowId"]
+    window = fleet.windows.get("patchpilot-test")
+    if window is None:
+        raise HarnessError(f"baseline-sync created no patchpilot-test window (windows: {sorted(fleet.windows)})")
+    fleet.executions["success"] = emu.hook("execute-window", {"WindowId": window})
+    fleet.executions["failed"] = emu.hook("execute-window", {"WindowId": window, "FailInstances": [fleet.windows_test]})
+
+
+def command_of(execution: dict[str, Any], want_instance: str | None = None) -> tuple[str, list[str]]:
+    """(command id, instance ids) of the first task of an execution (or the one reaching an instance)."""
+    for task in execution["Tasks"]:
+        if want_instance is None or want_instance in task["InstanceIds"]:
+            if task["CommandIds"] and task["InstanceIds"]:
+                return task["CommandIds"][0], task["InstanceIds"]
+    raise HarnessError(f"execution {execution['WindowExecutionId']} has no command (tasks: {execution['Tasks']})")
+
+
+def window_event(rel: str, fleet: Fleet, which: str) -> tuple[Any, str]:
+    ex = fleet.executions[which]
+    payload = load(rel)
+    doc_window = payload["detail"]["window-id"]
+    doc_exec = payload["detail"]["window-execution-id"]
+    payload = replace_ids(payload, {doc_window: ex["WindowId"], doc_exec: ex["WindowExecutionId"]})
+    return payload, f"window {ex['WindowId']}, execution {ex['WindowExecutionId'][:8]}…"
+
+
+def command_event(rel: str, fleet: Fleet, which: str, instance: str | None = None) -> tuple[Any, str]:
+    command_id, instances = command_of(fleet.executions[which], instance)
+    payload = copy.deepcopy(load(rel))
+    payload["detail"]["command-id"] = command_id
+    payload["resources"] = [instance_arn(i) for i in instances]
+    return payload, f"command {command_id[:8]}…, {len(instances)} instance(s)"
+
+
+# --- checks on effects -----------------------------------------------------------------------
+
+
+def no_writes(_inv: Invocation, delta: dict[str, int]) -> str | None:
+    w = writes(delta)
+    return f"expected no write call, made {w}" if w else None
+
+
+def tagged(emu: Emulator, instance: str, group: str) -> Callable[[Invocation, dict[str, int]], str | None]:
+    def check(_inv: Invocation, _delta: dict[str, int]) -> str | None:
+        tags = tags_of(emu, instance)
+        if tags.get("Patch Group") != group:
+            return f"{instance}: Patch Group is {tags.get('Patch Group')!r}, expected {group!r}"
+        if tags.get("patchpilot:managed") != "true":
+            return f"{instance}: ownership tag patchpilot:managed missing ({tags})"
+        return None
+
+    return check
+
+
+def emails(emu: Emulator, fleet: Fleet, count: int, contains: str = "") -> Callable[[Invocation, dict[str, int]], str | None]:
+    def check(_inv: Invocation, _delta: dict[str, int]) -> str | None:
+        got = drain(emu, fleet)
+        if len(got) != count:
+            return f"expected {count} report(s) on the topic, got {len(got)}: {[m.get('Subject') for m in got]}"
+        for m in got:
+            subject = m.get("Subject", "")
+            if not subject or len(subject) >= 100:
+                return f"report subject must be 1-99 characters: {subject!r}"
+            if contains and contains not in subject + m.get("Message", ""):
+                return f"report does not mention {contains!r}: {subject!r}"
+        return None
+
+    return check
+
+
+def all_of(*checks: Callable[[Invocation, dict[str, int]], str | None]) -> Callable[[Invocation, dict[str, int]], str | None]:
+    def check(inv: Invocation, delta: dict[str, int]) -> str | None:
+        for c in checks:
+            problem = c(inv, delta)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
+def built_the_scenario(emu: Emulator) -> Callable[[Invocation, dict[str, int]], str | None]:
+    def check(_inv: Invocation, _delta: dict[str, int]) -> str | None:
+        ssm = emu.client("ssm")
+        baselines = [
+            b["BaselineName"]
+            for page in ssm.get_paginator("describe_patch_baselines").paginate(
+                Filters=[{"Key": "OWNER", "Values": ["Self"]}]
+            )
+            for b in page["BaselineIdentities"]
+            if b["BaselineName"].startswith("patchpilot-")
+        ]
+        windows = [w["Name"] for w in ssm.describe_maintenance_windows()["WindowIdentities"]]
+        if len(baselines) != 12 or sorted(windows) != ["patchpilot-prod", "patchpilot-test"]:
+            return f"expected 12 baselines and 2 windows, found {len(baselines)} baselines and windows {windows}"
+        return None
+
+    return check
+
+
+# --- the cases -------------------------------------------------------------------------------
+
+
+def cases(emu: Emulator, fleet: Fleet) -> list[Case]:
+    tagger = "auto-tagger"
+    sync = "baseline-sync"
+    notifier = "run-notifier"
+    launched = {DOC_LAUNCHED: fleet.launched}
+    retagged = {DOC_RETAGGED: fleet.retagged}
+    c: list[Case] = [
+        Case(tagger, "auto-tagger/ec2-state-pending.json", replace_ids(load("auto-tagger/ec2-state-pending.json"), launched), "ok",
+             f"instance {fleet.launched}", tagged(emu, fleet.launched, "patch_test_0600_batch_1")),
+        Case(tagger, "auto-tagger/ec2-state-running.json", replace_ids(load("auto-tagger/ec2-state-running.json"), launched), "ok",
+             f"instance {fleet.launched}, already tagged", no_writes),
+        Case(tagger, "auto-tagger/managed-instance-registration.json", load("auto-tagger/managed-instance-registration.json"), "ok",
+             f"node {fleet.managed}", tagged(emu, fleet.managed, "patch_test_0600_batch_1")),
+        Case(tagger, "auto-tagger/tag-change-environment.json", replace_ids(load("auto-tagger/tag-change-environment.json"), retagged), "ok",
+             f"instance {fleet.retagged}", tagged(emu, fleet.retagged, "patch_prod_0600_batch_1")),
+        Case(tagger, "auto-tagger/tag-change-patch-group-by-patchpilot.json",
+             replace_ids(load("auto-tagger/tag-change-patch-group-by-patchpilot.json"), retagged), "ok",
+             f"instance {fleet.retagged}, patchpilot's own write", no_writes),
+        Case(tagger, "lookalikes/ec2-state-stopping.json", replace_ids(load("lookalikes/ec2-state-stopping.json"), launched), "ignore",
+             f"instance {fleet.launched}"),
+        Case(tagger, "lookalikes/tag-change-volume.json", load("lookalikes/tag-change-volume.json"), "ignore"),
+        Case(tagger, "lookalikes/tag-change-other-key.json", replace_ids(load("lookalikes/tag-change-other-key.json"), retagged), "ignore",
+             f"instance {fleet.retagged}"),
+        Case(tagger, "malformed: state change without instance-id",
+             {**load("auto-tagger/ec2-state-running.json"), "detail": {"state": "running"}}, "reject"),
+        Case(sync, "baseline-sync/manual-dry-run.json", load("baseline-sync/manual-dry-run.json"), "ok", "", no_writes),
+        Case(sync, "baseline-sync/manual-apply.json", load("baseline-sync/manual-apply.json"), "ok", "", built_the_scenario(emu)),
+        Case(sync, "baseline-sync/parameter-change.json", load("baseline-sync/parameter-change.json"), "ok", "no drift", no_writes),
+        Case(sync, "baseline-sync/scheduled.json", load("baseline-sync/scheduled.json"), "ok", "no drift", no_writes),
+        Case(sync, "lookalikes/parameter-change-other-parameter.json", load("lookalikes/parameter-change-other-parameter.json"), "ignore"),
+        Case(sync, "lookalikes/parameter-delete-policy.json", load("lookalikes/parameter-delete-policy.json"), "ignore"),
+        Case(sync, "malformed: dry_run is not a boolean", {"dry_run": "yes please"}, "reject"),
+    ]
+    return c
+
+
+def notifier_cases(emu: Emulator, fleet: Fleet) -> list[Case]:
+    notifier = "run-notifier"
+    success, success_ids = window_event("run-notifier/window-execution-success.json", fleet, "success")
+    failed, failed_ids = window_event("run-notifier/window-execution-failed.json", fleet, "failed")
+    cmd_ok, cmd_ok_ids = command_event("run-notifier/command-success.json", fleet, "success")
+    cmd_failed, cmd_failed_ids = command_event("run-notifier/command-failed.json", fleet, "failed", fleet.windows_test)
+    in_progress, _ = window_event("lookalikes/window-execution-in-progress.json", fleet, "success")
+    task_event, _ = window_event("lookalikes/window-task-execution-success.json", fleet, "success")
+    return [
+        Case(notifier, "run-notifier/window-execution-success.json", success, "ok", success_ids, emails(emu, fleet, 1)),
+        Case(notifier, "run-notifier/window-execution-success.json (again)", success, "ok",
+             "duplicate delivery: no second email", all_of(emails(emu, fleet, 0), no_publish)),
+        Case(notifier, "run-notifier/window-execution-failed.json", failed, "ok", failed_ids,
+             emails(emu, fleet, 1, fleet.windows_test)),
+        Case(notifier, "run-notifier/command-success.json", cmd_ok, "ok", cmd_ok_ids),
+        Case(notifier, "run-notifier/command-failed.json", cmd_failed, "ok", cmd_failed_ids),
+        Case(notifier, "lookalikes/window-execution-in-progress.json", in_progress, "ignore"),
+        Case(notifier, "lookalikes/window-task-execution-success.json", task_event, "ignore"),
+        Case(notifier, "lookalikes/command-run-shell-script.json", load("lookalikes/command-run-shell-script.json"), "ignore"),
+        Case(notifier, "lookalikes/command-in-progress.json", load("lookalikes/command-in-progress.json"), "ignore"),
+        Case(notifier, "lookalikes/command-invocation-success.json", load("lookalikes/command-invocation-success.json"), "ignore"),
+        Case(notifier, "malformed: window execution without window-id",
+             {**load("run-notifier/window-execution-success.json"), "detail": {"status": "SUCCESS"}}, "reject"),
+    ]
+
+
+def no_publish(_inv: Invocation, delta: dict[str, int]) -> str | None:
+    n = delta.get("sns:Publish", 0)
+    return f"expected no sns:Publish, made {n}" if n else None
+
+
+def every_event_file_is_covered(all_cases: list[Case]) -> list[str]:
+    covered = {c.label.split(" ")[0] for c in all_cases}
+    missing = []
+    for path in sorted(EVENTS.glob("*/*.json")):
+        rel = f"{path.parent.name}/{path.name}"
+        if rel not in covered:
+            missing.append(rel)
+    return missing
+
+
+def run_case(emu: Emulator, watch: LambdaWatch, case: Case, index: int) -> tuple[bool, str]:
+    before = emu.request_log()
+    inv = watch.invoke_json(case.function, case.payload, f"{index:02d}-{case.function}")
+    time.sleep(0.2)  # SNS -> SQS fan-out in moto is synchronous, but let the log settle
+    after = emu.request_log()
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    answer = inv.output.replace("\n", " ")
+    if len(answer) > 160:
+        answer = answer[:157] + "..."
+    if case.kind == "ok":
+        if not inv.ok:
+            return False, f"expected a result, got an error: {answer}"
+        try:
+            inv.json()
+        except json.JSONDecodeError:
+            return False, f"answer is not JSON: {answer}"
+        if case.check:
+            problem = case.check(inv, delta)
+            if problem:
+                return False, problem
+        return True, answer
+    if case.kind == "ignore":
+        problem = no_writes(inv, delta)
+        if problem:
+            return False, problem
+        return True, ("ignored: " if inv.ok else "rejected: ") + answer
+    # reject
+    if inv.ok:
+        return False, f"expected an error, got a result: {answer}"
+    w = writes(delta)
+    if w:
+        return False, f"rejected, but made write calls {w}"
+    if "panick" in inv.output.lower():
+        return False, f"the function panicked: {answer}"
+    return True, "error: " + answer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-build", action="store_true", help="skip `cargo build` of the functions")
+    args = parser.parse_args()
+
+    passed = failed = 0
+    with Stack() as stack:
+        try:
+            if not args.no_build:
+                say("building the function binaries (debug) ...")
+                build_functions()
+            emu = Emulator(stack)
+            fleet = setup(emu)
+            env = emu.env()
+            env.update(
+                {
+                    "POLICY_PARAMETER": POLICY_PARAMETER,
+                    "POLICY_CACHE_SECONDS": "0",
+                    "TOPIC_ARN": fleet.topic_arn,
+                    "IDEMPOTENCY_TABLE": "patchpilot-idempotency",
+                    "OUTPUT_BUCKET": "patchpilot-output",
+                    "MAINTENANCE_WINDOW_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/patchpilot-maintenance-window",
+                }
+            )
+            watch = LambdaWatch(stack, env)
+            say(f"emulator {emu.endpoint}, cargo lambda watch 127.0.0.1:{watch.port}, logs in {stack.tmp}")
+
+            first = cases(emu, fleet)
+            all_cases = list(first)
+            results: list[tuple[Case, bool, str]] = []
+            for i, case in enumerate(first):
+                ok, detail = run_case(emu, watch, case, i)
+                results.append((case, ok, detail))
+                report(case, ok, detail)
+            # The notifier needs the windows baseline-sync created, run in the emulator.
+            run_windows(emu, fleet)
+            drain(emu, fleet)
+            second = notifier_cases(emu, fleet)
+            all_cases += second
+            for i, case in enumerate(second, start=len(first)):
+                ok, detail = run_case(emu, watch, case, i)
+                results.append((case, ok, detail))
+                report(case, ok, detail)
+            passed = sum(1 for _, ok, _ in results if ok)
+            failed = len(results) - passed
+            missing = every_event_file_is_covered(all_cases)
+            if missing:
+                failed += len(missing)
+                for m in missing:
+                    say(f"FAIL  events/{m}: not covered by the invoke check (add a case)")
+        except HarnessError as err:
+            say(f"FAIL  harness: {err}")
+            failed += 1
+        if failed:
+            say(f"logs: {stack.tmp} (emulator.log, cargo-lambda-watch.log)")
+    say(f"lambda-invoke-check: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def report(case: Case, ok: bool, detail: str) -> None:
+    mapped = f" [{case.mapped}]" if case.mapped else ""
+    say(f"{'ok  ' if ok else 'FAIL'}  {case.function:<13} {case.label}{mapped}: {detail}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
