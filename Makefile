@@ -28,7 +28,7 @@ export CARGO_TERM_COLOR ?= never
 # Integration tests spawn the emulator; keep Python from writing into the source tree.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv build lint fmt test test-rust test-emulator lambda-check demo demo-check clean
+.PHONY: venv build lint fmt test test-rust test-emulator lambda-check demo demo-check clean bench
 
 venv: $(STAMP)
 
@@ -81,6 +81,12 @@ demo-check: venv
 
 test: venv lint test-rust test-emulator lambda-check demo-check build
 	@echo "==> make test: all steps passed"
+
+# Performance, measured (not part of `make test`): sizes, cold starts, RSS, AWS calls, one
+# hyper/rustls; writes benches/RESULTS.md. BENCH_ARGS=--quick for a few-minute run.
+bench: venv
+	@echo "==> bench: benches/run.py $(BENCH_ARGS)"
+	$(VENV)/bin/python benches/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf target $(VENV)
