@@ -1,0 +1,551 @@
+//! The auto-tagger against the local AWS emulator: the handler is driven in-process with the
+//! payloads in `events/auto-tagger/` (ids swapped for the emulator's), and the AWS requests
+//! are counted by the emulator.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use auto_tagger::{handle, Tagger};
+use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
+use lambda_runtime::Diagnostic;
+use patchpilot::aws::ec2::{Ec2Fleet, NotFoundRetry};
+use patchpilot::aws::managed::ManagedInstances;
+use patchpilot::aws::CallLog;
+use patchpilot::fleet::{sweep, Action, FleetAdapters};
+use patchpilot::policy::Policy;
+use patchpilot_tests::{ami, emulator, Emulator, Fault, ManagedInstance, ACCOUNT_ID, REGION};
+use serde_json::Value;
+
+const RUNNING: &str = include_str!("../../events/auto-tagger/ec2-state-running.json");
+const PENDING: &str = include_str!("../../events/auto-tagger/ec2-state-pending.json");
+const TAG_CHANGE: &str = include_str!("../../events/auto-tagger/tag-change-environment.json");
+const REGISTRATION: &str =
+    include_str!("../../events/auto-tagger/managed-instance-registration.json");
+
+/// Short NotFound backoff so the retry tests take milliseconds.
+const FAST_RETRY: NotFoundRetry = NotFoundRetry {
+    attempts: 4,
+    initial_delay: Duration::from_millis(10),
+    max_delay: Duration::from_millis(40),
+};
+
+async fn adapters(emu: &Emulator) -> FleetAdapters<Ec2Fleet, ManagedInstances> {
+    let config = emu.sdk_config().await;
+    FleetAdapters {
+        ec2: Ec2Fleet::new(&config).with_not_found_retry(FAST_RETRY),
+        managed: ManagedInstances::new(&config).with_not_found_retry(FAST_RETRY),
+    }
+}
+
+async fn tagger(emu: &Emulator) -> Tagger {
+    Tagger::with_embedded_policy(adapters(emu).await, emu.ssm().await)
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).expect("event file is JSON")
+}
+
+fn instance_arn(id: &str) -> Value {
+    Value::String(format!("arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/{id}"))
+}
+
+/// The documented `running` event, for `ids` (the first in `detail`, all in `resources`).
+fn running_event(ids: &[&str]) -> Value {
+    let mut event = json(RUNNING);
+    event["detail"]["instance-id"] = Value::String(ids[0].to_string());
+    event["resources"] = Value::Array(ids.iter().map(|id| instance_arn(id)).collect());
+    event
+}
+
+async fn tags_of(emu: &Emulator, id: &str) -> BTreeMap<String, String> {
+    let out = emu
+        .ec2()
+        .await
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .expect("DescribeInstances");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .flat_map(|i| i.tags())
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
+}
+
+fn counts(emu: &Emulator) -> patchpilot_tests::RequestCounts {
+    emu.request_counts().expect("request counter")
+}
+
+#[tokio::test]
+async fn the_articles_12_instances_each_get_the_articles_patch_group() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let oses = [
+        ("windows-2022", "windows"),
+        ("rhel-9", "redhat-linux"),
+        ("ubuntu-22.04", "ubuntu-linux"),
+        ("amazon-linux-2", "amazon-linux"),
+        ("centos-7", "centos-linux"),
+        ("sles-15", "suse-linux"),
+    ];
+    let mut fleet = Vec::new();
+    for env in ["Test", "Prod"] {
+        for (os, name) in oses {
+            let name = format!("i-{name}-{}", env.to_lowercase());
+            let id = emu
+                .launch_instance(os, &name, &[("Environment", env)])
+                .await
+                .expect("launch");
+            let batch = if os.starts_with("windows") { 2 } else { 1 };
+            let group = format!("patch_{}_0600_batch_{batch}", env.to_lowercase());
+            fleet.push((id, name, group));
+        }
+    }
+    emu.reset_request_counts().expect("reset counter");
+    for (id, name, group) in &fleet {
+        let response = handle(&tagger, running_event(&[id])).await.expect(name);
+        assert_eq!(response.results.len(), 1, "{response:?}");
+        let r = &response.results[0];
+        assert_eq!(r.action, Action::Tagged, "{name}: {r:?}");
+        assert_eq!(r.patch_group.as_deref(), Some(group.as_str()), "{name}");
+        // One describe, one write; DescribeImages at most once (only Linux/UNIX AMIs need
+        // their name, and each AMI's name is read once per warm container).
+        let calls = &response.aws_calls.by_operation;
+        assert_eq!(calls.get("DescribeInstances"), Some(&1), "{name}");
+        assert_eq!(calls.get("CreateTags"), Some(&1), "{name}");
+        assert!(
+            calls.get("DescribeImages").copied().unwrap_or(0) <= 1,
+            "{name}"
+        );
+    }
+    let requests = counts(emu);
+    assert_eq!(requests.get("ec2", "CreateTags"), 12);
+    assert_eq!(requests.get("ec2", "DescribeInstances"), 12);
+    // Ubuntu, Amazon Linux and CentOS report `Linux/UNIX`: their three AMI names are read
+    // once each (cached while the container is warm), the others never.
+    assert_eq!(requests.get("ec2", "DescribeImages"), 3);
+    for (id, name, group) in &fleet {
+        let tags = tags_of(emu, id).await;
+        assert_eq!(tags.get("Patch Group"), Some(group), "{name}");
+        assert_eq!(
+            tags.get("patchpilot:managed").map(String::as_str),
+            Some("true"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn several_instances_in_one_event_cost_one_describe_and_one_write_per_patch_group() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let a = emu
+        .launch_instance("amazon-linux-2", "web-1-test", &[])
+        .await
+        .expect("launch");
+    let b = emu
+        .launch_instance("ubuntu-22.04", "web-2-test", &[])
+        .await
+        .expect("launch");
+    let c = emu
+        .launch_instance("windows-2022", "app-1-prod", &[])
+        .await
+        .expect("launch");
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(&tagger, running_event(&[&a, &b, &c]))
+        .await
+        .expect("handled");
+    assert_eq!(response.results.len(), 3);
+    assert!(response.results.iter().all(|r| r.action == Action::Tagged));
+    let requests = counts(emu);
+    assert_eq!(requests.get("ec2", "DescribeInstances"), 1);
+    assert_eq!(requests.get("ec2", "DescribeImages"), 1);
+    assert_eq!(
+        requests.get("ec2", "CreateTags"),
+        2,
+        "one per distinct value"
+    );
+    assert_eq!(
+        tags_of(emu, &b)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_test_0600_batch_1")
+    );
+    assert_eq!(
+        tags_of(emu, &c)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_prod_0600_batch_2")
+    );
+}
+
+#[tokio::test]
+async fn a_second_event_for_the_same_instance_makes_zero_write_calls() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .launch_instance("centos-7", "db-test", &[])
+        .await
+        .expect("launch");
+    let mut pending = json(PENDING);
+    pending["detail"]["instance-id"] = Value::String(id.clone());
+    pending["resources"] = Value::Array(vec![instance_arn(&id)]);
+    let first = handle(&tagger, pending).await.expect("pending handled");
+    assert_eq!(first.results[0].action, Action::Tagged);
+
+    emu.reset_request_counts().expect("reset counter");
+    let second = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("running handled");
+    assert_eq!(second.results[0].action, Action::Unchanged);
+    let requests = counts(emu);
+    assert_eq!(requests.write_count(), 0, "{:?}", requests.writes());
+    assert_eq!(requests.get("ec2", "DescribeInstances"), 1);
+    assert_eq!(second.aws_calls.writes, 0);
+}
+
+#[tokio::test]
+async fn an_instance_whose_environment_tag_changes_moves_group() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .launch_instance("amazon-linux-2", "web-01", &[("Environment", "test")])
+        .await
+        .expect("launch");
+    handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("launch handled");
+    assert_eq!(
+        tags_of(emu, &id)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_test_0600_batch_1")
+    );
+
+    // Someone re-tags the instance prod; EventBridge sends the documented tag-change event.
+    emu.ec2()
+        .await
+        .create_tags()
+        .resources(&id)
+        .tags(Tag::builder().key("Environment").value("prod").build())
+        .send()
+        .await
+        .expect("re-tag");
+    emu.reset_request_counts().expect("reset counter");
+    let mut event = json(TAG_CHANGE);
+    event["resources"] = Value::Array(vec![instance_arn(&id)]);
+    let response = handle(&tagger, event).await.expect("tag change handled");
+    assert_eq!(response.results[0].action, Action::Tagged);
+    assert_eq!(
+        tags_of(emu, &id)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_prod_0600_batch_1")
+    );
+    assert_eq!(counts(emu).get("ec2", "CreateTags"), 1);
+}
+
+#[tokio::test]
+async fn a_manual_patch_group_tag_is_kept() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .launch_instance(
+            "rhel-9",
+            "db-prod",
+            &[("Environment", "prod"), ("Patch Group", "dba-special")],
+        )
+        .await
+        .expect("launch");
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("handled");
+    let r = &response.results[0];
+    assert_eq!(r.action, Action::RespectedManual);
+    let reason = r.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("dba-special") && reason.contains("patch_prod_0600_batch_1"),
+        "{reason}"
+    );
+    assert_eq!(counts(emu).write_count(), 0);
+    assert_eq!(
+        tags_of(emu, &id)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("dba-special")
+    );
+}
+
+#[tokio::test]
+async fn an_excluded_instance_is_skipped_with_the_reason() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .launch_instance(
+            "sles-15",
+            "legacy-prod",
+            &[("patchpilot:exclude", "patched by the vendor")],
+        )
+        .await
+        .expect("launch");
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("handled");
+    let r = &response.results[0];
+    assert_eq!(r.action, Action::Excluded);
+    assert!(
+        r.reason
+            .as_deref()
+            .is_some_and(|s| s.contains("patched by the vendor")),
+        "{r:?}"
+    );
+    assert_eq!(counts(emu).write_count(), 0);
+    assert!(!tags_of(emu, &id).await.contains_key("Patch Group"));
+}
+
+#[tokio::test]
+async fn not_found_right_after_launch_is_retried_then_tagged() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .launch_instance("windows-2022", "app-test", &[])
+        .await
+        .expect("launch");
+    emu.inject_fault(&Fault::new(
+        "ec2",
+        "DescribeInstances",
+        "InvalidInstanceID.NotFound",
+        2,
+    ))
+    .expect("fault");
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("handled");
+    assert_eq!(response.results[0].action, Action::Tagged);
+    assert_eq!(counts(emu).get("ec2", "DescribeInstances"), 3);
+    assert_eq!(
+        tags_of(emu, &id)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_test_0600_batch_2")
+    );
+}
+
+#[tokio::test]
+async fn an_instance_ec2_never_sees_fails_the_invocation_for_eventbridge_to_retry() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    emu.inject_fault(&Fault::new(
+        "ec2",
+        "DescribeInstances",
+        "InvalidInstanceID.NotFound",
+        10,
+    ))
+    .expect("fault");
+    let err = handle(&tagger, running_event(&["i-0aaaaaaaaaaaaaaaa"]))
+        .await
+        .expect_err("never visible");
+    let text = err.to_string();
+    assert!(
+        text.contains("i-0aaaaaaaaaaaaaaaa") && text.contains("4 DescribeInstances attempts"),
+        "{text}"
+    );
+    assert_eq!(Diagnostic::from(err).error_type, "InstanceNotVisible");
+    assert_eq!(counts(emu).get("ec2", "DescribeInstances"), 4);
+}
+
+#[tokio::test]
+async fn a_terminated_instance_is_gone_and_not_tagged() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .launch_instance("ubuntu-22.04", "tmp-test", &[])
+        .await
+        .expect("launch");
+    emu.ec2()
+        .await
+        .terminate_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect("terminate");
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("handled");
+    assert_eq!(response.results[0].action, Action::Gone);
+    assert_eq!(counts(emu).write_count(), 0);
+}
+
+#[tokio::test]
+async fn a_malformed_event_gives_a_clear_error_and_touches_nothing() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let mut event = json(RUNNING);
+    event["detail"] = serde_json::json!({"state": "running"});
+    let err = handle(&tagger, event).await.expect_err("no instance id");
+    let text = err.to_string();
+    assert!(
+        text.contains("EC2 Instance State-change Notification") && text.contains("instance-id"),
+        "{text}"
+    );
+    assert_eq!(Diagnostic::from(err).error_type, "MalformedEvent");
+
+    let mut event = json(RUNNING);
+    event["detail-type"] = Value::String("EC2 Spot Instance Interruption Warning".to_string());
+    let err = handle(&tagger, event)
+        .await
+        .expect_err("unknown detail-type");
+    assert!(
+        err.to_string()
+            .contains("EC2 Spot Instance Interruption Warning"),
+        "{err}"
+    );
+    assert_eq!(Diagnostic::from(err).error_type, "UnsupportedEvent");
+    assert_eq!(counts(emu).total, 0);
+}
+
+#[tokio::test]
+async fn an_on_prem_managed_instance_is_tagged_through_ssm() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .register_managed_instance(&ManagedInstance {
+            platform_type: "Linux".to_string(),
+            platform_name: "Ubuntu".to_string(),
+            platform_version: "22.04".to_string(),
+            name: Some("db-onprem-prod".to_string()),
+            tags: BTreeMap::new(),
+        })
+        .expect("register");
+    let mut event = json(REGISTRATION);
+    event["resources"] = Value::Array(vec![Value::String(format!(
+        "arn:aws:ssm:{REGION}:{ACCOUNT_ID}:managed-instance/{id}"
+    ))]);
+    event["detail"]["instance-id"] = Value::String(id.clone());
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(&tagger, event).await.expect("handled");
+    let r = &response.results[0];
+    assert_eq!(r.action, Action::Tagged, "{r:?}");
+    assert_eq!(r.patch_group.as_deref(), Some("patch_prod_0600_batch_1"));
+    let requests = counts(emu);
+    assert_eq!(requests.get("ssm", "AddTagsToResource"), 1);
+    assert_eq!(requests.get("ec2", "CreateTags"), 0);
+    let tags = emu
+        .ssm()
+        .await
+        .list_tags_for_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::ManagedInstance)
+        .resource_id(&id)
+        .send()
+        .await
+        .expect("ListTagsForResource");
+    let tags: BTreeMap<&str, &str> = tags
+        .tag_list()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert_eq!(tags.get("Patch Group"), Some(&"patch_prod_0600_batch_1"));
+    assert_eq!(tags.get("patchpilot:managed"), Some(&"true"));
+}
+
+/// `count` instances of `os` in one RunInstances call, all with `tags`.
+async fn launch_many(emu: &Emulator, os: &str, count: i32, tags: &[(&str, &str)]) {
+    let image = ami(os).expect("catalogue AMI");
+    let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+    for (k, v) in tags {
+        spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+    }
+    emu.ec2()
+        .await
+        .run_instances()
+        .image_id(&image.ami_id)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(count)
+        .max_count(count)
+        .tag_specifications(spec.build())
+        .send()
+        .await
+        .expect("RunInstances");
+}
+
+#[tokio::test]
+async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    for _ in 0..2 {
+        launch_many(emu, "amazon-linux-2", 500, &[("Environment", "test")]).await;
+        launch_many(emu, "windows-2022", 500, &[("Environment", "prod")]).await;
+    }
+    let adapters = adapters(emu).await;
+    let policy = Policy::reference();
+
+    emu.reset_request_counts().expect("reset counter");
+    let calls = CallLog::new();
+    let dry = sweep(&policy, &adapters, &calls, true)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.count(Action::WouldTag), 2000);
+    assert_eq!(counts(emu).write_count(), 0, "a dry run writes nothing");
+
+    emu.reset_request_counts().expect("reset counter");
+    let calls = CallLog::new();
+    let report = sweep(&policy, &adapters, &calls, false)
+        .await
+        .expect("sweep");
+    assert_eq!(report.instances, 2000);
+    assert_eq!(report.count(Action::Tagged), 2000);
+    let requests = counts(emu);
+    let create_tags = requests.get("ec2", "CreateTags");
+    // Two patch groups of 1000 instances: one call each (the bound is 4 = 2 values × ≤ 1000
+    // ids per call; the sweep groups across pages, so it needs only 2).
+    assert_eq!(create_tags, 2, "{create_tags} CreateTags calls");
+    assert_eq!(requests.write_count(), create_tags);
+    assert_eq!(report.write_calls() as u64, create_tags);
+    let by_group: BTreeMap<&str, usize> = report.writes.iter().fold(BTreeMap::new(), |mut m, w| {
+        *m.entry(w.patch_group.as_str()).or_default() += w.instance_ids.len();
+        m
+    });
+    assert_eq!(by_group.get("patch_test_0600_batch_1"), Some(&1000));
+    assert_eq!(by_group.get("patch_prod_0600_batch_2"), Some(&1000));
+    let json = serde_json::to_value(&report).expect("report serialises");
+    assert_eq!(json["counts"]["tagged"], 2000);
+    let sample = &report.writes[0].instance_ids[0];
+    let tags = tags_of(emu, sample).await;
+    assert_eq!(tags.get("Patch Group"), Some(&report.writes[0].patch_group));
+    assert_eq!(
+        tags.get("patchpilot:managed").map(String::as_str),
+        Some("true")
+    );
+
+    emu.reset_request_counts().expect("reset counter");
+    let calls = CallLog::new();
+    let again = sweep(&policy, &adapters, &calls, false)
+        .await
+        .expect("second sweep");
+    assert_eq!(again.count(Action::Unchanged), 2000);
+    assert_eq!(counts(emu).write_count(), 0, "second sweep writes nothing");
+    assert_eq!(calls.summary().writes, 0);
+}
