@@ -50,6 +50,8 @@ lint: venv
 	cargo clippy --workspace --all-targets -- -D warnings
 	cfn-lint template.yaml
 	sam validate --lint --region us-east-1
+	# sam validate does not run the SAM transform that deploy runs: lint its output too.
+	$(VENV)/bin/python scripts/sam_transform_check.py
 
 fmt:
 	cargo fmt --all

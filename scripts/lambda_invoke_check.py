@@ -168,16 +168,29 @@ def setup(emu: Emulator) -> Fleet:
     return fleet
 
 
-def run_windows(emu: Emulator, fleet: Fleet) -> None:
-    """After baseline-sync created the windows: one clean run and one with a failing host."""
+def run_window(emu: Emulator, fleet: Fleet, which: str, fail: list[str]) -> None:
+    """Run patchpilot-test (created by baseline-sync) in the emulator, with `fail` failing."""
     ssm = emu.client("ssm")
     for w in ssm.describe_maintenance_windows()["WindowIdentities"]:
         fleet.windows[w["Name"]] = w["WindowId"]
     window = fleet.windows.get("patchpilot-test")
     if window is None:
         raise HarnessError(f"baseline-sync created no patchpilot-test window (windows: {sorted(fleet.windows)})")
-    fleet.executions["success"] = emu.hook("execute-window", {"WindowId": window})
-    fleet.executions["failed"] = emu.hook("execute-window", {"WindowId": window, "FailInstances": [fleet.windows_test]})
+    fleet.executions[which] = emu.hook("execute-window", {"WindowId": window, "FailInstances": fail})
+    drain(emu, fleet)
+
+
+def patch_now(emu: Emulator, fleet: Fleet) -> tuple[str, list[str]]:
+    """An AWS-RunPatchBaseline command sent outside any window ("patch now")."""
+    instances = [fleet.launched, fleet.windows_test]
+    command = emu.client("ssm").send_command(
+        InstanceIds=instances,
+        DocumentName="AWS-RunPatchBaseline",
+        Parameters={"Operation": ["Install"], "RebootOption": ["RebootIfNeeded"]},
+        OutputS3BucketName="patchpilot-output",
+        OutputS3KeyPrefix="patchpilot/run-command/patch-now",
+    )["Command"]
+    return command["CommandId"], instances
 
 
 def command_of(execution: dict[str, Any], want_instance: str | None = None) -> tuple[str, list[str]]:
@@ -198,12 +211,11 @@ def window_event(rel: str, fleet: Fleet, which: str) -> tuple[Any, str]:
     return payload, f"window {ex['WindowId']}, execution {ex['WindowExecutionId'][:8]}…"
 
 
-def command_event(rel: str, fleet: Fleet, which: str, instance: str | None = None) -> tuple[Any, str]:
-    command_id, instances = command_of(fleet.executions[which], instance)
+def command_event(rel: str, command_id: str, instances: list[str], origin: str) -> tuple[Any, str]:
     payload = copy.deepcopy(load(rel))
     payload["detail"]["command-id"] = command_id
     payload["resources"] = [instance_arn(i) for i in instances]
-    return payload, f"command {command_id[:8]}…, {len(instances)} instance(s)"
+    return payload, f"{origin} command {command_id[:8]}…, {len(instances)} instance(s)"
 
 
 # --- checks on effects -----------------------------------------------------------------------
@@ -311,21 +323,32 @@ def cases(emu: Emulator, fleet: Fleet) -> list[Case]:
     return c
 
 
-def notifier_cases(emu: Emulator, fleet: Fleet) -> list[Case]:
+def notifier_cases(emu: Emulator, fleet: Fleet, phase: str) -> list[Case]:
+    """Phase "success": a clean run of patchpilot-test and a patch-now command; phase
+    "failed": a run with the Windows host failing, then the look-alikes. Each phase's events
+    are delivered right after its run: DescribeInstancePatchStates answers the latest state."""
     notifier = "run-notifier"
-    success, success_ids = window_event("run-notifier/window-execution-success.json", fleet, "success")
+    if phase == "success":
+        success, success_ids = window_event("run-notifier/window-execution-success.json", fleet, "success")
+        command_id, instances = patch_now(emu, fleet)
+        cmd_ok, cmd_ok_ids = command_event("run-notifier/command-success.json", command_id, instances, "patch-now")
+        return [
+            Case(notifier, "run-notifier/window-execution-success.json", success, "ok", success_ids,
+                 all_of(outcome("published"), emails(emu, fleet, 1, "3/3 patched"))),
+            Case(notifier, "run-notifier/window-execution-success.json (again)", success, "ok",
+                 "duplicate delivery: no second email", all_of(outcome("duplicate"), emails(emu, fleet, 0), no_publish)),
+            Case(notifier, "run-notifier/command-success.json", cmd_ok, "ok", cmd_ok_ids,
+                 all_of(outcome("published"), emails(emu, fleet, 1, "patch now"))),
+        ]
     failed, failed_ids = window_event("run-notifier/window-execution-failed.json", fleet, "failed")
-    cmd_ok, cmd_ok_ids = command_event("run-notifier/command-success.json", fleet, "success")
-    cmd_failed, cmd_failed_ids = command_event("run-notifier/command-failed.json", fleet, "failed", fleet.windows_test)
-    in_progress, _ = window_event("lookalikes/window-execution-in-progress.json", fleet, "success")
-    task_event, _ = window_event("lookalikes/window-task-execution-success.json", fleet, "success")
+    window_command, instances = command_of(fleet.executions["failed"], fleet.windows_test)
+    cmd_failed, cmd_failed_ids = command_event("run-notifier/command-failed.json", window_command, instances, "window")
+    in_progress, _ = window_event("lookalikes/window-execution-in-progress.json", fleet, "failed")
+    task_event, _ = window_event("lookalikes/window-task-execution-success.json", fleet, "failed")
     return [
-        Case(notifier, "run-notifier/window-execution-success.json", success, "ok", success_ids, emails(emu, fleet, 1)),
-        Case(notifier, "run-notifier/window-execution-success.json (again)", success, "ok",
-             "duplicate delivery: no second email", all_of(emails(emu, fleet, 0), no_publish)),
         Case(notifier, "run-notifier/window-execution-failed.json", failed, "ok", failed_ids,
-             emails(emu, fleet, 1, fleet.windows_test)),
-        Case(notifier, "run-notifier/command-success.json", cmd_ok, "ok", cmd_ok_ids),
+             all_of(outcome("published"), emails(emu, fleet, 1, "1 failed"))),
+        # A command a patchpilot window sent is reported with its window (no second email).
         Case(notifier, "run-notifier/command-failed.json", cmd_failed, "ok", cmd_failed_ids),
         Case(notifier, "lookalikes/window-execution-in-progress.json", in_progress, "ignore"),
         Case(notifier, "lookalikes/window-task-execution-success.json", task_event, "ignore"),
@@ -352,32 +375,79 @@ def every_event_file_is_covered(all_cases: list[Case]) -> list[str]:
     return missing
 
 
+def outcome(expected: str) -> Callable[[Invocation, dict[str, int]], str | None]:
+    """run-notifier's answer says what it did: published, duplicate, suppressed, ignored."""
+
+    def check(inv: Invocation, _delta: dict[str, int]) -> str | None:
+        got = inv.json().get("outcome")
+        return None if got == expected else f"expected outcome {expected!r}, got {got!r}"
+
+    return check
+
+
+def summarize(function: str, answer: Any) -> str:
+    """One readable phrase for a function's JSON answer."""
+    if not isinstance(answer, dict):
+        return json.dumps(answer)[:120]
+    calls = answer.get("aws_calls", {})
+    io = f"{calls.get('reads', '?')} reads, {calls.get('writes', '?')} writes"
+    if function == "auto-tagger":
+        if answer.get("ignored"):
+            return f"ignored ({answer['ignored']}); {io}"
+        parts = [
+            f"{r.get('instance_id')} {r.get('action')} {r.get('patch_group') or r.get('reason') or ''}".strip()
+            for r in answer.get("results", [])
+        ]
+        return f"{'; '.join(parts) or 'no instance'}; {io}"
+    if function == "baseline-sync":
+        c = answer.get("counts", {})
+        sweep = answer.get("sweep") or {}
+        mode = "dry run" if answer.get("dry_run") else "applied"
+        return (
+            f"{mode}: {len(answer.get('plan', []))} planned change(s), created {c.get('created')}, "
+            f"updated {c.get('updated')}, deleted {c.get('deleted')}, unchanged {c.get('unchanged')}, "
+            f"failed {c.get('failed')}; sweep {'yes' if sweep else 'no'}; {io}"
+        )
+    if function == "run-notifier":
+        what = answer.get("subject") or answer.get("reason") or ""
+        return f"{answer.get('outcome')}: {what}; {io}"
+    return json.dumps(answer)[:120]
+
+
+def error_text(output: str) -> str:
+    """cargo lambda invoke's error report (a box-drawn diagnostic) as one line."""
+    kept = []
+    for line in output.splitlines():
+        line = line.strip().lstrip("×│╰─ ").strip()
+        if not line or line.startswith(("Was this behavior unexpected", "Please file", "Start a thread")):
+            continue
+        kept.append(line)
+    text = " ".join(kept)
+    return text if len(text) <= 220 else text[:217] + "..."
+
+
 def run_case(emu: Emulator, watch: LambdaWatch, case: Case, index: int) -> tuple[bool, str]:
     before = emu.request_log()
     inv = watch.invoke_json(case.function, case.payload, f"{index:02d}-{case.function}")
     time.sleep(0.2)  # SNS -> SQS fan-out in moto is synchronous, but let the log settle
     after = emu.request_log()
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
-    answer = inv.output.replace("\n", " ")
-    if len(answer) > 160:
-        answer = answer[:157] + "..."
+    answer = summarize(case.function, _json_or_none(inv)) if inv.ok else error_text(inv.output)
     if case.kind == "ok":
         if not inv.ok:
             return False, f"expected a result, got an error: {answer}"
-        try:
-            inv.json()
-        except json.JSONDecodeError:
-            return False, f"answer is not JSON: {answer}"
+        if _json_or_none(inv) is None:
+            return False, f"answer is not JSON: {inv.output[:200]}"
         if case.check:
             problem = case.check(inv, delta)
             if problem:
-                return False, problem
+                return False, f"{problem} (answer: {answer})"
         return True, answer
     if case.kind == "ignore":
         problem = no_writes(inv, delta)
         if problem:
             return False, problem
-        return True, ("ignored: " if inv.ok else "rejected: ") + answer
+        return True, answer if inv.ok else "rejected: " + answer
     # reject
     if inv.ok:
         return False, f"expected an error, got a result: {answer}"
@@ -387,6 +457,13 @@ def run_case(emu: Emulator, watch: LambdaWatch, case: Case, index: int) -> tuple
     if "panick" in inv.output.lower():
         return False, f"the function panicked: {answer}"
     return True, "error: " + answer
+
+
+def _json_or_none(inv: Invocation) -> Any:
+    try:
+        return inv.json()
+    except json.JSONDecodeError:
+        return None
 
 
 def main() -> int:
@@ -416,22 +493,22 @@ def main() -> int:
             watch = LambdaWatch(stack, env)
             say(f"emulator {emu.endpoint}, cargo lambda watch 127.0.0.1:{watch.port}, logs in {stack.tmp}")
 
-            first = cases(emu, fleet)
-            all_cases = list(first)
+            all_cases: list[Case] = []
             results: list[tuple[Case, bool, str]] = []
-            for i, case in enumerate(first):
-                ok, detail = run_case(emu, watch, case, i)
-                results.append((case, ok, detail))
-                report(case, ok, detail)
+
+            def run(batch: list[Case]) -> None:
+                for case in batch:
+                    ok, detail = run_case(emu, watch, case, len(all_cases))
+                    all_cases.append(case)
+                    results.append((case, ok, detail))
+                    report(case, ok, detail)
+
+            run(cases(emu, fleet))
             # The notifier needs the windows baseline-sync created, run in the emulator.
-            run_windows(emu, fleet)
-            drain(emu, fleet)
-            second = notifier_cases(emu, fleet)
-            all_cases += second
-            for i, case in enumerate(second, start=len(first)):
-                ok, detail = run_case(emu, watch, case, i)
-                results.append((case, ok, detail))
-                report(case, ok, detail)
+            run_window(emu, fleet, "success", [])
+            run(notifier_cases(emu, fleet, "success"))
+            run_window(emu, fleet, "failed", [fleet.windows_test])
+            run(notifier_cases(emu, fleet, "failed"))
             passed = sum(1 for _, ok, _ in results if ok)
             failed = len(results) - passed
             missing = every_event_file_is_covered(all_cases)
