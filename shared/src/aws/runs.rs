@@ -268,6 +268,9 @@ impl<'a> Runs<'a> {
                     continue;
                 };
                 let after = requested - chrono::Duration::hours(MAX_WINDOW_HOURS);
+                // The filters take whole seconds; round outwards so an execution that started
+                // in the same second as the command is not cut off.
+                let before = requested + chrono::Duration::minutes(1);
                 let mut token = None;
                 loop {
                     self.calls.record("DescribeMaintenanceWindowExecutions");
@@ -284,7 +287,7 @@ impl<'a> Runs<'a> {
                         .filters(
                             MaintenanceWindowFilter::builder()
                                 .key("ExecutedBefore")
-                                .values(requested.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                                .values(before.format("%Y-%m-%dT%H:%M:%SZ").to_string())
                                 .build(),
                         )
                         .max_results(WINDOW_PAGE)

@@ -1,0 +1,799 @@
+//! run-notifier against the local AWS emulator: the reference scenario's test window is
+//! created the way baseline-sync creates it, run with the emulator's execute-window hook, and
+//! the handler is driven in-process with the payloads in `events/run-notifier/` (ids swapped
+//! for the emulated run's). The report is read back through an SQS subscription of the topic
+//! (SNS envelope, `RawMessageDelivery` false).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
+use aws_sdk_ssm::types::{
+    MaintenanceWindowResourceType, MaintenanceWindowRunCommandParameters,
+    MaintenanceWindowTaskInvocationParameters, MaintenanceWindowTaskType, Target,
+};
+use lambda_runtime::Diagnostic;
+use patchpilot::aws::policy_source::PolicySource;
+use patchpilot::aws::runs::Runs;
+use patchpilot::aws::CallLog;
+use patchpilot::names::{self, PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use patchpilot::policy::Policy;
+use patchpilot::report::{Keep, RunReport, SNS_MAX_MESSAGE_BYTES};
+use patchpilot_tests::{ami, emulator, Emulator, ExecuteWindow, WindowRun, ACCOUNT_ID, REGION};
+use run_notifier::{handle, HandlerError, Notifier, Outcome, Response};
+use serde_json::Value;
+
+const WINDOW_FAILED: &str = include_str!("../../events/run-notifier/window-execution-failed.json");
+const WINDOW_SUCCESS: &str =
+    include_str!("../../events/run-notifier/window-execution-success.json");
+const COMMAND_SUCCESS: &str = include_str!("../../events/run-notifier/command-success.json");
+
+const BUCKET: &str = "patchpilot-output-123456789012-us-east-1";
+const PREFIX: &str = "patchpilot/run-command";
+const TABLE: &str = "patchpilot-idempotency";
+
+/// The article's twelve hosts: (AMI catalogue key, name stem, batch).
+const FLEET: [(&str, &str, u32); 6] = [
+    ("amazon-linux-2", "amazon-linux", 1),
+    ("centos-7", "centos-linux", 1),
+    ("rhel-9", "redhat-linux", 1),
+    ("sles-15", "suse-linux", 1),
+    ("ubuntu-22.04", "ubuntu-linux", 1),
+    ("windows-2022", "windows", 2),
+];
+
+struct Setup {
+    notifier: Notifier,
+    queue_url: String,
+    /// Host name (`redhat-linux-test`) -> instance id.
+    hosts: BTreeMap<String, String>,
+}
+
+fn group(env: &str, batch: u32) -> String {
+    PatchGroup::new(env, (6, 0), batch).to_string()
+}
+
+async fn launch(emu: &Emulator, os: &str, count: i32, tags: &[(&str, &str)]) -> Vec<String> {
+    let image = ami(os).expect("catalogue AMI");
+    let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+    for (k, v) in tags {
+        spec = spec.tags(Tag::builder().key(*k).value(*v).build());
+    }
+    let out = emu
+        .ec2()
+        .await
+        .run_instances()
+        .image_id(&image.ami_id)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(count)
+        .max_count(count)
+        .tag_specifications(spec.build())
+        .send()
+        .await
+        .expect("RunInstances");
+    out.instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect()
+}
+
+/// Topic, queue subscribed to it (SNS envelope), idempotency table, and the notifier.
+async fn infrastructure(emu: &Emulator) -> (Notifier, String) {
+    let config = emu.sdk_config().await;
+    let sns = aws_sdk_sns::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let topic = sns
+        .create_topic()
+        .name("patchpilot-reports")
+        .send()
+        .await
+        .expect("CreateTopic");
+    let topic_arn = topic.topic_arn().expect("topic arn").to_string();
+    let queue = sqs
+        .create_queue()
+        .queue_name("report-reader")
+        .send()
+        .await
+        .expect("CreateQueue");
+    let queue_url = queue.queue_url().expect("queue url").to_string();
+    let queue_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:report-reader");
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .attributes("RawMessageDelivery", "false")
+        .send()
+        .await
+        .expect("Subscribe");
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    emu.dynamodb()
+        .await
+        .create_table()
+        .table_name(TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("CreateTable");
+    // No policy parameter: the embedded reference policy, as in a fresh deployment.
+    let policy = PolicySource::new(emu.ssm().await, None, Duration::from_secs(60));
+    (Notifier::new(&config, &topic_arn, TABLE, policy), queue_url)
+}
+
+/// A maintenance window as baseline-sync creates it: derived names, ownership tag, one target
+/// per batch named after its patch group, one AWS-RunPatchBaseline task per batch with the
+/// batch number as priority and output to S3.
+async fn create_window(emu: &Emulator, name: &str, env: &str, owned: bool) -> String {
+    let ssm = emu.ssm().await;
+    let mut create = ssm
+        .create_maintenance_window()
+        .name(name)
+        .schedule("cron(0 6 ? * SAT#1 *)")
+        .schedule_timezone("Europe/Zurich")
+        .duration(4)
+        .cutoff(1)
+        .allow_unassociated_targets(false);
+    if owned {
+        create = create.tags(
+            aws_sdk_ssm::types::Tag::builder()
+                .key(OWNERSHIP_TAG_KEY)
+                .value(OWNERSHIP_TAG_VALUE)
+                .build()
+                .expect("tag"),
+        );
+    }
+    let window_id = create
+        .send()
+        .await
+        .expect("CreateMaintenanceWindow")
+        .window_id()
+        .expect("window id")
+        .to_string();
+    let policy = Policy::reference();
+    for (k, batch) in policy.batches.iter().enumerate() {
+        let number = u32::try_from(k + 1).expect("small");
+        let g = PatchGroup::new(env, (6, 0), number);
+        let target_id = ssm
+            .register_target_with_maintenance_window()
+            .window_id(&window_id)
+            .resource_type(MaintenanceWindowResourceType::Instance)
+            .name(names::target_name(&g))
+            .targets(
+                Target::builder()
+                    .key(format!("tag:{}", policy.tag_key))
+                    .values(g.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RegisterTargetWithMaintenanceWindow")
+            .window_target_id()
+            .expect("target id")
+            .to_string();
+        let run_command = MaintenanceWindowRunCommandParameters::builder()
+            .parameters("Operation", vec![policy.operation.as_str().to_string()])
+            .parameters("RebootOption", vec![batch.reboot.as_str().to_string()])
+            .output_s3_bucket_name(BUCKET)
+            .output_s3_key_prefix(PREFIX)
+            .build();
+        ssm.register_task_with_maintenance_window()
+            .window_id(&window_id)
+            .name(names::task_name(env, number, &batch.name))
+            .task_arn("AWS-RunPatchBaseline")
+            .task_type(MaintenanceWindowTaskType::RunCommand)
+            .priority(i32::try_from(number).expect("small"))
+            .max_concurrency(&batch.max_concurrency)
+            .max_errors(&batch.max_errors)
+            .targets(
+                Target::builder()
+                    .key("WindowTargetIds")
+                    .values(target_id)
+                    .build(),
+            )
+            .task_invocation_parameters(
+                MaintenanceWindowTaskInvocationParameters::builder()
+                    .run_command(run_command)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RegisterTaskWithMaintenanceWindow");
+    }
+    window_id
+}
+
+/// The reference scenario: twelve hosts tagged as in the article, the test window, the topic.
+async fn reference_scenario(emu: &Emulator) -> (Setup, String) {
+    let mut hosts = BTreeMap::new();
+    for env in ["test", "prod"] {
+        for (os, stem, batch) in FLEET {
+            let name = format!("{stem}-{env}");
+            let g = group(env, batch);
+            let ids = launch(
+                emu,
+                os,
+                1,
+                &[("Name", &name), ("Patch Group", &g), ("Environment", env)],
+            )
+            .await;
+            hosts.insert(name, ids[0].clone());
+        }
+    }
+    let window_id = create_window(emu, &names::window_name("test"), "test", true).await;
+    let (notifier, queue_url) = infrastructure(emu).await;
+    (
+        Setup {
+            notifier,
+            queue_url,
+            hosts,
+        },
+        window_id,
+    )
+}
+
+/// `events/run-notifier/<file>` with the emulated run's window and execution ids.
+fn window_event(template: &str, run: &WindowRun) -> Value {
+    let mut event: Value = serde_json::from_str(template).expect("event file is JSON");
+    event["detail"]["window-id"] = Value::String(run.window_id.clone());
+    event["detail"]["window-execution-id"] = Value::String(run.window_execution_id.clone());
+    event["resources"] = serde_json::json!([format!(
+        "arn:aws:ssm:{REGION}:{ACCOUNT_ID}:maintenancewindow/{}",
+        run.window_id
+    )]);
+    event
+}
+
+fn command_event(command_id: &str, instance_ids: &[String]) -> Value {
+    let mut event: Value = serde_json::from_str(COMMAND_SUCCESS).expect("event file is JSON");
+    event["detail"]["command-id"] = Value::String(command_id.to_string());
+    event["resources"] = Value::Array(
+        instance_ids
+            .iter()
+            .map(|i| Value::String(format!("arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/{i}")))
+            .collect(),
+    );
+    event
+}
+
+fn deadline() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(120)
+}
+
+/// Every SNS envelope waiting in the queue (deleted after reading).
+async fn deliveries(emu: &Emulator, queue_url: &str) -> Vec<Value> {
+    let sqs = aws_sdk_sqs::Client::new(&emu.sdk_config().await);
+    let mut out = Vec::new();
+    loop {
+        let page = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        if page.messages().is_empty() {
+            return out;
+        }
+        for m in page.messages() {
+            let body = m.body().expect("message body");
+            out.push(serde_json::from_str(body).expect("SNS envelope is JSON"));
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle().expect("receipt handle"))
+                .send()
+                .await
+                .expect("DeleteMessage");
+        }
+    }
+}
+
+fn attribute<'a>(envelope: &'a Value, name: &str) -> (&'a str, &'a str) {
+    let a = &envelope["MessageAttributes"][name];
+    (
+        a["Type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("attribute {name} type")),
+        a["Value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("attribute {name} value")),
+    )
+}
+
+/// The same report, gathered again through the shared adapters (for the email body, which
+/// only email subscribers receive).
+async fn regather(emu: &Emulator, run: &WindowRun) -> RunReport {
+    let ssm = emu.ssm().await;
+    let ec2 = emu.ec2().await;
+    let calls = CallLog::new();
+    let runs = Runs::new(&ssm, &ec2, &calls, "Patch Group");
+    let window = runs.window(&run.window_id).await.expect("window");
+    runs.window_report(&window, "test", &run.window_execution_id)
+        .await
+        .expect("report")
+}
+
+fn published(r: &Response) {
+    assert_eq!(r.outcome, Outcome::Published, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_failed_windows_host_and_two_pending_reboots_make_exactly_one_clear_report() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let h = |name: &str| setup.hosts[name].clone();
+    let run = emu
+        .execute_window(&ExecuteWindow {
+            fail_instances: vec![h("windows-test")],
+            reboot_pending_instances: vec![h("redhat-linux-test"), h("suse-linux-test")],
+            ..ExecuteWindow::new(&window_id)
+        })
+        .expect("execute window");
+    assert_eq!(run.status, "FAILED");
+    emu.reset_request_counts().expect("reset counter");
+
+    let response = handle(
+        &setup.notifier,
+        window_event(WINDOW_FAILED, &run),
+        deadline(),
+    )
+    .await
+    .expect("handled");
+    published(&response);
+    let counts = emu.request_counts().expect("counter");
+    let messages = deliveries(emu, &setup.queue_url).await;
+    assert_eq!(messages.len(), 1, "exactly one report: {messages:#?}");
+    let envelope = &messages[0];
+    assert_eq!(envelope["Type"], "Notification");
+    let subject = envelope["Subject"].as_str().expect("subject");
+    assert_eq!(
+        subject,
+        "[patchpilot] test 06:00 - 5/6 patched, 1 failed, 2 need reboot"
+    );
+    assert!(subject.len() < 100 && subject.is_ascii());
+    assert_eq!(attribute(envelope, "environment"), ("String", "test"));
+    assert_eq!(attribute(envelope, "status"), ("String", "FAILED"));
+    assert_eq!(attribute(envelope, "failed_count"), ("Number", "1"));
+
+    // SQS subscribers get the `default` member: the JSON report.
+    let report: Value =
+        serde_json::from_str(envelope["Message"].as_str().expect("message")).expect("JSON report");
+    assert_eq!(report["kind"], "window");
+    assert_eq!(report["window_name"], "patchpilot-test");
+    assert_eq!(report["execution_id"], run.window_execution_id.as_str());
+    assert_eq!(report["status"], "FAILED");
+    assert_eq!(report["run_status"], "FAILED");
+    assert_eq!(
+        report["counts"],
+        serde_json::json!({"targets": 6, "patched": 5, "failed": 1, "reboot_pending": 2, "missed": 0})
+    );
+    let failed = &report["failed"][0];
+    assert_eq!(failed["instance_id"], h("windows-test").as_str());
+    assert_eq!(failed["name"], "windows-test");
+    assert_eq!(failed["batch"], 2);
+    assert_eq!(failed["response_code"], 1);
+    let log = failed["log_url"].as_str().expect("log url");
+    assert!(
+        log.starts_with(&format!("https://s3.amazonaws.com/{BUCKET}/{PREFIX}/"))
+            && log.contains(&h("windows-test"))
+            && log.contains("PatchWindows"),
+        "{log}"
+    );
+    assert!(failed["patches"]["failed"].as_u64().is_some_and(|n| n > 0));
+    let reboots: Vec<&str> = report["reboot_pending"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(reboots.len(), 2);
+    assert!(reboots.contains(&"redhat-linux-test") && reboots.contains(&"suse-linux-test"));
+    assert_eq!(report["patched"].as_array().map(Vec::len), Some(3));
+    let batches: Vec<(u64, &str, &str)> = report["batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .map(|b| {
+            (
+                b["number"].as_u64().expect("number"),
+                b["name"].as_str().expect("name"),
+                b["status"].as_str().expect("status"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        batches,
+        [
+            (1, "patch_test_0600_batch_1", "SUCCESS"),
+            (2, "patch_test_0600_batch_2", "FAILED")
+        ]
+    );
+    assert_eq!(report["full_report"], format!("s3://{BUCKET}/{PREFIX}/"));
+
+    // The email body (only email subscribers get it) of the same report.
+    let again = regather(emu, &run).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&again.json(Keep::ALL)).expect("JSON"),
+        report,
+        "the regathered report is the published one"
+    );
+    let body = again.text_body(Keep::ALL);
+    println!("{subject}\n\n{body}");
+    let at = |needle: &str| {
+        body.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in:\n{body}"))
+    };
+    assert!(at("Result: 5/6 patched, 1 failed, 2 need reboot, 0 missed") < at("FAILED (1):"));
+    assert!(at("FAILED (1):") < at("REBOOT PENDING (2):"));
+    assert!(at("REBOOT PENDING (2):") < at("PATCHED (3):"));
+    assert!(body.contains(&format!(
+        "{} (windows-test) - batch 2: command Failed, exit code 1",
+        h("windows-test")
+    )));
+    assert!(body.contains(&format!("    log: {log}")));
+
+    // Cheap: no per-instance call outside the paginated lists.
+    assert_eq!(counts.get("sns", "Publish"), 1);
+    assert_eq!(counts.get("dynamodb", "PutItem"), 2, "claim + completed");
+    assert_eq!(counts.get("ssm", "ListCommands"), 2, "one per command");
+    assert_eq!(counts.get("ssm", "DescribeInstancePatchStates"), 1);
+    assert_eq!(
+        counts.get("ssm", "ListCommandInvocations"),
+        3,
+        "one page per command + one status-filtered page for the failure"
+    );
+    println!("AWS calls for the 12-instance fleet: {:?}", counts.counts);
+    assert!(counts.total <= 20, "{:?}", counts.counts);
+}
+
+#[tokio::test]
+async fn a_duplicate_event_sends_nothing_more() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    let event = window_event(WINDOW_SUCCESS, &run);
+    let first = handle(&setup.notifier, event.clone(), deadline())
+        .await
+        .expect("first delivery");
+    published(&first);
+    assert_eq!(deliveries(emu, &setup.queue_url).await.len(), 1);
+    emu.reset_request_counts().expect("reset counter");
+
+    let second = handle(&setup.notifier, event, deadline())
+        .await
+        .expect("second delivery");
+    assert_eq!(second.outcome, Outcome::Duplicate);
+    assert!(deliveries(emu, &setup.queue_url).await.is_empty());
+    let counts = emu.request_counts().expect("counter");
+    assert_eq!(counts.get("sns", "Publish"), 0);
+    assert_eq!(
+        counts.service_total("ssm"),
+        2,
+        "only the ownership check before the idempotency record: {:?}",
+        counts.counts
+    );
+}
+
+#[tokio::test]
+async fn a_report_in_progress_elsewhere_fails_so_the_delivery_is_retried() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    // Another invocation holds the claim (its Lambda deadline is in the future).
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let until = chrono::Utc::now().timestamp() + 90;
+    emu.dynamodb()
+        .await
+        .put_item()
+        .table_name(TABLE)
+        .item("id", AttributeValue::S(run.window_execution_id.clone()))
+        .item("status", AttributeValue::S("IN_PROGRESS".into()))
+        .item("expires_at", AttributeValue::N(until.to_string()))
+        .send()
+        .await
+        .expect("PutItem");
+    let err = handle(
+        &setup.notifier,
+        window_event(WINDOW_SUCCESS, &run),
+        deadline(),
+    )
+    .await
+    .expect_err("in progress elsewhere");
+    assert!(matches!(err, HandlerError::InProgress { .. }), "{err}");
+    assert_eq!(Diagnostic::from(err).error_type, "ReportInProgress");
+    assert!(deliveries(emu, &setup.queue_url).await.is_empty());
+
+    // The other invocation crashed: once its claim expired, a retry reports the run.
+    emu.dynamodb()
+        .await
+        .put_item()
+        .table_name(TABLE)
+        .item("id", AttributeValue::S(run.window_execution_id.clone()))
+        .item("status", AttributeValue::S("IN_PROGRESS".into()))
+        .item("expires_at", AttributeValue::N((until - 600).to_string()))
+        .send()
+        .await
+        .expect("PutItem");
+    let retry = handle(
+        &setup.notifier,
+        window_event(WINDOW_SUCCESS, &run),
+        deadline(),
+    )
+    .await
+    .expect("retry");
+    published(&retry);
+    assert_eq!(deliveries(emu, &setup.queue_url).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_patch_now_command_outside_a_window_is_reported_and_a_window_command_is_not() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    // A window run first: its commands' events are left to the window's report.
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    let window_command = run.command_ids[0].clone();
+    let ignored = handle(
+        &setup.notifier,
+        command_event(&window_command, &run.tasks[0].instance_ids),
+        deadline(),
+    )
+    .await
+    .expect("window command event");
+    assert_eq!(ignored.outcome, Outcome::Ignored);
+    assert!(
+        ignored
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&run.window_execution_id)),
+        "{ignored:?}"
+    );
+
+    // "Patch now" on prod batch 1, with one of its hosts stopped.
+    let stopped = setup.hosts["centos-linux-prod"].clone();
+    emu.ec2()
+        .await
+        .stop_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .expect("StopInstances");
+    let ssm = emu.ssm().await;
+    let sent = ssm
+        .send_command()
+        .document_name("AWS-RunPatchBaseline")
+        .targets(
+            Target::builder()
+                .key("tag:Patch Group")
+                .values(group("prod", 1))
+                .build(),
+        )
+        .parameters("Operation", vec!["Install".to_string()])
+        .parameters("RebootOption", vec!["RebootIfNeeded".to_string()])
+        .output_s3_bucket_name(BUCKET)
+        .output_s3_key_prefix(PREFIX)
+        .send()
+        .await
+        .expect("SendCommand");
+    let command_id = sent
+        .command()
+        .and_then(|c| c.command_id())
+        .expect("command id")
+        .to_string();
+    let reached: Vec<String> = ["amazon-linux", "redhat-linux", "suse-linux", "ubuntu-linux"]
+        .iter()
+        .map(|s| setup.hosts[&format!("{s}-prod")].clone())
+        .collect();
+    let response = handle(
+        &setup.notifier,
+        command_event(&command_id, &reached),
+        deadline(),
+    )
+    .await
+    .expect("command event");
+    published(&response);
+    let messages = deliveries(emu, &setup.queue_url).await;
+    assert_eq!(messages.len(), 1, "only the patch-now report");
+    let envelope = &messages[0];
+    assert_eq!(
+        envelope["Subject"],
+        "[patchpilot] prod patch now - 4/5 patched, 1 missed"
+    );
+    assert_eq!(attribute(envelope, "environment"), ("String", "prod"));
+    assert_eq!(attribute(envelope, "status"), ("String", "FAILED"));
+    assert_eq!(attribute(envelope, "failed_count"), ("Number", "0"));
+    let report: Value =
+        serde_json::from_str(envelope["Message"].as_str().expect("message")).expect("JSON");
+    assert_eq!(report["kind"], "command");
+    assert_eq!(report["command_id"], command_id.as_str());
+    assert_eq!(report["missed"][0]["instance_id"], stopped.as_str());
+    assert_eq!(report["missed"][0]["name"], "centos-linux-prod");
+    assert_eq!(report["missed"][0]["reason"], "not-running");
+    assert_eq!(report["missed"][0]["detail"], "stopped");
+    assert_eq!(
+        report["full_report"],
+        format!("s3://{BUCKET}/{PREFIX}/{command_id}/")
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_a_clear_error_and_sends_nothing() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    let mut event = window_event(WINDOW_FAILED, &run);
+    event["detail"]
+        .as_object_mut()
+        .expect("detail object")
+        .remove("window-execution-id");
+    let err = handle(&setup.notifier, event, deadline())
+        .await
+        .expect_err("malformed");
+    let message = err.to_string();
+    assert!(
+        message.contains("Maintenance Window Execution State-change Notification")
+            && message.contains("window-execution-id"),
+        "{message}"
+    );
+    assert_eq!(Diagnostic::from(err).error_type, "MalformedEvent");
+    let err = handle(
+        &setup.notifier,
+        serde_json::json!(["not", "an", "event"]),
+        deadline(),
+    )
+    .await
+    .expect_err("not an event");
+    assert!(
+        err.to_string().contains("not an EventBridge event"),
+        "{err}"
+    );
+    assert!(deliveries(emu, &setup.queue_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_window_patchpilot_does_not_own_is_ignored() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, _) = reference_scenario(emu).await;
+    let foreign = create_window(emu, "db-maintenance", "test", false).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&foreign))
+        .expect("execute window");
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(
+        &setup.notifier,
+        window_event(WINDOW_FAILED, &run),
+        deadline(),
+    )
+    .await
+    .expect("handled");
+    assert_eq!(response.outcome, Outcome::Ignored);
+    assert!(
+        response
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("db-maintenance") && r.contains("not patchpilot's")),
+        "{response:?}"
+    );
+    let counts = emu.request_counts().expect("counter");
+    assert_eq!(counts.write_count(), 0, "{:?}", counts.counts);
+    assert!(deliveries(emu, &setup.queue_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn five_thousand_instances_make_one_message_within_256_kb_from_paginated_calls() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    const FLEET_SIZE: usize = 5_000;
+    let g = group("test", 1);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.extend(
+            launch(
+                emu,
+                "amazon-linux-2",
+                1000,
+                &[("Patch Group", &g), ("Environment", "test")],
+            )
+            .await,
+        );
+    }
+    assert_eq!(ids.len(), FLEET_SIZE);
+    let window_id = create_window(emu, &names::window_name("test"), "test", true).await;
+    let (notifier, queue_url) = infrastructure(emu).await;
+    let fail: Vec<String> = ids.iter().step_by(500).cloned().collect();
+    let reboot: Vec<String> = ids.iter().skip(3).step_by(100).cloned().collect();
+    let run = emu
+        .execute_window(&ExecuteWindow {
+            fail_instances: fail.clone(),
+            reboot_pending_instances: reboot.clone(),
+            ..ExecuteWindow::new(&window_id)
+        })
+        .expect("execute window");
+    emu.reset_request_counts().expect("reset counter");
+
+    let response = handle(&notifier, window_event(WINDOW_FAILED, &run), deadline())
+        .await
+        .expect("handled");
+    published(&response);
+    let counts = emu.request_counts().expect("counter");
+    let size = response.message_bytes.expect("size");
+    assert!(size <= SNS_MAX_MESSAGE_BYTES, "{size} bytes");
+    assert!(response.truncated);
+    println!(
+        "5,000 instances: message {size} bytes; AWS calls {} ({:?})",
+        counts.total, counts.counts
+    );
+
+    let messages = deliveries(emu, &queue_url).await;
+    assert_eq!(messages.len(), 1);
+    let report: Value = serde_json::from_str(messages[0]["Message"].as_str().expect("message"))
+        .expect("JSON report");
+    assert_eq!(report["counts"]["targets"], FLEET_SIZE);
+    assert_eq!(report["counts"]["failed"], fail.len());
+    assert_eq!(report["failed"].as_array().map(Vec::len), Some(fail.len()));
+    assert_eq!(
+        report["reboot_pending"].as_array().map(Vec::len),
+        Some(reboot.len())
+    );
+    let omitted = report["omitted"]["patched"].as_u64().expect("omitted");
+    assert!(omitted > 0, "the success list was cut");
+    assert_eq!(
+        report["patched"].as_array().map(Vec::len).expect("patched") as u64 + omitted,
+        (FLEET_SIZE - fail.len() - reboot.len()) as u64
+    );
+
+    // Paginated, and bounded by the fleet size / page size, not one call per instance.
+    let lci = counts.get("ssm", "ListCommandInvocations");
+    let dips = counts.get("ssm", "DescribeInstancePatchStates");
+    assert!(
+        (100..=102).contains(&lci),
+        "ListCommandInvocations pages: {lci}"
+    );
+    assert!(
+        (100..=101).contains(&dips),
+        "DescribeInstancePatchStates: {dips}"
+    );
+    assert!(counts.get("ec2", "DescribeInstances") <= 6);
+    assert!(counts.total <= 230, "{:?}", counts.counts);
+
+    // The email body carries the explicit marker pointing at the full output.
+    let again = regather(emu, &run).await;
+    let message = again
+        .fit("[patchpilot]", SNS_MAX_MESSAGE_BYTES)
+        .expect("fits");
+    assert!(
+        message.text.contains(&format!(
+            "… and {omitted} more (full report: s3://{BUCKET}/{PREFIX}/{}/)",
+            run.command_ids[0]
+        )),
+        "marker missing"
+    );
+}
