@@ -305,6 +305,7 @@ def cases(emu: Emulator, fleet: Fleet) -> list[Case]:
         Case(tagger, "auto-tagger/tag-change-patch-group-by-patchpilot.json",
              replace_ids(load("auto-tagger/tag-change-patch-group-by-patchpilot.json"), retagged), "ok",
              f"instance {fleet.retagged}, patchpilot's own write", no_writes),
+        *exclusion_cases(emu, fleet, retagged),
         Case(tagger, "lookalikes/ec2-state-stopping.json", replace_ids(load("lookalikes/ec2-state-stopping.json"), launched), "ignore",
              f"instance {fleet.launched}"),
         Case(tagger, "lookalikes/tag-change-volume.json", load("lookalikes/tag-change-volume.json"), "ignore"),
@@ -321,6 +322,29 @@ def cases(emu: Emulator, fleet: Fleet) -> list[Case]:
         Case(sync, "malformed: dry_run is not a boolean", {"dry_run": "yes please"}, "reject"),
     ]
     return c
+
+
+def exclusion_cases(emu: Emulator, fleet: Fleet, retagged: dict[str, str]) -> list[Case]:
+    """An operator excludes a host patchpilot tagged: the tagger takes its tags back off."""
+    rel = "auto-tagger/tag-change-exclude.json"
+    if not (EVENTS / rel).exists():
+        return []
+    payload = replace_ids(load(rel), retagged)
+    exclude = {k: v for k, v in payload["detail"]["tags"].items() if k == "patchpilot:exclude"}
+
+    def operator_excludes() -> None:
+        emu.client("ec2").create_tags(
+            Resources=[fleet.retagged], Tags=[{"Key": k, "Value": v} for k, v in exclude.items()]
+        )
+
+    def untagged(_inv: Invocation, _delta: dict[str, int]) -> str | None:
+        left = {k for k in tags_of(emu, fleet.retagged) if k in ("Patch Group", "patchpilot:managed")}
+        return f"{fleet.retagged} still has {sorted(left)} after being excluded" if left else None
+
+    return [
+        Case("auto-tagger", rel, payload, "ok", f"instance {fleet.retagged}, patchpilot:exclude added", untagged,
+             before=operator_excludes),
+    ]
 
 
 def notifier_cases(emu: Emulator, fleet: Fleet, phase: str) -> list[Case]:
@@ -427,6 +451,8 @@ def error_text(output: str) -> str:
 
 
 def run_case(emu: Emulator, watch: LambdaWatch, case: Case, index: int) -> tuple[bool, str]:
+    if case.before:
+        case.before()
     before = emu.request_log()
     inv = watch.invoke_json(case.function, case.payload, f"{index:02d}-{case.function}")
     time.sleep(0.2)  # SNS -> SQS fan-out in moto is synchronous, but let the log settle
