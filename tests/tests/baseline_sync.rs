@@ -540,7 +540,7 @@ async fn an_invalid_policy_writes_nothing() {
     let msg = err.to_string();
     assert!(msg.contains("environments[0].window.cutoff_hours"), "{msg}");
     let d: lambda_runtime::Diagnostic = err.into();
-    assert_eq!(d.error_type, "InvalidPolicy");
+    assert_eq!(d.error_type, "PolicyInvalid");
     assert_eq!(writes(emu), Default::default());
     assert!(baselines(emu).await.is_empty());
 }

@@ -83,8 +83,7 @@ impl From<HandlerError> for Diagnostic {
     fn from(e: HandlerError) -> Diagnostic {
         let error_type = match &e {
             HandlerError::UnsupportedEvent(_) => "UnsupportedEvent",
-            HandlerError::Policy(PolicySourceError::Invalid { .. }) => "InvalidPolicy",
-            HandlerError::Policy(PolicySourceError::Read { .. }) => "PolicyUnreadable",
+            HandlerError::Policy(e) => e.error_type(),
             HandlerError::Sync(SyncError::Observe(_)) => "SsmUnreadable",
             HandlerError::Sync(SyncError::Sweep(_)) => "SweepFailed",
             HandlerError::Incomplete { .. } => "SyncIncomplete",

@@ -28,6 +28,16 @@ pub enum PolicySourceError {
     },
 }
 
+impl PolicySourceError {
+    /// The Lambda `errorType` all three functions report for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            PolicySourceError::Read { .. } => "PolicyUnreadable",
+            PolicySourceError::Invalid { .. } => "PolicyInvalid",
+        }
+    }
+}
+
 /// A loaded, validated policy and where it came from.
 #[derive(Debug, Clone)]
 pub struct LoadedPolicy {
