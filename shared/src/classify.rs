@@ -3,14 +3,17 @@
 //!
 //! Pure and synchronous: the adapters gather [`InstanceFacts`] (EC2 `DescribeInstances`, or
 //! SSM `DescribeInstanceInformation` for on-prem `mi-*` nodes), [`classify`] decides, and
-//! [`tag_action`] says what to do about the patch-group tag (at most one write).
+//! [`tag_action`] says what to do about the patch-group tag (at most one write: add it, or —
+//! for an excluded instance carrying patchpilot's own tag — remove it).
 //!
 //! # Operating-system detection
 //!
 //! Tried in this order; the first rule that names an OS wins.
 //!
-//! **EC2 instances** (`DescribeInstances` gives `Platform`, `PlatformDetails` and tags; the
-//! image name is used when the adapter has it, `DescribeImages` is not called):
+//! **EC2 instances** (`DescribeInstances` gives `Platform`, `PlatformDetails` and tags; it does
+//! not give the AMI name, so the EC2 adapter calls `DescribeImages` — once per distinct AMI,
+//! cached while the Lambda container is warm — for instances whose `Platform` /
+//! `PlatformDetails` do not name the distribution):
 //!
 //! | evidence | value | OS |
 //! |---|---|---|
@@ -74,9 +77,9 @@ use crate::policy::{Environment, OperatingSystem, Policy, Unmatched};
 use crate::schedule::Schedule;
 
 /// What patchpilot knows about an instance, gathered by the adapters from EC2
-/// `DescribeInstances` (Platform, PlatformDetails, tags; the image name only if the adapter
-/// already has it — `DescribeImages` is not called) or SSM `DescribeInstanceInformation` for
-/// `mi-*` nodes.
+/// `DescribeInstances` (Platform, PlatformDetails, tags) plus `DescribeImages` for the AMI
+/// name when those do not name the distribution, or SSM `DescribeInstanceInformation` (and
+/// `ListTagsForResource` for the tags) for `mi-*` nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceFacts {
     pub instance_id: String,
@@ -172,7 +175,12 @@ pub enum TagAction {
     Unchanged,
     /// A person set a different value and `overwrite` is off: keep it, report it.
     RespectManual { current: String, wanted: String },
-    /// Excluded or unmatched: leave the instance alone.
+    /// Excluded, and the patch-group tag (`current`) is patchpilot's own (the ownership
+    /// marker is present): remove `policy.tag_key` and the marker in one call, so the
+    /// maintenance-window target (`tag:<tag_key> = <group>`) stops selecting the instance.
+    Untag { current: String, reason: String },
+    /// Excluded (with no patch-group tag of patchpilot's to remove) or unmatched: leave the
+    /// instance alone. An excluded instance whose tag a person set says so in `reason`.
     Skip { reason: String },
     /// Terminated / shutting down.
     Gone,
@@ -188,6 +196,9 @@ impl fmt::Display for TagAction {
                     f,
                     "keep manual tag {current} (patchpilot would set {wanted})"
                 )
+            }
+            TagAction::Untag { current, reason } => {
+                write!(f, "remove patchpilot's tag {current}: {reason}")
             }
             TagAction::Skip { reason } => write!(f, "skip: {reason}"),
             TagAction::Gone => f.write_str("gone"),
@@ -653,13 +664,19 @@ fn os_from_hint(value: &str) -> Option<OperatingSystem> {
 /// A tag value patchpilot did not write (no ownership marker) is a person's decision and is
 /// kept unless the policy says `overwrite: true`; one patchpilot wrote is corrected.
 pub fn tag_action(policy: &Policy, facts: &InstanceFacts, decision: &Decision) -> TagAction {
+    // An empty value is what the console leaves when a person clears the field: it names no
+    // group (a window target `tag:<key> = <group>` never selects it), so it is treated as no
+    // tag at all.
+    let current = facts
+        .tag(&policy.tag_key)
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let owned = facts.tag(OWNERSHIP_TAG_KEY) == Some(OWNERSHIP_TAG_VALUE);
     let wanted = match decision {
         Decision::Gone => return TagAction::Gone,
-        Decision::Excluded { reason } => {
-            return TagAction::Skip {
-                reason: format!("excluded: {reason}"),
-            }
-        }
+        Decision::Excluded { reason } => return excluded_action(policy, current, owned, reason),
+        // Unmatched instances keep whatever tag they have: the facts may be incomplete (an
+        // AMI whose name is no longer visible), and untagging would silently stop patching.
         Decision::Unmatched { reason } => {
             return TagAction::Skip {
                 reason: format!("unmatched: {reason}"),
@@ -667,17 +684,10 @@ pub fn tag_action(policy: &Policy, facts: &InstanceFacts, decision: &Decision) -
         }
         Decision::Group { group, .. } => group.to_string(),
     };
-    // An empty value is what the console leaves when a person clears the field: it names no
-    // group, so it is treated as no tag at all.
-    let current = facts
-        .tag(&policy.tag_key)
-        .map(str::trim)
-        .filter(|v| !v.is_empty());
     match current {
         None => TagAction::Tag { value: wanted },
         Some(current) if current == wanted => TagAction::Unchanged,
         Some(current) => {
-            let owned = facts.tag(OWNERSHIP_TAG_KEY) == Some(OWNERSHIP_TAG_VALUE);
             if owned || policy.overwrite {
                 TagAction::Tag { value: wanted }
             } else {
@@ -687,6 +697,31 @@ pub fn tag_action(policy: &Policy, facts: &InstanceFacts, decision: &Decision) -
                 }
             }
         }
+    }
+}
+
+/// An excluded instance must stop being patched. The maintenance-window targets select
+/// `tag:<tag_key> = <group>`, so the exclusion only works once the patch-group tag is gone:
+/// patchpilot removes the tag it wrote itself (ownership marker present), and never one a
+/// person set (even with `overwrite: true`) — that one is reported instead.
+fn excluded_action(policy: &Policy, current: Option<&str>, owned: bool, reason: &str) -> TagAction {
+    match current {
+        Some(current) if owned => TagAction::Untag {
+            current: current.to_string(),
+            reason: format!(
+                "excluded: {reason}; removing the {} tag `{current}` (and {OWNERSHIP_TAG_KEY}) that patchpilot set, so no maintenance window patches it",
+                policy.tag_key
+            ),
+        },
+        Some(current) => TagAction::Skip {
+            reason: format!(
+                "excluded ({reason}), but its {} tag `{current}` was set by a person (no {OWNERSHIP_TAG_KEY} tag): remove it by hand to stop patching",
+                policy.tag_key
+            ),
+        },
+        None => TagAction::Skip {
+            reason: format!("excluded: {reason}"),
+        },
     }
 }
 
@@ -1164,6 +1199,164 @@ mod tests {
             classify(&policy, &facts),
             Decision::Excluded { .. }
         ));
+    }
+
+    #[test]
+    fn excluding_an_instance_patchpilot_tagged_removes_its_tag() {
+        let policy = Policy::reference();
+        let facts = linux(
+            "i-amazon-linux-prod",
+            "amzn2-ami-hvm-2.0.20200406.0-x86_64-gp2",
+            &[
+                ("Environment", "prod"),
+                ("Patch Group", "patch_prod_0600_batch_1"),
+                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+                ("patchpilot:exclude", "fragile, patched by hand"),
+            ],
+        );
+        let action = tag_action(&policy, &facts, &classify(&policy, &facts));
+        match &action {
+            TagAction::Untag { current, reason } => {
+                assert_eq!(current, "patch_prod_0600_batch_1");
+                for part in [
+                    "patchpilot:exclude",
+                    "fragile, patched by hand",
+                    "Patch Group",
+                    "patch_prod_0600_batch_1",
+                ] {
+                    assert!(reason.contains(part), "missing {part}: {reason}");
+                }
+            }
+            other => panic!("expected untag, got {other:?}"),
+        }
+        assert!(
+            action
+                .to_string()
+                .starts_with("remove patchpilot's tag patch_prod_0600_batch_1: excluded:"),
+            "{action}"
+        );
+        // The policy's tag key is the one removed, whatever the value.
+        let mut policy = Policy::reference();
+        policy.tag_key = "PatchGroup".to_string();
+        let facts = linux(
+            "web-test",
+            "amzn2-ami-hvm",
+            &[
+                ("PatchGroup", "dba-special"),
+                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+                ("patchpilot:exclude", ""),
+            ],
+        );
+        assert!(matches!(
+            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            TagAction::Untag { current, .. } if current == "dba-special"
+        ));
+    }
+
+    #[test]
+    fn an_excluded_instance_with_a_manual_tag_keeps_it_and_says_so() {
+        let mut policy = Policy::reference();
+        let facts = linux(
+            "i-rhel-prod",
+            "RHEL-9.3.0_HVM",
+            &[
+                ("Patch Group", "dba-special"),
+                ("patchpilot:exclude", "yes"),
+            ],
+        );
+        for overwrite in [false, true] {
+            policy.overwrite = overwrite;
+            match tag_action(&policy, &facts, &classify(&policy, &facts)) {
+                TagAction::Skip { reason } => {
+                    for part in [
+                        "excluded",
+                        "dba-special",
+                        "set by a person",
+                        "remove it by hand to stop patching",
+                        "patchpilot:exclude",
+                    ] {
+                        assert!(reason.contains(part), "missing {part}: {reason}");
+                    }
+                }
+                other => panic!("overwrite {overwrite}: expected skip, got {other:?}"),
+            }
+        }
+        // A marker with another value than `true` is not patchpilot's marker.
+        let facts = linux(
+            "i-rhel-prod",
+            "RHEL-9.3.0_HVM",
+            &[
+                ("Patch Group", "patch_prod_0600_batch_1"),
+                (OWNERSHIP_TAG_KEY, "false"),
+                ("patchpilot:exclude", "yes"),
+            ],
+        );
+        assert!(matches!(
+            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            TagAction::Skip { reason } if reason.contains("set by a person")
+        ));
+    }
+
+    #[test]
+    fn an_excluded_instance_without_a_patch_group_value_needs_nothing_removed() {
+        let policy = Policy::reference();
+        for extra in [
+            // Marker alone: no target selects the instance.
+            vec![(OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE)],
+            // An emptied value names no group either.
+            vec![
+                ("Patch Group", " "),
+                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+            ],
+            vec![],
+        ] {
+            let mut tags = extra.clone();
+            tags.push(("patchpilot:exclude", "yes"));
+            let facts = linux("web-prod", "amzn2-ami-hvm", &tags);
+            match tag_action(&policy, &facts, &classify(&policy, &facts)) {
+                TagAction::Skip { reason } => {
+                    assert!(reason.starts_with("excluded: "), "{extra:?}: {reason}");
+                    assert!(!reason.contains("by hand"), "{extra:?}: {reason}");
+                }
+                other => panic!("{extra:?}: expected skip, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unmatched_instance_keeps_patchpilots_tag() {
+        let policy = Policy::reference();
+        let facts = linux(
+            "jumphost",
+            "my-golden-image-v3",
+            &[
+                ("Patch Group", "patch_test_0600_batch_1"),
+                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+            ],
+        );
+        assert!(matches!(
+            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            TagAction::Skip { reason } if reason.starts_with("unmatched:")
+        ));
+    }
+
+    #[test]
+    fn a_terminated_excluded_instance_is_gone_not_untagged() {
+        let policy = Policy::reference();
+        let mut facts = linux(
+            "web-prod",
+            "amzn2-ami-hvm",
+            &[
+                ("Patch Group", "patch_prod_0600_batch_1"),
+                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+                ("patchpilot:exclude", "yes"),
+            ],
+        );
+        facts.state = Some("terminated".to_string());
+        assert_eq!(
+            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            TagAction::Gone
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The fleet's Patch Group tags: classify instances and write the tags they lack, with as few
-//! write calls as AWS allows.
+//! The fleet's Patch Group tags: classify instances, write the tags they lack and remove
+//! patchpilot's own tag from excluded instances, with as few write calls as AWS allows.
 //!
 //! Two entry points share one decision and one write path:
 //! - [`tag_instances`] — the auto-tagger: the instances named by one event;
@@ -10,6 +10,13 @@
 //! one resource, so managed (`mi-*`) nodes cost one call each. The Patch Group tag and the
 //! ownership marker (`patchpilot:managed=true`) go in the same call, which is also the only
 //! tag-key set the template's IAM condition allows.
+//!
+//! An excluded instance whose Patch Group tag patchpilot wrote (marker present) has both keys
+//! removed — otherwise the maintenance-window target (`tag:Patch Group = <group>`) keeps
+//! patching it. EC2 `DeleteTags` names the keys only (a `Value` would make the deletion
+//! conditional on it), so every such instance shares one call per 1000 ids whatever its
+//! group; SSM `RemoveTagsFromResource` takes one node per call. A Patch Group tag a person set
+//! is never removed (the outcome's reason says to remove it by hand).
 //!
 //! The AWS operations are behind [`InstancePort`] and [`ManagedPort`] (implemented by
 //! `aws::ec2::Ec2Fleet` and `aws::managed::ManagedInstances`), so the grouping is tested here
@@ -31,6 +38,9 @@ use crate::policy::Policy;
 
 /// EC2 `CreateTags`: "Resources … Constraints: Up to 1000 resource IDs" (EC2 API reference).
 pub const CREATE_TAGS_MAX_IDS: usize = 1000;
+/// EC2 `DeleteTags`: "ResourceId.N … Constraints: Up to 1000 resource IDs" (EC2 API
+/// reference).
+pub const DELETE_TAGS_MAX_IDS: usize = 1000;
 
 /// One page of instances and the token of the next one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +73,15 @@ pub trait InstancePort: Sync {
         tags: &[(String, String)],
         calls: &CallLog,
     ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Remove the tags with these `keys`, whatever their values, from `ids` (at most
+    /// [`DELETE_TAGS_MAX_IDS`]) in one `DeleteTags` call.
+    fn delete_tags(
+        &self,
+        ids: &[String],
+        keys: &[String],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
 }
 
 /// SSM managed nodes (`mi-*`, hybrid activations): the operations the tagger needs (port).
@@ -86,6 +105,15 @@ pub trait ManagedPort: Sync {
         &self,
         id: &str,
         tags: &[(String, String)],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Remove the tags with these `keys` from one node (`RemoveTagsFromResource`,
+    /// ResourceType `ManagedInstance`).
+    fn remove_tags(
+        &self,
+        id: &str,
+        keys: &[String],
         calls: &CallLog,
     ) -> impl Future<Output = Result<(), FleetError>> + Send;
 }
@@ -113,6 +141,14 @@ impl<T: InstancePort + ?Sized> InstancePort for &T {
     ) -> impl Future<Output = Result<(), FleetError>> + Send {
         (**self).create_tags(ids, tags, calls)
     }
+    fn delete_tags(
+        &self,
+        ids: &[String],
+        keys: &[String],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send {
+        (**self).delete_tags(ids, keys, calls)
+    }
 }
 
 impl<T: ManagedPort + ?Sized> ManagedPort for &T {
@@ -137,6 +173,14 @@ impl<T: ManagedPort + ?Sized> ManagedPort for &T {
         calls: &CallLog,
     ) -> impl Future<Output = Result<(), FleetError>> + Send {
         (**self).add_tags(id, tags, calls)
+    }
+    fn remove_tags(
+        &self,
+        id: &str,
+        keys: &[String],
+        calls: &CallLog,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send {
+        (**self).remove_tags(id, keys, calls)
     }
 }
 
@@ -193,7 +237,13 @@ pub enum Action {
     Unchanged,
     /// A person set a different value and the policy does not say `overwrite: true`.
     RespectedManual,
-    /// The exclusion tag is present.
+    /// Excluded, and the Patch Group tag was patchpilot's: it and the ownership marker were
+    /// removed, so no maintenance window patches the instance any more.
+    Untagged,
+    /// Dry run: patchpilot's Patch Group tag would be removed (excluded instance).
+    WouldUntag,
+    /// The exclusion tag is present and there is no tag of patchpilot's to remove (a Patch
+    /// Group tag set by a person is kept and reported in the reason).
     Excluded,
     /// No patch group can be derived (no environment, unknown OS, no batch…).
     Unmatched,
@@ -208,6 +258,8 @@ impl Action {
             Action::WouldTag => "would-tag",
             Action::Unchanged => "unchanged",
             Action::RespectedManual => "respected-manual",
+            Action::Untagged => "untagged",
+            Action::WouldUntag => "would-untag",
             Action::Excluded => "excluded",
             Action::Unmatched => "unmatched",
             Action::Gone => "gone",
@@ -229,7 +281,8 @@ pub struct TagOutcome {
     /// The patch group the instance belongs to (what is, or would be, on the tag).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_group: Option<String>,
-    /// Why nothing was written (respected-manual, excluded, unmatched, gone).
+    /// Why nothing was written (respected-manual, excluded, unmatched, gone), or why the tag
+    /// was removed (untagged, would-untag; names the removed value).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -238,17 +291,33 @@ pub struct TagOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResourceKind {
-    /// EC2 `CreateTags`, up to 1000 instances per call.
+    /// EC2 `CreateTags` / `DeleteTags`, up to 1000 instances per call.
     Ec2Instance,
-    /// SSM `AddTagsToResource`, one node per call.
+    /// SSM `AddTagsToResource` / `RemoveTagsFromResource`, one node per call.
     ManagedInstance,
+}
+
+/// What a tag write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagOperation {
+    /// Set the Patch Group tag and the ownership marker (`CreateTags` /
+    /// `AddTagsToResource`).
+    Create,
+    /// Remove patchpilot's Patch Group tag and the ownership marker from excluded instances
+    /// (`DeleteTags` / `RemoveTagsFromResource`).
+    Delete,
 }
 
 /// One write call (made, or planned in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagWrite {
     pub resource: ResourceKind,
-    pub patch_group: String,
+    pub operation: TagOperation,
+    /// The value written (`create`). Absent for `delete`: one key-only `DeleteTags` call
+    /// removes whatever values its instances had (each outcome's reason names its value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_group: Option<String>,
     pub instance_ids: Vec<String>,
     pub applied: bool,
 }
@@ -261,9 +330,11 @@ pub struct SweepReport {
     /// Instances seen (EC2 and managed nodes).
     pub instances: u32,
     pub counts: BTreeMap<Action, u32>,
-    /// One entry per write call (`CreateTags` / `AddTagsToResource`).
+    /// One entry per write call (`CreateTags` / `AddTagsToResource` / `DeleteTags` /
+    /// `RemoveTagsFromResource`).
     pub writes: Vec<TagWrite>,
-    /// Outcomes other than tagged / would-tag / unchanged / gone.
+    /// Outcomes other than tagged / would-tag / unchanged / gone: respected-manual,
+    /// untagged / would-untag, excluded, unmatched.
     pub attention: Vec<TagOutcome>,
 }
 
@@ -278,8 +349,17 @@ impl SweepReport {
     }
 }
 
-/// The decision about one instance and, when a write is needed, its value.
-fn decide(policy: &Policy, facts: &InstanceFacts) -> (TagOutcome, Option<String>) {
+/// A write one instance needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Write {
+    /// Set the Patch Group tag to this value (with the ownership marker).
+    Tag(String),
+    /// Remove patchpilot's Patch Group tag and the ownership marker.
+    Untag,
+}
+
+/// The decision about one instance and the write it needs, if any.
+fn decide(policy: &Policy, facts: &InstanceFacts) -> (TagOutcome, Option<Write>) {
     let decision = classify(policy, facts);
     let group = match &decision {
         Decision::Group { group, .. } => Some(group.to_string()),
@@ -292,7 +372,7 @@ fn decide(policy: &Policy, facts: &InstanceFacts) -> (TagOutcome, Option<String>
         reason,
     };
     match tag_action(policy, facts, &decision) {
-        TagAction::Tag { value } => (outcome(Action::Tagged, None), Some(value)),
+        TagAction::Tag { value } => (outcome(Action::Tagged, None), Some(Write::Tag(value))),
         TagAction::Unchanged => (outcome(Action::Unchanged, None), None),
         TagAction::RespectManual { current, wanted } => (
             outcome(
@@ -304,6 +384,9 @@ fn decide(policy: &Policy, facts: &InstanceFacts) -> (TagOutcome, Option<String>
             ),
             None,
         ),
+        TagAction::Untag { current: _, reason } => {
+            (outcome(Action::Untagged, Some(reason)), Some(Write::Untag))
+        }
         TagAction::Skip { reason } => {
             let action = match decision {
                 Decision::Excluded { .. } => Action::Excluded,
@@ -353,16 +436,26 @@ fn tag_set(policy: &Policy, value: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// Writes waiting to be made: EC2 ids by value, managed nodes one by one.
+/// The keys patchpilot removes from an excluded instance: exactly the keys it writes (and the
+/// only ones the template's IAM condition lets it delete).
+fn untag_keys(policy: &Policy) -> Vec<String> {
+    vec![policy.tag_key.clone(), OWNERSHIP_TAG_KEY.to_string()]
+}
+
+/// Writes waiting to be made: EC2 ids by value, managed nodes one by one; removals likewise.
 #[derive(Default)]
 struct PendingWrites {
     ec2: BTreeMap<String, Vec<String>>,
     managed: Vec<(String, String)>,
+    ec2_untag: Vec<String>,
+    managed_untag: Vec<String>,
 }
 
 impl PendingWrites {
-    /// Write (or in a dry run, list) every pending tag; one `CreateTags` per distinct value
-    /// per 1000 instances.
+    /// Make (or in a dry run, list) every pending write: first the removals from excluded
+    /// instances (one `DeleteTags` per 1000 instances, one `RemoveTagsFromResource` per
+    /// node), then the tags (one `CreateTags` per distinct value per 1000 instances, one
+    /// `AddTagsToResource` per node).
     async fn flush<E: InstancePort, M: ManagedPort>(
         self,
         policy: &Policy,
@@ -371,6 +464,42 @@ impl PendingWrites {
         dry_run: bool,
     ) -> Result<Vec<TagWrite>, FleetError> {
         let mut writes = Vec::new();
+        let keys = untag_keys(policy);
+        for chunk in self.ec2_untag.chunks(DELETE_TAGS_MAX_IDS) {
+            if !dry_run {
+                adapters.ec2.delete_tags(chunk, &keys, calls).await?;
+                info!(
+                    instances = chunk.len(),
+                    instance_ids = %chunk.join(","),
+                    tag_keys = %keys.join(","),
+                    "DeleteTags: excluded instances no longer in a patch group"
+                );
+            }
+            writes.push(TagWrite {
+                resource: ResourceKind::Ec2Instance,
+                operation: TagOperation::Delete,
+                patch_group: None,
+                instance_ids: chunk.to_vec(),
+                applied: !dry_run,
+            });
+        }
+        for id in self.managed_untag {
+            if !dry_run {
+                adapters.managed.remove_tags(&id, &keys, calls).await?;
+                info!(
+                    instance_id = %id,
+                    tag_keys = %keys.join(","),
+                    "RemoveTagsFromResource: excluded node no longer in a patch group"
+                );
+            }
+            writes.push(TagWrite {
+                resource: ResourceKind::ManagedInstance,
+                operation: TagOperation::Delete,
+                patch_group: None,
+                instance_ids: vec![id],
+                applied: !dry_run,
+            });
+        }
         for (value, ids) in self.ec2 {
             let tags = tag_set(policy, &value);
             for chunk in ids.chunks(CREATE_TAGS_MAX_IDS) {
@@ -380,7 +509,8 @@ impl PendingWrites {
                 }
                 writes.push(TagWrite {
                     resource: ResourceKind::Ec2Instance,
-                    patch_group: value.clone(),
+                    operation: TagOperation::Create,
+                    patch_group: Some(value.clone()),
                     instance_ids: chunk.to_vec(),
                     applied: !dry_run,
                 });
@@ -396,7 +526,8 @@ impl PendingWrites {
             }
             writes.push(TagWrite {
                 resource: ResourceKind::ManagedInstance,
-                patch_group: value,
+                operation: TagOperation::Create,
+                patch_group: Some(value),
                 instance_ids: vec![id],
                 applied: !dry_run,
             });
@@ -404,10 +535,15 @@ impl PendingWrites {
         Ok(writes)
     }
 
-    fn push(&mut self, kind: ResourceKind, id: &str, value: String) {
-        match kind {
-            ResourceKind::Ec2Instance => self.ec2.entry(value).or_default().push(id.to_string()),
-            ResourceKind::ManagedInstance => self.managed.push((id.to_string(), value)),
+    fn push(&mut self, kind: ResourceKind, id: &str, write: Write) {
+        let id = id.to_string();
+        match (kind, write) {
+            (ResourceKind::Ec2Instance, Write::Tag(value)) => {
+                self.ec2.entry(value).or_default().push(id)
+            }
+            (ResourceKind::ManagedInstance, Write::Tag(value)) => self.managed.push((id, value)),
+            (ResourceKind::Ec2Instance, Write::Untag) => self.ec2_untag.push(id),
+            (ResourceKind::ManagedInstance, Write::Untag) => self.managed_untag.push(id),
         }
     }
 }
@@ -423,8 +559,10 @@ fn kind_of(id: &str) -> Result<ResourceKind, FleetError> {
 }
 
 /// Tag the instances named by an event: one describe for the EC2 ids, one for the managed
-/// nodes, then at most one write per distinct value (EC2) or per node (managed). Outcomes are
-/// in the order of `ids` (duplicates removed).
+/// nodes, then at most one write per distinct value (EC2) or per node (managed); excluded
+/// instances carrying patchpilot's tag lose it (one `DeleteTags` for all of them, or one
+/// `RemoveTagsFromResource` per node). Outcomes are in the order of `ids` (duplicates
+/// removed).
 pub async fn tag_instances<E: InstancePort, M: ManagedPort>(
     ids: &[String],
     policy: &Policy,
@@ -458,8 +596,8 @@ pub async fn tag_instances<E: InstancePort, M: ManagedPort>(
     let mut pending = PendingWrites::default();
     for f in &facts {
         let (outcome, write) = decide(policy, f);
-        if let Some(value) = write {
-            pending.push(kind_of(&f.instance_id)?, &f.instance_id, value);
+        if let Some(write) = write {
+            pending.push(kind_of(&f.instance_id)?, &f.instance_id, write);
         }
         by_id.insert(f.instance_id.clone(), outcome);
     }
@@ -483,9 +621,10 @@ pub async fn tag_instances<E: InstancePort, M: ManagedPort>(
 }
 
 /// Sweep the whole fleet (every EC2 instance that is not terminated, every managed node) and
-/// fix missing or wrong Patch Group tags. Pages are read first, then the writes are made
-/// grouped by value across the whole fleet: 2,000 untagged instances in two patch groups cost
-/// two `CreateTags` calls. `dry_run` plans the writes without making them.
+/// fix missing or wrong Patch Group tags, removing patchpilot's own tag from excluded
+/// instances. Pages are read first, then the writes are made grouped by value across the
+/// whole fleet: 2,000 untagged instances in two patch groups cost two `CreateTags` calls.
+/// `dry_run` plans the writes without making them.
 pub async fn sweep<E: InstancePort, M: ManagedPort>(
     policy: &Policy,
     adapters: &FleetAdapters<E, M>,
@@ -500,16 +639,23 @@ pub async fn sweep<E: InstancePort, M: ManagedPort>(
     let mut consider = |kind: ResourceKind, f: &InstanceFacts| {
         instances += 1;
         let (mut outcome, write) = decide(policy, f);
-        if let Some(value) = write {
+        if let Some(write) = write {
             if dry_run {
-                outcome.action = Action::WouldTag;
+                outcome.action = match write {
+                    Write::Tag(_) => Action::WouldTag,
+                    Write::Untag => Action::WouldUntag,
+                };
             }
-            pending.push(kind, &f.instance_id, value);
+            pending.push(kind, &f.instance_id, write);
         }
         *counts.entry(outcome.action).or_insert(0) += 1;
         if matches!(
             outcome.action,
-            Action::RespectedManual | Action::Excluded | Action::Unmatched
+            Action::RespectedManual
+                | Action::Untagged
+                | Action::WouldUntag
+                | Action::Excluded
+                | Action::Unmatched
         ) {
             log_outcome(&outcome);
             attention.push(outcome);
@@ -563,15 +709,18 @@ mod tests {
     use crate::classify::FactsSource;
     use std::sync::Mutex;
 
-    /// One recorded write: the ids and the tags.
-    type Write = (Vec<String>, Vec<(String, String)>);
+    /// One recorded tag write: the ids and the tags.
+    type Recorded = (Vec<String>, Vec<(String, String)>);
+    /// One recorded removal: the ids and the keys.
+    type Removal = (Vec<String>, Vec<String>);
 
     /// An in-memory fleet: instances by id, pages of `page_size`, every write recorded.
     #[derive(Default)]
     struct FakeFleet {
         instances: Vec<InstanceFacts>,
         page_size: usize,
-        writes: Mutex<Vec<Write>>,
+        writes: Mutex<Vec<Recorded>>,
+        removals: Mutex<Vec<Removal>>,
     }
 
     impl FakeFleet {
@@ -580,11 +729,23 @@ mod tests {
                 instances,
                 page_size,
                 writes: Mutex::new(Vec::new()),
+                removals: Mutex::new(Vec::new()),
             }
         }
 
-        fn writes(&self) -> Vec<Write> {
+        fn writes(&self) -> Vec<Recorded> {
             self.writes.lock().expect("lock").clone()
+        }
+
+        fn removals(&self) -> Vec<Removal> {
+            self.removals.lock().expect("lock").clone()
+        }
+
+        fn record_removal(&self, ids: &[String], keys: &[String]) {
+            self.removals
+                .lock()
+                .expect("lock")
+                .push((ids.to_vec(), keys.to_vec()));
         }
 
         fn describe_ids(&self, ids: &[String]) -> Vec<InstanceFacts> {
@@ -636,6 +797,17 @@ mod tests {
             self.record(ids, tags);
             Ok(())
         }
+        async fn delete_tags(
+            &self,
+            ids: &[String],
+            keys: &[String],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            assert!(ids.len() <= DELETE_TAGS_MAX_IDS, "{} ids", ids.len());
+            calls.record("DeleteTags");
+            self.record_removal(ids, keys);
+            Ok(())
+        }
     }
 
     impl ManagedPort for FakeFleet {
@@ -659,6 +831,16 @@ mod tests {
         ) -> Result<(), FleetError> {
             calls.record("AddTagsToResource");
             self.record(&[id.to_string()], tags);
+            Ok(())
+        }
+        async fn remove_tags(
+            &self,
+            id: &str,
+            keys: &[String],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            calls.record("RemoveTagsFromResource");
+            self.record_removal(&[id.to_string()], keys);
             Ok(())
         }
     }
@@ -764,6 +946,14 @@ mod tests {
         ) -> Result<(), FleetError> {
             self.0.add_tags(id, tags, calls).await
         }
+        async fn remove_tags(
+            &self,
+            id: &str,
+            keys: &[String],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            self.0.remove_tags(id, keys, calls).await
+        }
     }
 
     /// The EC2 side of the fake: only `i-*` facts.
@@ -789,6 +979,14 @@ mod tests {
             calls: &CallLog,
         ) -> Result<(), FleetError> {
             self.0.create_tags(ids, tags, calls).await
+        }
+        async fn delete_tags(
+            &self,
+            ids: &[String],
+            keys: &[String],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            self.0.delete_tags(ids, keys, calls).await
         }
     }
 
@@ -1032,6 +1230,205 @@ mod tests {
         assert!(fleet.writes().is_empty());
         let json = serde_json::to_value(&report).expect("serialisable");
         assert_eq!(json["counts"]["would-tag"], 10);
+        assert_eq!(json["writes"][0]["operation"], "create");
+        assert_eq!(json["writes"][0]["resource"], "ec2-instance");
+        assert!(json["writes"][0]["patch_group"].is_string());
+    }
+
+    /// An instance patchpilot tagged earlier (marker present), now excluded.
+    fn excluded_owned(mut facts: InstanceFacts, group: &str) -> InstanceFacts {
+        facts
+            .tags
+            .insert("Patch Group".to_string(), group.to_string());
+        facts.tags.insert(
+            OWNERSHIP_TAG_KEY.to_string(),
+            OWNERSHIP_TAG_VALUE.to_string(),
+        );
+        facts
+            .tags
+            .insert("patchpilot:exclude".to_string(), "fragile".to_string());
+        facts
+    }
+
+    fn keys() -> Vec<String> {
+        ids(&["Patch Group", "patchpilot:managed"])
+    }
+
+    #[test]
+    fn excluded_instances_lose_patchpilots_tag_in_one_delete_tags_call() {
+        // Excluded, with a Patch Group tag a person set (no marker): kept.
+        let manual = ec2(
+            "i-03",
+            "db-prod",
+            "Linux/UNIX",
+            "amzn2-ami-hvm",
+            &[
+                ("Patch Group", "dba-special"),
+                ("patchpilot:exclude", "yes"),
+            ],
+        );
+        let node = excluded_owned(
+            managed("mi-0123456789abcdef0", "db-onprem-prod"),
+            "patch_prod_0600_batch_1",
+        );
+        let fleet = FakeFleet::new(
+            vec![
+                // Two different groups: still one key-only DeleteTags.
+                excluded_owned(linux("i-01", "test"), "patch_test_0600_batch_1"),
+                excluded_owned(windows("i-02", "prod"), "patch_prod_0600_batch_2"),
+                manual,
+                node,
+                linux("i-04", "test"),
+            ],
+            100,
+        );
+        let calls = CallLog::new();
+        let outcomes = run(tag_instances(
+            &ids(&["i-01", "i-02", "i-03", "mi-0123456789abcdef0", "i-04"]),
+            &Policy::reference(),
+            &adapters(&fleet),
+            &calls,
+        ))
+        .expect("ok");
+        let actions: Vec<Action> = outcomes.iter().map(|o| o.action).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::Untagged,
+                Action::Untagged,
+                Action::Excluded,
+                Action::Untagged,
+                Action::Tagged
+            ]
+        );
+        let reason = |i: usize| outcomes[i].reason.clone().unwrap_or_default();
+        assert!(
+            reason(0).contains("patch_test_0600_batch_1"),
+            "{}",
+            reason(0)
+        );
+        assert!(
+            reason(1).contains("patch_prod_0600_batch_2"),
+            "{}",
+            reason(1)
+        );
+        assert!(
+            reason(2).contains("dba-special") && reason(2).contains("remove it by hand"),
+            "{}",
+            reason(2)
+        );
+        assert_eq!(outcomes[0].patch_group, None);
+        let by_op = calls.summary().by_operation;
+        assert_eq!(by_op.get("DeleteTags"), Some(&1));
+        assert_eq!(by_op.get("RemoveTagsFromResource"), Some(&1));
+        assert_eq!(by_op.get("CreateTags"), Some(&1));
+        assert_eq!(by_op.get("AddTagsToResource"), None);
+        assert_eq!(
+            fleet.removals(),
+            vec![
+                (ids(&["i-01", "i-02"]), keys()),
+                (ids(&["mi-0123456789abcdef0"]), keys()),
+            ]
+        );
+        // The manual tag's instance is never in a write.
+        assert!(fleet
+            .writes()
+            .iter()
+            .all(|(w, _)| !w.contains(&"i-03".to_string())));
+    }
+
+    #[test]
+    fn the_removed_keys_follow_the_policys_tag_key() {
+        let mut policy = Policy::reference();
+        policy.tag_key = "PatchGroup".to_string();
+        let mut facts = linux("i-01", "prod");
+        facts.tags.insert(
+            "PatchGroup".to_string(),
+            "patch_prod_0600_batch_1".to_string(),
+        );
+        facts.tags.insert(
+            OWNERSHIP_TAG_KEY.to_string(),
+            OWNERSHIP_TAG_VALUE.to_string(),
+        );
+        facts
+            .tags
+            .insert("patchpilot:exclude".to_string(), String::new());
+        let fleet = FakeFleet::new(vec![facts], 100);
+        let outcomes = run(tag_instances(
+            &ids(&["i-01"]),
+            &policy,
+            &adapters(&fleet),
+            &CallLog::new(),
+        ))
+        .expect("ok");
+        assert_eq!(outcomes[0].action, Action::Untagged);
+        assert_eq!(
+            fleet.removals(),
+            vec![(ids(&["i-01"]), ids(&["PatchGroup", "patchpilot:managed"]))]
+        );
+    }
+
+    #[test]
+    fn a_sweep_removes_patchpilots_tag_from_2500_excluded_instances_in_3_calls() {
+        let mut instances: Vec<InstanceFacts> = big_fleet(2500)
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let group = if i % 2 == 0 {
+                    "patch_test_0600_batch_1"
+                } else {
+                    "patch_prod_0600_batch_2"
+                };
+                excluded_owned(f, group)
+            })
+            .collect();
+        instances.push(excluded_owned(
+            managed("mi-0123456789abcdef0", "db-onprem-test"),
+            "patch_test_0600_batch_1",
+        ));
+        let fleet = FakeFleet::new(instances, 1000);
+        let policy = Policy::reference();
+
+        let calls = CallLog::new();
+        let dry = run(sweep(&policy, &adapters(&fleet), &calls, true)).expect("planned");
+        assert_eq!(dry.count(Action::WouldUntag), 2501);
+        assert_eq!(dry.attention.len(), 2501);
+        assert_eq!(calls.summary().writes, 0);
+        assert!(fleet.removals().is_empty());
+        assert_eq!(
+            dry.writes.len(),
+            4,
+            "3 DeleteTags + 1 RemoveTagsFromResource planned"
+        );
+        let json = serde_json::to_value(&dry).expect("serialisable");
+        assert_eq!(json["counts"]["would-untag"], 2501);
+        assert_eq!(json["writes"][0]["operation"], "delete");
+        assert!(
+            json["writes"][0].get("patch_group").is_none(),
+            "{}",
+            json["writes"][0]
+        );
+
+        let calls = CallLog::new();
+        let report = run(sweep(&policy, &adapters(&fleet), &calls, false)).expect("swept");
+        assert_eq!(report.count(Action::Untagged), 2501);
+        let by_op = calls.summary().by_operation;
+        assert_eq!(by_op.get("DeleteTags"), Some(&3), "1000 + 1000 + 500");
+        assert_eq!(by_op.get("RemoveTagsFromResource"), Some(&1));
+        assert_eq!(by_op.get("CreateTags"), None);
+        assert_eq!(report.write_calls(), 4);
+        let removals = fleet.removals();
+        assert!(removals
+            .iter()
+            .all(|(ids, k)| ids.len() <= 1000 && *k == keys()));
+        assert_eq!(
+            removals.iter().map(|(ids, _)| ids.len()).sum::<usize>(),
+            2501
+        );
+        assert!(report
+            .writes
+            .iter()
+            .all(|w| w.operation == TagOperation::Delete && w.patch_group.is_none()));
     }
 
     #[test]

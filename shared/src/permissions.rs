@@ -17,10 +17,13 @@ pub const AUTO_TAGGER: &[&str] = &[
     // AMI names: `PlatformDetails` `Linux/UNIX` does not say which distribution.
     "ec2:DescribeImages",
     "ec2:CreateTags",
+    // An excluded instance loses the Patch Group tag patchpilot wrote (and the marker).
+    "ec2:DeleteTags",
     "ssm:GetParameter",
     "ssm:DescribeInstanceInformation",
     "ssm:ListTagsForResource",
     "ssm:AddTagsToResource",
+    "ssm:RemoveTagsFromResource",
 ];
 
 /// baseline-sync: schedule / policy change / manual invoke -> baselines, groups, windows,
@@ -55,6 +58,9 @@ pub const BASELINE_SYNC: &[&str] = &[
     "ec2:DescribeInstances",
     "ec2:DescribeImages",
     "ec2:CreateTags",
+    // The sweep removes patchpilot's Patch Group tag from excluded instances / nodes.
+    "ec2:DeleteTags",
+    "ssm:RemoveTagsFromResource",
     // Only on the maintenance-window service role, only towards ssm.amazonaws.com
     // (RegisterTaskWithMaintenanceWindow / UpdateMaintenanceWindowTask pass `ServiceRoleArn`).
     "iam:PassRole",

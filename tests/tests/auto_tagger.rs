@@ -19,6 +19,7 @@ use serde_json::Value;
 const RUNNING: &str = include_str!("../../events/auto-tagger/ec2-state-running.json");
 const PENDING: &str = include_str!("../../events/auto-tagger/ec2-state-pending.json");
 const TAG_CHANGE: &str = include_str!("../../events/auto-tagger/tag-change-environment.json");
+const TAG_EXCLUDE: &str = include_str!("../../events/auto-tagger/tag-change-exclude.json");
 const REGISTRATION: &str =
     include_str!("../../events/auto-tagger/managed-instance-registration.json");
 
@@ -525,7 +526,8 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
     assert_eq!(requests.write_count(), create_tags);
     assert_eq!(report.write_calls() as u64, create_tags);
     let by_group: BTreeMap<&str, usize> = report.writes.iter().fold(BTreeMap::new(), |mut m, w| {
-        *m.entry(w.patch_group.as_str()).or_default() += w.instance_ids.len();
+        *m.entry(w.patch_group.as_deref().unwrap_or_default())
+            .or_default() += w.instance_ids.len();
         m
     });
     assert_eq!(by_group.get("patch_test_0600_batch_1"), Some(&1000));
@@ -534,7 +536,10 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
     assert_eq!(json["counts"]["tagged"], 2000);
     let sample = &report.writes[0].instance_ids[0];
     let tags = tags_of(emu, sample).await;
-    assert_eq!(tags.get("Patch Group"), Some(&report.writes[0].patch_group));
+    assert_eq!(
+        tags.get("Patch Group"),
+        report.writes[0].patch_group.as_ref()
+    );
     assert_eq!(
         tags.get("patchpilot:managed").map(String::as_str),
         Some("true")
@@ -548,4 +553,282 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
     assert_eq!(again.count(Action::Unchanged), 2000);
     assert_eq!(counts(emu).write_count(), 0, "second sweep writes nothing");
     assert_eq!(calls.summary().writes, 0);
+}
+
+/// The documented tag-change event of an operator adding `patchpilot:exclude`, for `id`.
+fn exclude_event(id: &str) -> Value {
+    let mut event = json(TAG_EXCLUDE);
+    event["resources"] = Value::Array(vec![instance_arn(id)]);
+    event
+}
+
+async fn add_tag(emu: &Emulator, id: &str, key: &str, value: &str) {
+    emu.ec2()
+        .await
+        .create_tags()
+        .resources(id)
+        .tags(Tag::builder().key(key).value(value).build())
+        .send()
+        .await
+        .expect("CreateTags by the operator");
+}
+
+#[tokio::test]
+async fn excluding_a_host_patchpilot_tagged_removes_its_patch_group() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .launch_instance("amazon-linux-2", "web-01-prod", &[("Environment", "prod")])
+        .await
+        .expect("launch");
+    let launched = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("launch handled");
+    assert_eq!(launched.results[0].action, Action::Tagged);
+    let tags = tags_of(emu, &id).await;
+    assert_eq!(
+        tags.get("Patch Group").map(String::as_str),
+        Some("patch_prod_0600_batch_1")
+    );
+    assert_eq!(
+        tags.get("patchpilot:managed").map(String::as_str),
+        Some("true")
+    );
+
+    // The operator excludes the fragile host; EventBridge delivers the tag-change event.
+    add_tag(emu, &id, "patchpilot:exclude", "fragile, patched by hand").await;
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(&tagger, exclude_event(&id))
+        .await
+        .expect("exclusion handled");
+    // Counted before the checks below, which read the tags through the emulator too.
+    let requests = counts(emu);
+    assert_eq!(requests.get("ec2", "DeleteTags"), 1);
+    assert_eq!(requests.write_count(), 1, "{:?}", requests.writes());
+    assert_eq!(requests.get("ec2", "DescribeInstances"), 1);
+    assert_eq!(response.aws_calls.by_operation.get("DeleteTags"), Some(&1));
+    let r = &response.results[0];
+    assert_eq!(r.action, Action::Untagged, "{r:?}");
+    let reason = r.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("patch_prod_0600_batch_1") && reason.contains("fragile"),
+        "{reason}"
+    );
+    let tags = tags_of(emu, &id).await;
+    assert!(!tags.contains_key("Patch Group"), "{tags:?}");
+    assert!(!tags.contains_key("patchpilot:managed"), "{tags:?}");
+    // Only patchpilot's keys went: the operator's tags stay.
+    assert_eq!(
+        tags.get("patchpilot:exclude").map(String::as_str),
+        Some("fragile, patched by hand")
+    );
+    assert_eq!(tags.get("Environment").map(String::as_str), Some("prod"));
+    assert_eq!(tags.get("Name").map(String::as_str), Some("web-01-prod"));
+
+    // The same event again (EventBridge delivers at least once): nothing left to remove.
+    emu.reset_request_counts().expect("reset counter");
+    let again = handle(&tagger, exclude_event(&id))
+        .await
+        .expect("repeat handled");
+    assert_eq!(again.results[0].action, Action::Excluded);
+    let requests = counts(emu);
+    assert_eq!(requests.write_count(), 0, "{:?}", requests.writes());
+    assert_eq!(again.aws_calls.writes, 0);
+
+    // A launch-type event (reboot, restart) does not tag it again either.
+    emu.reset_request_counts().expect("reset counter");
+    let restarted = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("running handled");
+    assert_eq!(restarted.results[0].action, Action::Excluded);
+    assert_eq!(counts(emu).write_count(), 0);
+}
+
+#[tokio::test]
+async fn a_manual_patch_group_tag_on_an_excluded_host_is_kept_and_reported() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let id = emu
+        .launch_instance(
+            "rhel-9",
+            "db-01-prod",
+            &[("Environment", "prod"), ("Patch Group", "dba-special")],
+        )
+        .await
+        .expect("launch");
+    add_tag(emu, &id, "patchpilot:exclude", "fragile").await;
+    emu.reset_request_counts().expect("reset counter");
+    let response = handle(&tagger, exclude_event(&id))
+        .await
+        .expect("exclusion handled");
+    let r = &response.results[0];
+    assert_eq!(r.action, Action::Excluded, "{r:?}");
+    let reason = r.reason.clone().unwrap_or_default();
+    for part in [
+        "dba-special",
+        "set by a person",
+        "remove it by hand to stop patching",
+    ] {
+        assert!(reason.contains(part), "missing {part}: {reason}");
+    }
+    let requests = counts(emu);
+    assert_eq!(requests.write_count(), 0, "{:?}", requests.writes());
+    assert_eq!(
+        tags_of(emu, &id)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("dba-special")
+    );
+}
+
+async fn managed_tags(emu: &Emulator, id: &str) -> BTreeMap<String, String> {
+    emu.ssm()
+        .await
+        .list_tags_for_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::ManagedInstance)
+        .resource_id(id)
+        .send()
+        .await
+        .expect("ListTagsForResource")
+        .tag_list()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let web = emu
+        .launch_instance("amazon-linux-2", "web-01-test", &[])
+        .await
+        .expect("launch");
+    let app = emu
+        .launch_instance("windows-2022", "app-01-prod", &[])
+        .await
+        .expect("launch");
+    let kept = emu
+        .launch_instance("ubuntu-22.04", "build-test", &[])
+        .await
+        .expect("launch");
+    let manual = emu
+        .launch_instance(
+            "rhel-9",
+            "db-01-prod",
+            &[
+                ("Patch Group", "dba-special"),
+                ("patchpilot:exclude", "yes"),
+            ],
+        )
+        .await
+        .expect("launch");
+    let node = emu
+        .register_managed_instance(&ManagedInstance {
+            platform_type: "Linux".to_string(),
+            platform_name: "Ubuntu".to_string(),
+            platform_version: "22.04".to_string(),
+            name: Some("db-onprem-test".to_string()),
+            tags: BTreeMap::new(),
+        })
+        .expect("register");
+    let adapters = adapters(emu).await;
+    let policy = Policy::reference();
+    let first = sweep(&policy, &adapters, &CallLog::new(), false)
+        .await
+        .expect("first sweep");
+    assert_eq!(first.count(Action::Tagged), 4, "{first:?}");
+
+    // Two EC2 hosts (different patch groups) and the on-prem node are excluded.
+    add_tag(emu, &web, "patchpilot:exclude", "fragile").await;
+    add_tag(emu, &app, "patchpilot:exclude", "vendor patches it").await;
+    emu.ssm()
+        .await
+        .add_tags_to_resource()
+        .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::ManagedInstance)
+        .resource_id(&node)
+        .tags(
+            aws_sdk_ssm::types::Tag::builder()
+                .key("patchpilot:exclude")
+                .value("yes")
+                .build()
+                .expect("tag"),
+        )
+        .send()
+        .await
+        .expect("exclude the node");
+
+    emu.reset_request_counts().expect("reset counter");
+    let dry = sweep(&policy, &adapters, &CallLog::new(), true)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.count(Action::WouldUntag), 3, "{dry:?}");
+    assert_eq!(counts(emu).write_count(), 0, "a dry run writes nothing");
+
+    emu.reset_request_counts().expect("reset counter");
+    let calls = CallLog::new();
+    let report = sweep(&policy, &adapters, &calls, false)
+        .await
+        .expect("sweep");
+    assert_eq!(report.count(Action::Untagged), 3, "{report:?}");
+    assert_eq!(report.count(Action::Excluded), 1);
+    assert_eq!(report.count(Action::Unchanged), 1);
+    let requests = counts(emu);
+    assert_eq!(
+        requests.get("ec2", "DeleteTags"),
+        1,
+        "both EC2 hosts in one call"
+    );
+    assert_eq!(requests.get("ssm", "RemoveTagsFromResource"), 1);
+    assert_eq!(requests.write_count(), 2, "{:?}", requests.writes());
+    let json = serde_json::to_value(&report).expect("report serialises");
+    assert_eq!(json["counts"]["untagged"], 3);
+    assert_eq!(json["writes"][0]["operation"], "delete");
+    let manual_reason = report
+        .attention
+        .iter()
+        .find(|o| o.instance_id == manual)
+        .and_then(|o| o.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        manual_reason.contains("remove it by hand"),
+        "{manual_reason}"
+    );
+
+    for id in [&web, &app] {
+        let tags = tags_of(emu, id).await;
+        assert!(!tags.contains_key("Patch Group"), "{id}: {tags:?}");
+        assert!(!tags.contains_key("patchpilot:managed"), "{id}: {tags:?}");
+        assert!(tags.contains_key("patchpilot:exclude"), "{id}: {tags:?}");
+    }
+    let node_tags = managed_tags(emu, &node).await;
+    assert!(!node_tags.contains_key("Patch Group"), "{node_tags:?}");
+    assert!(
+        !node_tags.contains_key("patchpilot:managed"),
+        "{node_tags:?}"
+    );
+    assert_eq!(
+        tags_of(emu, &kept)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_test_0600_batch_1")
+    );
+    assert_eq!(
+        tags_of(emu, &manual)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("dba-special")
+    );
+
+    emu.reset_request_counts().expect("reset counter");
+    let again = sweep(&policy, &adapters, &CallLog::new(), false)
+        .await
+        .expect("second sweep");
+    assert_eq!(again.count(Action::Excluded), 4);
+    assert_eq!(counts(emu).write_count(), 0, "second sweep writes nothing");
 }

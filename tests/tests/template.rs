@@ -175,6 +175,11 @@ const ROUTES: &[(&str, Option<(&str, &str)>)] = &[
         "auto-tagger/tag-change-environment.json",
         Some(("AutoTaggerFunction", "InstanceTagChange")),
     ),
+    // Adding the exclusion tag must reach the tagger: it removes patchpilot's Patch Group tag.
+    (
+        "auto-tagger/tag-change-exclude.json",
+        Some(("AutoTaggerFunction", "InstanceTagChange")),
+    ),
     // patchpilot's own Patch Group write must not re-trigger the tagger.
     (
         "auto-tagger/tag-change-patch-group-by-patchpilot.json",

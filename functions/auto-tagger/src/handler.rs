@@ -4,8 +4,11 @@
 //! Events (real payloads in `events/auto-tagger/`):
 //! - `EC2 Instance State-change Notification` (`aws.ec2`), states `pending` / `running`;
 //! - `Tag Change on Resource` (`aws.tag`) of an EC2 instance; a change that touches only the
-//!   Patch Group tag and the ownership marker is patchpilot's own write and is ignored (no
-//!   event loop even if the rule's `changed-tag-keys` filter is widened);
+//!   Patch Group tag and the ownership marker is patchpilot's own write (or removal) and is
+//!   ignored (no event loop even if the rule's `changed-tag-keys` filter is widened). Adding
+//!   the exclusion tag is handled like any other change: the instance is re-read and, being
+//!   excluded, loses the Patch Group tag patchpilot wrote (`DeleteTags`), so no maintenance
+//!   window patches it any more;
 //! - `SSM Managed Instance Registration` (`aws.ssm`): the `mi-*` id is the last path segment
 //!   of `resources[0]` (AWS publishes no example payload; `detail` is treated as optional).
 
@@ -314,6 +317,7 @@ mod tests {
     const PENDING: &str = include_str!("../../../events/auto-tagger/ec2-state-pending.json");
     const RUNNING: &str = include_str!("../../../events/auto-tagger/ec2-state-running.json");
     const TAG_ENV: &str = include_str!("../../../events/auto-tagger/tag-change-environment.json");
+    const TAG_EXCLUDE: &str = include_str!("../../../events/auto-tagger/tag-change-exclude.json");
     const TAG_OWN: &str =
         include_str!("../../../events/auto-tagger/tag-change-patch-group-by-patchpilot.json");
     const REGISTRATION: &str =
@@ -428,6 +432,14 @@ mod tests {
         ) -> Result<(), FleetError> {
             panic!("CreateTags must not be called")
         }
+        async fn delete_tags(
+            &self,
+            _: &[String],
+            _: &[String],
+            _: &CallLog,
+        ) -> Result<(), FleetError> {
+            panic!("DeleteTags must not be called")
+        }
     }
 
     impl ManagedPort for NoAws {
@@ -449,22 +461,137 @@ mod tests {
         ) -> Result<(), FleetError> {
             panic!("AddTagsToResource must not be called")
         }
+        async fn remove_tags(&self, _: &str, _: &[String], _: &CallLog) -> Result<(), FleetError> {
+            panic!("RemoveTagsFromResource must not be called")
+        }
     }
 
-    fn offline_tagger() -> Tagger<NoAws, NoAws> {
-        let ssm = aws_sdk_ssm::Client::from_conf(
+    fn offline_ssm() -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::from_conf(
             aws_sdk_ssm::Config::builder()
                 .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
                 .region(aws_sdk_ssm::config::Region::new("us-east-1"))
                 .build(),
-        );
+        )
+    }
+
+    fn offline_tagger() -> Tagger<NoAws, NoAws> {
         Tagger::with_embedded_policy(
             FleetAdapters {
                 ec2: NoAws,
                 managed: NoAws,
             },
-            ssm,
+            offline_ssm(),
         )
+    }
+
+    /// One EC2 instance whose tags are those of an event's `detail.tags`; records removals
+    /// and fails the test on any tag write.
+    struct OneInstance {
+        facts: InstanceFacts,
+        removed: std::sync::Mutex<Vec<(Vec<String>, Vec<String>)>>,
+    }
+
+    impl OneInstance {
+        fn from_event(event: &Value) -> OneInstance {
+            let tags: BTreeMap<String, String> =
+                serde_json::from_value(event["detail"]["tags"].clone()).expect("detail.tags");
+            let arn = event["resources"][0].as_str().expect("resource ARN");
+            let id = arn.rsplit('/').next().expect("instance id").to_string();
+            OneInstance {
+                facts: InstanceFacts {
+                    instance_id: id,
+                    source: patchpilot::classify::FactsSource::Ec2 {
+                        platform: None,
+                        platform_details: Some("Linux/UNIX".to_string()),
+                        image_name: Some("amzn2-ami-hvm-2.0.20240131.0-x86_64-gp2".to_string()),
+                    },
+                    name: tags.get("Name").cloned(),
+                    tags,
+                    state: Some("running".to_string()),
+                },
+                removed: std::sync::Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl InstancePort for OneInstance {
+        async fn describe(
+            &self,
+            ids: &[String],
+            calls: &CallLog,
+        ) -> Result<Vec<InstanceFacts>, FleetError> {
+            calls.record("DescribeInstances");
+            assert_eq!(ids, std::slice::from_ref(&self.facts.instance_id));
+            Ok(vec![self.facts.clone()])
+        }
+        async fn page(&self, _: Option<String>, _: &CallLog) -> Result<Page, FleetError> {
+            panic!("the handler never pages")
+        }
+        async fn create_tags(
+            &self,
+            _: &[String],
+            _: &[(String, String)],
+            _: &CallLog,
+        ) -> Result<(), FleetError> {
+            panic!("an excluded instance must not be tagged")
+        }
+        async fn delete_tags(
+            &self,
+            ids: &[String],
+            keys: &[String],
+            calls: &CallLog,
+        ) -> Result<(), FleetError> {
+            calls.record("DeleteTags");
+            self.removed
+                .lock()
+                .expect("lock")
+                .push((ids.to_vec(), keys.to_vec()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn adding_the_exclusion_tag_removes_patchpilots_patch_group_tag() {
+        let ev = event(TAG_EXCLUDE);
+        match parse(ev.clone()).expect("parses") {
+            Trigger::TagChange { ids, changed_keys } => {
+                assert_eq!(ids, ["i-0000000aaaaaaaaaa"]);
+                assert_eq!(changed_keys, ["patchpilot:exclude"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let tagger = Tagger::with_embedded_policy(
+            FleetAdapters {
+                ec2: OneInstance::from_event(&ev),
+                managed: NoAws,
+            },
+            offline_ssm(),
+        );
+        let response = run(handle(&tagger, ev)).expect("handled");
+        assert_eq!(response.ignored, None);
+        let r = &response.results[0];
+        assert_eq!(r.action, patchpilot::fleet::Action::Untagged, "{r:?}");
+        let reason = r.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains("patch_prod_0600_batch_1") && reason.contains("fragile"),
+            "{reason}"
+        );
+        assert_eq!(
+            response.aws_calls.by_operation.get("DeleteTags"),
+            Some(&1),
+            "{:?}",
+            response.aws_calls
+        );
+        assert_eq!(response.aws_calls.writes, 1);
+        let removed = tagger.fleet.ec2.removed.lock().expect("lock").clone();
+        assert_eq!(
+            removed,
+            vec![(
+                vec!["i-0000000aaaaaaaaaa".to_string()],
+                vec!["Patch Group".to_string(), "patchpilot:managed".to_string()]
+            )]
+        );
     }
 
     fn run<F: std::future::Future>(f: F) -> F::Output {

@@ -1,6 +1,7 @@
 //! EC2 adapter for the fleet ([`crate::fleet::InstancePort`]): `DescribeInstances` (by id,
 //! with the eventual-consistency retry, or page by page), `DescribeImages` for the AMI names
-//! the classifier needs, and `CreateTags` in batches of ≤ 1000 ids.
+//! the classifier needs, `CreateTags` in batches of ≤ 1000 ids, and `DeleteTags` (keys only)
+//! in batches of ≤ 1000 ids for excluded instances.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -12,7 +13,7 @@ use tracing::{info, warn};
 
 use super::{AwsError, CallLog};
 use crate::classify::{detect_os, FactsSource, InstanceFacts};
-use crate::fleet::{FleetError, InstancePort, Page, CREATE_TAGS_MAX_IDS};
+use crate::fleet::{FleetError, InstancePort, Page, CREATE_TAGS_MAX_IDS, DELETE_TAGS_MAX_IDS};
 
 /// `DescribeInstances` `MaxResults` for the sweep (the API's maximum).
 const PAGE_SIZE: i32 = 1000;
@@ -349,6 +350,52 @@ impl InstancePort for Ec2Fleet {
         }
         Ok(())
     }
+
+    /// `DeleteTags` with `Tag.N.Key` only: "If you specify a tag key without a tag value, we
+    /// delete any tag with this key regardless of its value" (EC2 API reference). A `Value`
+    /// (even empty) would make the deletion conditional on it, and no `Tag` at all would
+    /// delete every user tag of the instances — so an empty `keys` is refused here.
+    async fn delete_tags(
+        &self,
+        ids: &[String],
+        keys: &[String],
+        calls: &CallLog,
+    ) -> Result<(), FleetError> {
+        let tags = key_only_tags(keys)?;
+        for chunk in ids.chunks(DELETE_TAGS_MAX_IDS) {
+            calls.record("DeleteTags");
+            self.client
+                .delete_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .set_tags(Some(tags.clone()))
+                .send()
+                .await
+                .map_err(|e| {
+                    FleetError::aws(
+                        format!(
+                            "removing tags {} from {} instance(s)",
+                            keys.join(", "),
+                            chunk.len()
+                        ),
+                        AwsError::from_sdk("DeleteTags", e),
+                    )
+                })?;
+            info!(instances = chunk.len(), tag_keys = %keys.join(","), "DeleteTags");
+        }
+        Ok(())
+    }
+}
+
+/// `DeleteTags` tags naming `keys` without a value (delete whatever the value is). Refuses an
+/// empty list: a `DeleteTags` without tags deletes all of the resources' user tags.
+fn key_only_tags(keys: &[String]) -> Result<Vec<Tag>, FleetError> {
+    if keys.is_empty() {
+        return Err(FleetError::Request {
+            message: "DeleteTags without tag keys would delete every tag of the instances"
+                .to_string(),
+        });
+    }
+    Ok(keys.iter().map(|k| Tag::builder().key(k).build()).collect())
 }
 
 #[cfg(test)]
@@ -393,6 +440,19 @@ mod tests {
             "Linux/UNIX",
             &[("OS", "UBUNTU")]
         ))));
+    }
+
+    #[test]
+    fn delete_tags_names_keys_only_and_never_nothing() {
+        let tags = key_only_tags(&["Patch Group".to_string(), "patchpilot:managed".to_string()])
+            .expect("keys");
+        assert_eq!(
+            tags.iter().map(|t| t.key()).collect::<Vec<_>>(),
+            [Some("Patch Group"), Some("patchpilot:managed")]
+        );
+        assert!(tags.iter().all(|t| t.value().is_none()));
+        let err = key_only_tags(&[]).expect_err("no keys");
+        assert!(err.to_string().contains("every tag"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! SSM managed nodes adapter ([`crate::fleet::ManagedPort`]): on-premises / hybrid `mi-*`
 //! nodes. `DescribeInstanceInformation` gives the OS the agent reports; it does not return
 //! tags, so each node's tags come from `ListTagsForResource`, and tags are written with
-//! `AddTagsToResource` (ResourceType `ManagedInstance`, one node per call — the API takes one
-//! resource id).
+//! `AddTagsToResource` and removed with `RemoveTagsFromResource` (ResourceType
+//! `ManagedInstance`, one node per call — both APIs take one resource id).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use aws_sdk_ssm::types::{
     InstanceInformation, InstanceInformationStringFilter, ResourceTypeForTagging, Tag,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::ec2::NotFoundRetry;
 use super::{AwsError, CallLog};
@@ -237,6 +237,37 @@ impl ManagedPort for ManagedInstances {
                     AwsError::from_sdk("AddTagsToResource", e),
                 )
             })?;
+        Ok(())
+    }
+
+    /// `RemoveTagsFromResource` takes `TagKeys` (keys only: the tags go whatever their
+    /// values).
+    async fn remove_tags(
+        &self,
+        id: &str,
+        keys: &[String],
+        calls: &CallLog,
+    ) -> Result<(), FleetError> {
+        if keys.is_empty() {
+            return Err(FleetError::Request {
+                message: format!("RemoveTagsFromResource for managed node {id} without tag keys"),
+            });
+        }
+        calls.record("RemoveTagsFromResource");
+        self.client
+            .remove_tags_from_resource()
+            .resource_type(ResourceTypeForTagging::ManagedInstance)
+            .resource_id(id)
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                FleetError::aws(
+                    format!("removing tags {} from managed node {id}", keys.join(", ")),
+                    AwsError::from_sdk("RemoveTagsFromResource", e),
+                )
+            })?;
+        info!(instance_id = %id, tag_keys = %keys.join(","), "RemoveTagsFromResource");
         Ok(())
     }
 }
