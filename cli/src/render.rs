@@ -564,6 +564,27 @@ mod tests {
     }
 
     #[test]
+    fn tasks_write_their_output_to_the_stacks_bucket() {
+        let deployment = Deployment {
+            output_bucket: Some("patchpilot-output".to_string()),
+            window_role_arn: Some("arn:aws:iam::123456789012:role/mw".to_string()),
+        };
+        let r = render(&Policy::reference(), &deployment, now()).expect("renders");
+        let task = &r.windows[0].tasks[0];
+        assert_eq!(task.output_s3_bucket.as_deref(), Some("patchpilot-output"));
+        assert_eq!(
+            task.service_role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/mw")
+        );
+        assert!(to_text(&r).contains("s3://patchpilot-output/patchpilot/run-command"));
+        let without = to_text(&reference());
+        assert!(
+            without.contains("$OUTPUT_BUCKET (set at deploy)"),
+            "{without}"
+        );
+    }
+
+    #[test]
     fn text_has_every_section() {
         let text = to_text(&reference());
         for needle in [
