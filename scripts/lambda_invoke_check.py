@@ -81,6 +81,7 @@ class Case:
     mapped: str = ""
     check: Callable[[Invocation, dict[str, int]], str | None] | None = None
     before: Callable[[], None] | None = None
+    seconds: float = 0.0
 
 
 def load(rel: str) -> Any:
@@ -455,6 +456,7 @@ def run_case(emu: Emulator, watch: LambdaWatch, case: Case, index: int) -> tuple
         case.before()
     before = emu.request_log()
     inv = watch.invoke_json(case.function, case.payload, f"{index:02d}-{case.function}")
+    case.seconds = inv.seconds
     time.sleep(0.2)  # SNS -> SQS fan-out in moto is synchronous, but let the log settle
     after = emu.request_log()
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
@@ -553,7 +555,7 @@ def main() -> int:
 
 def report(case: Case, ok: bool, detail: str) -> None:
     mapped = f" [{case.mapped}]" if case.mapped else ""
-    say(f"{'ok  ' if ok else 'FAIL'}  {case.function:<13} {case.label}{mapped}: {detail}")
+    say(f"{'ok  ' if ok else 'FAIL'}  {case.function:<13} {case.label}{mapped} ({case.seconds:.1f}s): {detail}")
 
 
 if __name__ == "__main__":
