@@ -716,11 +716,22 @@ def aws_calls(h: Harness) -> list[CallRow]:
         for i, counts in enumerate(r.calls):
             describes = sum(n for k, n in counts.items() if k.split(":", 1)[-1].startswith("Describe"))
             w = writes_of(counts)
-            rows.append(CallRow("auto-tagger", f"{'first' if i == 0 else 'second'} event, same instance", counts,
+            rows.append(CallRow("auto-tagger", f"{'first' if i == 0 else 'second'} event, same Amazon Linux 2 instance", counts,
                                 goal="≤ 1 describe + ≤ 1 write" + (", second: 0 writes" if i else ""),
                                 met=describes <= 1 and w <= (0 if i else 1)))
     except BenchError as e:
         rows.append(CallRow("auto-tagger", "two events, same instance", None, note=str(e)))
+
+    # An instance whose OS is in PlatformDetails (RHEL): no AMI-name lookup needed.
+    [iid] = emu.launch("rhel-9", {"Name": "bench-calls-rhel-test", "Environment": "test"})
+    try:
+        r = h.invoke_process("auto-tagger", [str(rel / "auto-tagger")], [state_event(iid)], count_calls=True)
+        counts = r.calls[0]
+        describes = sum(n for k, n in counts.items() if k.split(":", 1)[-1].startswith("Describe"))
+        rows.append(CallRow("auto-tagger", "first event, RHEL instance (OS in PlatformDetails)", counts,
+                            goal="≤ 1 describe + ≤ 1 write", met=describes <= 1 and writes_of(counts) <= 1))
+    except BenchError as e:
+        rows.append(CallRow("auto-tagger", "first event, RHEL instance", None, note=str(e)))
 
     # Python baseline, for comparison (same two events).
     [iid] = emu.launch("amazon-linux-2", {"Name": "bench-calls-py-test", "Environment": "test"})
