@@ -845,13 +845,7 @@ mod tests {
         }
     }
 
-    fn ec2(
-        id: &str,
-        name: &str,
-        details: &str,
-        image: &str,
-        tags: &[(&str, &str)],
-    ) -> InstanceFacts {
+    fn ec2(id: &str, name: &str, details: &str, tags: &[(&str, &str)]) -> InstanceFacts {
         let mut t: BTreeMap<String, String> = tags
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -864,7 +858,7 @@ mod tests {
                     .starts_with("Windows")
                     .then(|| "windows".to_string()),
                 platform_details: Some(details.to_string()),
-                image_name: Some(image.to_string()),
+                instance_type: Some("t3.micro".to_string()),
             },
             name: None,
             tags: t,
@@ -873,23 +867,11 @@ mod tests {
     }
 
     fn linux(id: &str, env: &str) -> InstanceFacts {
-        ec2(
-            id,
-            &format!("web-{env}"),
-            "Linux/UNIX",
-            "amzn2-ami-hvm-2.0",
-            &[],
-        )
+        ec2(id, &format!("web-{env}"), "Linux/UNIX", &[])
     }
 
     fn windows(id: &str, env: &str) -> InstanceFacts {
-        ec2(
-            id,
-            &format!("app-{env}"),
-            "Windows",
-            "Windows_Server-2022",
-            &[],
-        )
+        ec2(id, &format!("app-{env}"), "Windows", &[])
     }
 
     fn managed(id: &str, name: &str) -> InstanceFacts {
@@ -1083,17 +1065,15 @@ mod tests {
             "i-01",
             "db-prod",
             "Linux/UNIX",
-            "amzn2-ami-hvm",
             &[("Patch Group", "dba-special")],
         );
         let excluded = ec2(
             "i-02",
             "db-prod",
             "Linux/UNIX",
-            "amzn2-ami-hvm",
             &[("patchpilot:exclude", "yes")],
         );
-        let unmatched = ec2("i-03", "jumphost", "Linux/UNIX", "amzn2-ami-hvm", &[]);
+        let unmatched = ec2("i-03", "jumphost", "Linux/UNIX", &[]);
         let mut terminated = linux("i-04", "test");
         terminated.state = Some("terminated".to_string());
         let fleet = FakeFleet::new(vec![manual, excluded, unmatched, terminated], 100);
@@ -1261,7 +1241,6 @@ mod tests {
             "i-03",
             "db-prod",
             "Linux/UNIX",
-            "amzn2-ami-hvm",
             &[
                 ("Patch Group", "dba-special"),
                 ("patchpilot:exclude", "yes"),
@@ -1445,7 +1424,7 @@ mod tests {
                 f
             })
             .collect();
-        instances.push(ec2("i-99", "jumphost", "Linux/UNIX", "amzn2-ami-hvm", &[]));
+        instances.push(ec2("i-99", "jumphost", "Linux/UNIX", &[]));
         let fleet = FakeFleet::new(instances, 1000);
         let calls = CallLog::new();
         let report = run(sweep(

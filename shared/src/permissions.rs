@@ -13,9 +13,8 @@
 
 /// auto-tagger: EC2 launch / tag-change / on-prem registration events -> Patch Group tag.
 pub const AUTO_TAGGER: &[&str] = &[
+    // The only EC2 read: Platform, InstanceType and PlatformDetails decide the platform.
     "ec2:DescribeInstances",
-    // AMI names: `PlatformDetails` `Linux/UNIX` does not say which distribution.
-    "ec2:DescribeImages",
     "ec2:CreateTags",
     // An excluded instance loses the Patch Group tag patchpilot wrote (and the marker).
     "ec2:DeleteTags",
@@ -56,7 +55,6 @@ pub const BASELINE_SYNC: &[&str] = &[
     "ssm:DeregisterTaskFromMaintenanceWindow",
     "ssm:DescribeInstanceInformation",
     "ec2:DescribeInstances",
-    "ec2:DescribeImages",
     "ec2:CreateTags",
     // The sweep removes patchpilot's Patch Group tag from excluded instances / nodes.
     "ec2:DeleteTags",

@@ -112,22 +112,16 @@ async fn the_articles_12_instances_each_get_the_articles_patch_group() {
         let r = &response.results[0];
         assert_eq!(r.action, Action::Tagged, "{name}: {r:?}");
         assert_eq!(r.patch_group.as_deref(), Some(group.as_str()), "{name}");
-        // One describe, one write; DescribeImages at most once (only Linux/UNIX AMIs need
-        // their name, and each AMI's name is read once per warm container).
+        // One describe, one write, whatever the OS: the platform is in DescribeInstances.
         let calls = &response.aws_calls.by_operation;
         assert_eq!(calls.get("DescribeInstances"), Some(&1), "{name}");
         assert_eq!(calls.get("CreateTags"), Some(&1), "{name}");
-        assert!(
-            calls.get("DescribeImages").copied().unwrap_or(0) <= 1,
-            "{name}"
-        );
+        assert_eq!(calls.len(), 2, "{name}: {calls:?}");
     }
     let requests = counts(emu);
     assert_eq!(requests.get("ec2", "CreateTags"), 12);
     assert_eq!(requests.get("ec2", "DescribeInstances"), 12);
-    // Ubuntu, Amazon Linux and CentOS report `Linux/UNIX`: their three AMI names are read
-    // once each (cached while the container is warm), the others never.
-    assert_eq!(requests.get("ec2", "DescribeImages"), 3);
+    assert_eq!(requests.get("ec2", "DescribeImages"), 0);
     for (id, name, group) in &fleet {
         let tags = tags_of(emu, id).await;
         assert_eq!(tags.get("Patch Group"), Some(group), "{name}");
@@ -135,6 +129,47 @@ async fn the_articles_12_instances_each_get_the_articles_patch_group() {
             tags.get("patchpilot:managed").map(String::as_str),
             Some("true"),
             "{name}"
+        );
+    }
+}
+
+/// DESIGN §6: ≤ 1 describe + ≤ 1 write per event. Amazon Linux 2, Ubuntu and CentOS AMIs
+/// report only `PlatformDetails` `Linux/UNIX`; that is enough for the Linux batch, so the
+/// first event of such a launch costs exactly one DescribeInstances and one CreateTags, and
+/// no DescribeImages.
+#[tokio::test]
+async fn a_linux_unix_launch_costs_one_describe_and_one_write() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    for os in ["amazon-linux-2", "ubuntu-22.04", "centos-7"] {
+        let id = emu
+            .launch_instance(os, &format!("{os}-test"), &[])
+            .await
+            .expect("launch");
+        emu.reset_request_counts().expect("reset counter");
+        let response = handle(&tagger, running_event(&[&id])).await.expect(os);
+        let r = &response.results[0];
+        assert_eq!(r.action, Action::Tagged, "{os}: {r:?}");
+        assert_eq!(
+            r.patch_group.as_deref(),
+            Some("patch_test_0600_batch_1"),
+            "{os}"
+        );
+        let requests = counts(emu);
+        assert_eq!(requests.get("ec2", "DescribeInstances"), 1, "{os}");
+        assert_eq!(requests.get("ec2", "CreateTags"), 1, "{os}");
+        assert_eq!(requests.get("ec2", "DescribeImages"), 0, "{os}");
+        assert_eq!(requests.total, 2, "{os}: {:?}", requests.counts);
+        assert_eq!(
+            response.aws_calls.by_operation,
+            [
+                ("CreateTags".to_string(), 1),
+                ("DescribeInstances".to_string(), 1)
+            ]
+            .into_iter()
+            .collect(),
+            "{os}"
         );
     }
 }
@@ -164,7 +199,7 @@ async fn several_instances_in_one_event_cost_one_describe_and_one_write_per_patc
     assert!(response.results.iter().all(|r| r.action == Action::Tagged));
     let requests = counts(emu);
     assert_eq!(requests.get("ec2", "DescribeInstances"), 1);
-    assert_eq!(requests.get("ec2", "DescribeImages"), 1);
+    assert_eq!(requests.get("ec2", "DescribeImages"), 0);
     assert_eq!(
         requests.get("ec2", "CreateTags"),
         2,

@@ -504,7 +504,7 @@ mod tests {
                     source: patchpilot::classify::FactsSource::Ec2 {
                         platform: None,
                         platform_details: Some("Linux/UNIX".to_string()),
-                        image_name: Some("amzn2-ami-hvm-2.0.20240131.0-x86_64-gp2".to_string()),
+                        instance_type: Some("t3.micro".to_string()),
                     },
                     name: tags.get("Name").cloned(),
                     tags,

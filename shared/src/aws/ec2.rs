@@ -1,25 +1,22 @@
 //! EC2 adapter for the fleet ([`crate::fleet::InstancePort`]): `DescribeInstances` (by id,
-//! with the eventual-consistency retry, or page by page), `DescribeImages` for the AMI names
-//! the classifier needs, `CreateTags` in batches of ≤ 1000 ids, and `DeleteTags` (keys only)
-//! in batches of ≤ 1000 ids for excluded instances.
+//! with the eventual-consistency retry, or page by page) — the only read: the classifier
+//! needs `Platform`, `InstanceType`, `PlatformDetails` and the tags, all in its answer —
+//! `CreateTags` in batches of ≤ 1000 ids, and `DeleteTags` (keys only) in batches of ≤ 1000
+//! ids for excluded instances.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::{Filter, Image, Instance, Tag};
+use aws_sdk_ec2::types::{Filter, Instance, Tag};
 use tracing::{info, warn};
 
 use super::{AwsError, CallLog};
-use crate::classify::{detect_os, FactsSource, InstanceFacts};
+use crate::classify::{FactsSource, InstanceFacts};
 use crate::fleet::{FleetError, InstancePort, Page, CREATE_TAGS_MAX_IDS, DELETE_TAGS_MAX_IDS};
 
 /// `DescribeInstances` `MaxResults` for the sweep (the API's maximum).
 const PAGE_SIZE: i32 = 1000;
-/// Image ids per `DescribeImages` call (the API documents no limit; this keeps the query
-/// string of the request well below any URL limit).
-const IMAGES_PER_CALL: usize = 200;
 /// Every state an instance that will run again can be in: terminated and shutting-down
 /// instances need no tag.
 const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
@@ -67,9 +64,6 @@ const NOT_FOUND: &str = "InvalidInstanceID.NotFound";
 pub struct Ec2Fleet {
     client: aws_sdk_ec2::Client,
     retry: NotFoundRetry,
-    /// AMI id -> name (`None`: not visible). An AMI's name never changes, so the cache lives as
-    /// long as the warm Lambda environment.
-    image_names: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Ec2Fleet {
@@ -81,7 +75,6 @@ impl Ec2Fleet {
         Ec2Fleet {
             client,
             retry: NotFoundRetry::default(),
-            image_names: Mutex::new(HashMap::new()),
         }
     }
 
@@ -159,106 +152,12 @@ impl Ec2Fleet {
             }
         }
     }
-
-    /// Facts for the instances, with the AMI name where `Platform` / `PlatformDetails` do not
-    /// name the distribution (`Linux/UNIX`: Amazon Linux, Ubuntu, CentOS… all report that).
-    /// `DescribeInstances` does not return the AMI name, so one `DescribeImages` call asks for
-    /// the distinct AMIs of those instances (none when every AMI name is cached).
-    async fn facts(
-        &self,
-        instances: &[Instance],
-        calls: &CallLog,
-    ) -> Result<Vec<InstanceFacts>, FleetError> {
-        let mut facts: Vec<InstanceFacts> = instances.iter().map(facts_without_image).collect();
-        let wanted: BTreeSet<String> = instances
-            .iter()
-            .zip(&facts)
-            .filter(|(_, f)| needs_image_name(f))
-            .filter_map(|(i, _)| i.image_id().map(str::to_string))
-            .collect();
-        let names = self.image_names(&wanted, calls).await?;
-        for (instance, f) in instances.iter().zip(facts.iter_mut()) {
-            let name = instance
-                .image_id()
-                .and_then(|id| names.get(id).cloned().flatten());
-            if let FactsSource::Ec2 { image_name, .. } = &mut f.source {
-                *image_name = name;
-            }
-        }
-        Ok(facts)
-    }
-
-    async fn image_names(
-        &self,
-        wanted: &BTreeSet<String>,
-        calls: &CallLog,
-    ) -> Result<BTreeMap<String, Option<String>>, FleetError> {
-        let mut known = BTreeMap::new();
-        let missing: Vec<String> = {
-            let cache = self.image_names.lock().unwrap_or_else(|p| p.into_inner());
-            wanted
-                .iter()
-                .filter(|id| match cache.get(*id) {
-                    Some(name) => {
-                        known.insert((*id).clone(), name.clone());
-                        false
-                    }
-                    None => true,
-                })
-                .cloned()
-                .collect()
-        };
-        for chunk in missing.chunks(IMAGES_PER_CALL) {
-            calls.record("DescribeImages");
-            let found: Vec<Image> = match self
-                .client
-                .describe_images()
-                .set_image_ids(Some(chunk.to_vec()))
-                .send()
-                .await
-            {
-                Ok(out) => out.images().to_vec(),
-                Err(e) => {
-                    let e = AwsError::from_sdk("DescribeImages", e);
-                    // A deregistered or no-longer-shared AMI: its instances keep running, the
-                    // name is just unknown (the `OS` tag hint remains).
-                    if matches!(
-                        e.code(),
-                        Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable")
-                    ) {
-                        warn!(image_ids = %chunk.join(","), error = %e, "AMI names unavailable");
-                        Vec::new()
-                    } else {
-                        return Err(FleetError::aws(
-                            format!("reading the names of AMIs {}", chunk.join(", ")),
-                            e,
-                        ));
-                    }
-                }
-            };
-            let mut cache = self.image_names.lock().unwrap_or_else(|p| p.into_inner());
-            for id in chunk {
-                let name = found
-                    .iter()
-                    .find(|i| i.image_id() == Some(id.as_str()))
-                    .and_then(|i| i.name().map(str::to_string));
-                cache.insert(id.clone(), name.clone());
-                known.insert(id.clone(), name);
-            }
-        }
-        Ok(known)
-    }
 }
 
-/// Whether the classifier needs the AMI name: the EC2 facts alone (`Platform`,
-/// `PlatformDetails`, tags ignored) name no operating system.
-fn needs_image_name(facts: &InstanceFacts) -> bool {
-    let mut bare = facts.clone();
-    bare.tags.clear();
-    detect_os(&bare).is_err()
-}
-
-fn facts_without_image(instance: &Instance) -> InstanceFacts {
+/// What the classifier needs, straight from `DescribeInstances`: the platform is decided
+/// from `Platform`, `InstanceType` and `PlatformDetails`, so no second call is made for the
+/// AMI (whose name would only name the distribution, which no tag depends on).
+fn facts(instance: &Instance) -> InstanceFacts {
     let tags: BTreeMap<String, String> = instance
         .tags()
         .iter()
@@ -269,7 +168,7 @@ fn facts_without_image(instance: &Instance) -> InstanceFacts {
         source: FactsSource::Ec2 {
             platform: instance.platform().map(|p| p.as_str().to_string()),
             platform_details: instance.platform_details().map(str::to_string),
-            image_name: None,
+            instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
         },
         name: tags.get("Name").cloned(),
         tags,
@@ -287,7 +186,7 @@ impl InstancePort for Ec2Fleet {
         calls: &CallLog,
     ) -> Result<Vec<InstanceFacts>, FleetError> {
         let instances = self.describe_ids(ids, calls).await?;
-        self.facts(&instances, calls).await
+        Ok(instances.iter().map(facts).collect())
     }
 
     async fn page(&self, token: Option<String>, calls: &CallLog) -> Result<Page, FleetError> {
@@ -311,13 +210,14 @@ impl InstancePort for Ec2Fleet {
                     AwsError::from_sdk("DescribeInstances", e),
                 )
             })?;
-        let instances: Vec<Instance> = out
+        let instances: Vec<InstanceFacts> = out
             .reservations()
             .iter()
-            .flat_map(|r| r.instances().iter().cloned())
+            .flat_map(|r| r.instances())
+            .map(facts)
             .collect();
         Ok(Page {
-            instances: self.facts(&instances, calls).await?,
+            instances,
             next_token: out.next_token.filter(|t| !t.is_empty()),
         })
     }
@@ -401,6 +301,9 @@ fn key_only_tags(keys: &[String]) -> Result<Vec<Tag>, FleetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::identify;
+    use crate::policy::{OperatingSystem, Platform};
+    use aws_sdk_ec2::types::{InstanceType, PlatformValues};
 
     #[test]
     fn not_found_backoff_doubles_from_200ms_and_is_capped() {
@@ -414,32 +317,12 @@ mod tests {
         let mut b = Instance::builder()
             .instance_id("i-0123456789abcdef0")
             .image_id("ami-1")
+            .instance_type(InstanceType::T3Micro)
             .platform_details(platform_details);
         for (k, v) in tags {
             b = b.tags(Tag::builder().key(*k).value(*v).build());
         }
         b.build()
-    }
-
-    #[test]
-    fn the_ami_name_is_needed_only_when_platform_details_do_not_name_the_os() {
-        assert!(!needs_image_name(&facts_without_image(&instance(
-            "Red Hat Enterprise Linux",
-            &[]
-        ))));
-        assert!(!needs_image_name(&facts_without_image(&instance(
-            "Windows",
-            &[]
-        ))));
-        assert!(needs_image_name(&facts_without_image(&instance(
-            "Linux/UNIX",
-            &[]
-        ))));
-        // An OS tag is only a hint: the AMI name still wins, so it is still fetched.
-        assert!(needs_image_name(&facts_without_image(&instance(
-            "Linux/UNIX",
-            &[("OS", "UBUNTU")]
-        ))));
     }
 
     #[test]
@@ -461,10 +344,47 @@ mod tests {
             "Linux/UNIX",
             &[("Name", "web-test"), ("Environment", "test")],
         );
-        let f = facts_without_image(&i);
+        let f = facts(&i);
         assert_eq!(f.instance_id, "i-0123456789abcdef0");
+        assert_eq!(
+            f.source,
+            FactsSource::Ec2 {
+                platform: None,
+                platform_details: Some("Linux/UNIX".to_string()),
+                instance_type: Some("t3.micro".to_string()),
+            }
+        );
         assert_eq!(f.name.as_deref(), Some("web-test"));
         assert_eq!(f.tag("Environment"), Some("test"));
         assert_eq!(f.state, None);
+    }
+
+    #[test]
+    fn the_describe_answer_alone_decides_the_platform() {
+        // Amazon Linux / Ubuntu / CentOS: Linux, distribution not named, no AMI lookup.
+        let identity = identify(&facts(&instance("Linux/UNIX", &[]))).expect("platform");
+        assert_eq!((identity.platform, identity.os), (Platform::Linux, None));
+        // Windows: `Platform` = `windows`.
+        let windows = Instance::builder()
+            .instance_id("i-0123456789abcdef1")
+            .platform(PlatformValues::Windows)
+            .platform_details("Windows")
+            .build();
+        let identity = identify(&facts(&windows)).expect("platform");
+        assert_eq!(
+            (identity.platform, identity.os),
+            (Platform::Windows, Some(OperatingSystem::Windows))
+        );
+        // EC2 Mac: the instance type, though the AMI bills as `Linux/UNIX`.
+        let mac = Instance::builder()
+            .instance_id("i-0123456789abcdef2")
+            .instance_type(InstanceType::Mac2Metal)
+            .platform_details("Linux/UNIX")
+            .build();
+        let identity = identify(&facts(&mac)).expect("platform");
+        assert_eq!(
+            (identity.platform, identity.os),
+            (Platform::MacOS, Some(OperatingSystem::MacOs))
+        );
     }
 }
