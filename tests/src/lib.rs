@@ -505,6 +505,7 @@ impl Emulator {
     /// credentials (no credential or region provider chain is consulted).
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(patchpilot::aws::http_client())
             .endpoint_url(self.endpoint.clone())
             .region(aws_config::Region::new(REGION))
             .credentials_provider(aws_sdk_ssm::config::Credentials::new(

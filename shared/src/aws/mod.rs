@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_ssm::config::SharedHttpClient;
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::{tls, Builder, ConnectorBuilder};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -26,6 +29,7 @@ use thiserror::Error;
 /// five attempts ride out a burst of `ThrottlingException`s on a large fleet.
 pub async fn load_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(5)
@@ -33,6 +37,25 @@ pub async fn load_config() -> SdkConfig {
         )
         .load()
         .await
+}
+
+/// The SDK's default HTTPS client (hyper 1 + rustls, the platform's native root
+/// certificates, certificate verification, `HTTP(S)_PROXY`/`NO_PROXY` from the environment),
+/// built exactly as `default-https-client` builds it but with rustls on ring instead of
+/// aws-lc-rs: the workspace turns that feature off because aws-lc is a large C library.
+/// Plain `http://` endpoints (the emulator) go through the same connector.
+pub fn http_client() -> SharedHttpClient {
+    Builder::new().build_with_connector_fn(|settings, runtime_components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = runtime_components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// A failed AWS call, with the operation, the AWS error code and message.
