@@ -43,7 +43,6 @@ from pplocal import (  # noqa: E402
     LambdaWatch,
     Stack,
     build_functions,
-    tool_env,
     writes,
 )
 
@@ -175,11 +174,6 @@ def run(demo: Demo) -> None:
         demo.step("Build the three functions and the patchpilot CLI (debug), start the local AWS")
         t = time.monotonic()
         build_functions()
-        cli = subprocess.run(
-            ["cargo", "build", "--quiet", "--package", "patchpilot-cli"], cwd=ROOT, env=tool_env(), check=False
-        )
-        if cli.returncode != 0:
-            raise HarnessError("cargo build --package patchpilot-cli failed")
         demo.say(f"  built in {time.monotonic() - t:.0f}s")
         emu = Emulator(stack)
         ssm, ec2, sns, sqs = (emu.client(s) for s in ("ssm", "ec2", "sns", "sqs"))

@@ -210,10 +210,14 @@ def writes(counts: dict[str, int]) -> dict[str, int]:
 
 
 def build_functions() -> None:
-    """Debug build of the three function binaries, so `cargo lambda watch` starts them at once."""
-    argv = ["cargo", "build", "--quiet"]
-    for f in FUNCTIONS:
-        argv += ["--package", f]
+    """Debug build of the function binaries (and the CLI) before `cargo lambda watch` starts.
+
+    `cargo lambda watch` starts a function with `cargo run --bin <name>` from the workspace
+    root: no package is named, so cargo unifies dependency features over the whole workspace.
+    `cargo build --workspace --bins` asks for exactly that feature set, so the `cargo run`
+    finds everything fresh. (Naming packages with `-p` would unify over those packages only
+    and build the SDK a second time under another hash.)"""
+    argv = ["cargo", "build", "--quiet", "--workspace", "--bins"]
     result = subprocess.run(argv, cwd=ROOT, env=tool_env(), check=False)
     if result.returncode != 0:
         raise HarnessError(f"`{' '.join(argv)}` failed (exit {result.returncode})")
@@ -246,7 +250,9 @@ class LambdaWatch:
             [
                 "cargo", "lambda", "watch", "--ignore-changes", "--quiet",
                 "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port),
-                "--timeout", "120",
+                # The first invoke of a function waits for its `cargo run` (a no-op after
+                # build_functions, a rebuild if sources changed since).
+                "--timeout", "600",
             ],
             full_env,
         )  # fmt: skip
