@@ -38,13 +38,30 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A policy file in a per-test temporary directory.
-fn policy_file(test: &str, text: &str) -> PathBuf {
+/// A policy file in a per-test temporary directory, removed when dropped.
+struct PolicyFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl PolicyFile {
+    fn to_string_lossy(&self) -> std::borrow::Cow<'_, str> {
+        self.path.to_string_lossy()
+    }
+}
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn policy_file(test: &str, text: &str) -> PolicyFile {
     let dir = std::env::temp_dir().join(format!("patchpilot-cli-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("policy.yaml");
     std::fs::write(&path, text).expect("policy written");
-    path
+    PolicyFile { dir, path }
 }
 
 #[test]
@@ -61,8 +78,8 @@ fn validate_accepts_the_reference_policy_and_prints_its_warning() {
 
 #[test]
 fn validate_reads_a_file_and_stdin() {
-    let path = policy_file("file", REFERENCE);
-    let path = path.to_string_lossy();
+    let file = policy_file("file", REFERENCE);
+    let path = file.to_string_lossy();
     let o = patchpilot(&["validate", &path]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
