@@ -31,17 +31,15 @@ pub struct Syncer {
 }
 
 impl Syncer {
+    /// From the environment (`POLICY_PARAMETER`, `OUTPUT_BUCKET`, …), as in Lambda.
     pub fn new(config: &SdkConfig) -> Syncer {
         let ssm = aws_sdk_ssm::Client::new(config);
-        Syncer {
-            policy: PolicySource::from_env(ssm.clone()),
-            fleet: FleetAdapters {
-                ec2: Ec2Fleet::new(config),
-                managed: ManagedInstances::from_client(ssm.clone()),
-            },
+        Syncer::build(
+            config,
+            PolicySource::from_env(ssm.clone()),
             ssm,
-            deployment: Deployment::from_env(),
-        }
+            Deployment::from_env(),
+        )
     }
 
     /// For tests: an explicit policy parameter and deployment settings.
@@ -51,8 +49,18 @@ impl Syncer {
         deployment: Deployment,
     ) -> Syncer {
         let ssm = aws_sdk_ssm::Client::new(config);
+        let policy = PolicySource::new(ssm.clone(), policy_parameter, Duration::from_secs(60));
+        Syncer::build(config, policy, ssm, deployment)
+    }
+
+    fn build(
+        config: &SdkConfig,
+        policy: PolicySource,
+        ssm: aws_sdk_ssm::Client,
+        deployment: Deployment,
+    ) -> Syncer {
         Syncer {
-            policy: PolicySource::new(ssm.clone(), policy_parameter, Duration::from_secs(60)),
+            policy,
             fleet: FleetAdapters {
                 ec2: Ec2Fleet::new(config),
                 managed: ManagedInstances::from_client(ssm.clone()),
