@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod classify;
+pub mod console;
 pub mod eventpattern;
 pub mod fleet;
 pub mod logging;

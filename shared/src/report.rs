@@ -68,6 +68,13 @@ pub struct BatchRun {
     pub target_count: u32,
     pub error_count: u32,
     pub delivery_timed_out_count: u32,
+    /// The batch's command status(es): `Success`, `Failed` (the error threshold was
+    /// reached), `Incomplete` (some invocations did not succeed, below the threshold), …
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command_statuses: Vec<String>,
+    /// The task's `MaxErrors` (error threshold), e.g. `1` or `25%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_errors: Option<String>,
 }
 
 /// Patch counts of an instance after the run (`DescribeInstancePatchStates`).
@@ -101,9 +108,16 @@ pub struct InstanceRun {
     /// The plugin's exit code (only fetched for failed invocations).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_code: Option<i32>,
-    /// Run Command output in S3 (`StandardOutputUrl`).
+    /// The output log in S3, as an S3 console link (see [`crate::console`]): a browser cannot
+    /// open the `StandardOutputUrl` of a private bucket.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_url: Option<String>,
+    /// The Run Command console page with this instance's output of the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_url: Option<String>,
+    /// When the invocation was requested (`RequestedDateTime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patches: Option<PatchCounts>,
 }
@@ -120,8 +134,13 @@ pub enum MissReason {
     /// SSM knows it but it is not online (`PingStatus` `ConnectionLost` / `Inactive`) and no
     /// invocation was made.
     Offline(String),
-    /// The command could not be delivered (`DeliveryTimedOut`, `Undeliverable`, `Terminated`).
+    /// The command could not be delivered (`Undeliverable`: the node is stopped or does not
+    /// respond; `Delivery Timed Out`): it was sent, never ran.
     Undeliverable(String),
+    /// The command was never sent to it: the batch's error threshold (`MaxErrors`) was reached
+    /// first and Run Command cancelled the remaining invocations (`Terminated`, "Understanding
+    /// command statuses").
+    NotAttempted,
     /// Online, yet the run sent it no command (e.g. tagged after the run started).
     NotInvoked,
 }
@@ -135,6 +154,7 @@ impl MissReason {
             }
             MissReason::Offline(ping) => format!("SSM agent {ping}"),
             MissReason::Undeliverable(details) => format!("command not delivered ({details})"),
+            MissReason::NotAttempted => "not attempted (error threshold reached)".into(),
             MissReason::NotInvoked => "online, but the run sent it no command".into(),
         }
     }
@@ -150,6 +170,9 @@ pub struct MissedTarget {
     pub patch_group: Option<String>,
     #[serde(flatten)]
     pub reason: MissReason,
+    /// When it happened (the invocation's time, or when the instance stopped), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// How an instance that was reached came out.
@@ -192,6 +215,18 @@ impl InstanceRun {
         }
     }
 
+    /// Why an instance the run did not reach (see [`Outcome::Missed`]) was missed.
+    fn miss_reason(&self) -> MissReason {
+        if self.status_details.replace(' ', "") == "Terminated" {
+            return MissReason::NotAttempted;
+        }
+        MissReason::Undeliverable(if self.status_details.is_empty() {
+            self.status.clone()
+        } else {
+            self.status_details.clone()
+        })
+    }
+
     fn label(&self) -> String {
         match &self.name {
             Some(n) if !n.is_empty() => format!("{} ({n})", self.instance_id),
@@ -204,6 +239,11 @@ impl InstanceRun {
         let mut parts = Vec::new();
         if self.status == "Success" {
             parts.push("command succeeded".to_string());
+        } else if self.status == "Cancelled" {
+            parts.push(
+                "command cancelled before it finished (the window's cutoff with CutoffBehavior CANCEL_TASK, or an operator)"
+                    .to_string(),
+            );
         } else if self.status_details.is_empty() || self.status_details == self.status {
             parts.push(format!("command {}", self.status));
         } else {
@@ -419,11 +459,8 @@ impl RunReport {
                 instance_id: i.instance_id.clone(),
                 name: i.name.clone(),
                 patch_group: None,
-                reason: MissReason::Undeliverable(if i.status_details.is_empty() {
-                    i.status.clone()
-                } else {
-                    i.status_details.clone()
-                }),
+                reason: i.miss_reason(),
+                at: i.requested,
             });
         }
         all.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
@@ -587,21 +624,7 @@ impl RunReport {
         if !self.batches.is_empty() {
             t.push_str("\nBatches, in order:\n");
             for b in &self.batches {
-                let _ = writeln!(
-                    t,
-                    "  {}. {}: {}, {} target(s), {} error(s), {} not delivered; command {}",
-                    b.number,
-                    b.name,
-                    b.status,
-                    b.target_count,
-                    b.error_count,
-                    b.delivery_timed_out_count,
-                    if b.command_ids.is_empty() {
-                        "-".to_string()
-                    } else {
-                        b.command_ids.join(", ")
-                    }
-                );
+                let _ = writeln!(t, "  {}", self.batch_line(b));
             }
         }
         // Failures first: what to act on, why, where the log is.
@@ -615,9 +638,12 @@ impl RunReport {
                     i.batch,
                     i.failure_reason()
                 );
+                if let Some(url) = &i.output_url {
+                    let _ = writeln!(t, "    output: {url}");
+                }
                 let _ = writeln!(
                     t,
-                    "    log: {}",
+                    "    log in S3: {}",
                     i.log_url.as_deref().unwrap_or("(no S3 output configured)")
                 );
             }
@@ -666,7 +692,11 @@ impl RunReport {
                     .as_deref()
                     .map(|g| format!(" in {g}"))
                     .unwrap_or_default();
-                let _ = writeln!(t, "  {label}{group}: {}", m.reason.describe());
+                let when = m
+                    .at
+                    .map(|at| format!(" ({} UTC)", at.format("%Y-%m-%d %H:%M")))
+                    .unwrap_or_default();
+                let _ = writeln!(t, "  {label}{group}: {}{when}", m.reason.describe());
             }
             if missed.len() > keep.missed {
                 t.push_str(&self.more_marker(missed.len() - keep.missed));
@@ -678,12 +708,76 @@ impl RunReport {
         t
     }
 
+    /// One batch, in the operator's words: what the task and its command ended as and why.
+    fn batch_line(&self, b: &BatchRun) -> String {
+        let head = format!("{}. {}: {}", b.number, b.name, b.status);
+        if b.command_ids.is_empty() {
+            return match b.status.as_str() {
+                "CANCELLED" | "CANCELLING" => format!(
+                    "{head} - not started: cancelled (the window reached its cutoff before this batch began)"
+                ),
+                "SKIPPED_OVERLAPPING" | "TIMED_OUT" | "PENDING" => {
+                    format!("{head} - not started")
+                }
+                _ => format!(
+                    "{head} - no instance selected: its target matched no managed instance, nothing was patched"
+                ),
+            };
+        }
+        let not_attempted = self
+            .instances
+            .iter()
+            .filter(|i| i.batch == b.number && i.miss_reason() == MissReason::NotAttempted)
+            .filter(|i| i.outcome() == Outcome::Missed)
+            .count();
+        let threshold = b
+            .max_errors
+            .as_deref()
+            .map(|m| format!(" MaxErrors {m}"))
+            .unwrap_or_default();
+        let command = if b.command_statuses.iter().any(|s| s == "Failed") {
+            format!(
+                "command Failed: error threshold{threshold} reached, {} error(s){}",
+                b.error_count,
+                if not_attempted > 0 {
+                    format!(", {not_attempted} instance(s) not attempted")
+                } else {
+                    String::new()
+                }
+            )
+        } else if b.command_statuses.iter().any(|s| s == "Incomplete") {
+            format!(
+                "command Incomplete: {} error(s), {} not delivered, below the error threshold{threshold}",
+                b.error_count, b.delivery_timed_out_count
+            )
+        } else if b.command_statuses.is_empty() {
+            format!(
+                "{} error(s), {} not delivered",
+                b.error_count, b.delivery_timed_out_count
+            )
+        } else {
+            format!("command {}", b.command_statuses.join(", "))
+        };
+        format!(
+            "{head} - {command}; {} target(s); command {}",
+            b.target_count,
+            b.command_ids.join(", ")
+        )
+    }
+
     fn run_status_line(&self) -> String {
-        match self.run_status_details.as_deref() {
+        let status = match self.run_status_details.as_deref() {
             Some(d) if !d.is_empty() && d != self.run_status => {
                 format!("{} ({d})", self.run_status)
             }
             _ => self.run_status.clone(),
+        };
+        match self.run_status.as_str() {
+            "TIMED_OUT" => format!(
+                "{status} - the window's Duration ended before every task finished; what did not finish is listed below"
+            ),
+            "CANCELLED" => format!("{status} - the run was cancelled before it finished"),
+            _ => status,
         }
     }
 
@@ -853,9 +947,17 @@ mod tests {
             status: status.into(),
             status_details: status.into(),
             response_code: (status == "Failed").then_some(1),
-            log_url: Some(format!(
-                "https://s3.amazonaws.com/out/patchpilot/run-command/cmd-batch-{batch}/{id}/stdout"
+            log_url: Some(crate::console::s3_object(
+                "us-east-1",
+                "out",
+                &format!("patchpilot/run-command/cmd-batch-{batch}/{id}/stdout"),
             )),
+            output_url: Some(crate::console::command_output(
+                "us-east-1",
+                &format!("cmd-batch-{batch}"),
+                id,
+            )),
+            requested: Some(at(6, 1)),
             patches: Some(p),
         }
     }
@@ -885,6 +987,8 @@ mod tests {
                     target_count: 5,
                     error_count: 0,
                     delivery_timed_out_count: 0,
+                    command_statuses: vec!["Success".into()],
+                    max_errors: Some("25%".into()),
                 },
                 BatchRun {
                     number: 2,
@@ -894,6 +998,8 @@ mod tests {
                     target_count: 1,
                     error_count: 1,
                     delivery_timed_out_count: 0,
+                    command_statuses: vec!["Failed".into()],
+                    max_errors: Some("25%".into()),
                 },
             ],
             instances: vec![
@@ -961,6 +1067,7 @@ mod tests {
             name: Some("oracle-test".into()),
             patch_group: Some("patch_test_0600_batch_1".into()),
             reason: MissReason::NotRunning("stopped".into()),
+            at: None,
         });
         let body = r.text_body(Keep::ALL);
         let pos = |needle: &str| {
@@ -974,7 +1081,9 @@ mod tests {
         // The failure says why and where the log is, right under it.
         let failure = &body[pos("FAILED (1)")..pos("REBOOT PENDING")];
         assert!(failure.contains("i-windows (windows-test) - batch 2: command Failed, exit code 1, 2 patch(es) failed to install"), "{failure}");
-        assert!(failure.contains("log: https://s3.amazonaws.com/out/patchpilot/run-command/cmd-batch-2/i-windows/stdout"), "{failure}");
+        assert!(failure.contains("output: https://us-east-1.console.aws.amazon.com/systems-manager/run-command/cmd-batch-2/i-windows?region=us-east-1"), "{failure}");
+        assert!(failure.contains("log in S3: https://us-east-1.console.aws.amazon.com/s3/object/out?region=us-east-1&bucketType=general&prefix=patchpilot/run-command/cmd-batch-2/i-windows/stdout"), "{failure}");
+        assert!(!body.contains("s3.amazonaws.com"), "links a browser can open:\n{body}");
         assert!(body
             .contains("i-stopped (oracle-test) in patch_test_0600_batch_1: instance is stopped"));
         assert!(!body.contains("more (full report"), "nothing was cut");
@@ -1086,7 +1195,8 @@ mod tests {
                     counts(10, pending, u32::from(status == "Failed")),
                 );
                 i.command_id = "0b3a7a42-6f1d-4c1e-9a51-5d5ed3c2a001".into();
-                i.log_url = Some(format!("https://s3.amazonaws.com/patchpilot-output-123456789012-us-east-1/patchpilot/run-command/0b3a7a42-6f1d-4c1e-9a51-5d5ed3c2a001/i-{k:017x}/awsrunShellScript/PatchLinux/stdout"));
+                i.log_url = Some(crate::console::s3_object("us-east-1", "patchpilot-output-123456789012-us-east-1", &format!("patchpilot/run-command/0b3a7a42-6f1d-4c1e-9a51-5d5ed3c2a001/i-{k:017x}/awsrunShellScript/PatchLinux/stdout")));
+                i.output_url = Some(crate::console::command_output("us-east-1", "0b3a7a42-6f1d-4c1e-9a51-5d5ed3c2a001", &format!("i-{k:017x}")));
                 i
             })
             .collect();
@@ -1102,7 +1212,7 @@ mod tests {
         assert!(m.size() <= SNS_MAX_MESSAGE_BYTES, "{} bytes", m.size());
         assert!(m.truncated);
         // Failures and reboots are complete; successes were cut with the marker.
-        assert_eq!(m.text.matches("    log: ").count(), 10);
+        assert_eq!(m.text.matches("    log in S3: ").count(), 10);
         assert!(m.text.contains("REBOOT PENDING (50)"));
         let marker = m
             .text
@@ -1184,5 +1294,119 @@ mod tests {
             .starts_with("Patch run outside a maintenance window"));
         let v: serde_json::Value = serde_json::from_str(&r.json(Keep::ALL)).expect("JSON");
         assert_eq!(v["kind"], "command");
+    }
+
+    #[test]
+    fn hosts_the_error_threshold_stopped_are_not_attempted_and_the_batch_says_why() {
+        let mut r = reference_run();
+        r.batches[0].status = "FAILED".into();
+        r.batches[0].command_statuses = vec!["Failed".into()];
+        r.batches[0].max_errors = Some("1".into());
+        r.batches[0].error_count = 2;
+        for id in ["i-centos", "i-redhat"] {
+            let i = r.instances.iter_mut().find(|i| i.instance_id == id).expect("host");
+            i.status = "Failed".into();
+            i.status_details = "Failed".into();
+            i.patches = Some(counts(3, 0, 1));
+        }
+        for id in ["i-suse", "i-ubuntu"] {
+            let i = r.instances.iter_mut().find(|i| i.instance_id == id).expect("host");
+            // "Terminated": the parent command exceeded its MaxErrors limit and subsequent
+            // command invocations were canceled by the system.
+            i.status = "Cancelled".into();
+            i.status_details = "Terminated".into();
+            i.patches = None;
+        }
+        let c = r.counts();
+        assert_eq!((c.targets, c.patched, c.failed, c.missed), (6, 1, 3, 2));
+        let body = r.text_body(Keep::ALL);
+        assert!(
+            body.contains("1. patch_test_0600_batch_1: FAILED - command Failed: error threshold MaxErrors 1 reached, 2 error(s), 2 instance(s) not attempted"),
+            "{body}"
+        );
+        assert!(body.contains("i-suse (suse-linux-test): not attempted (error threshold reached) (2024-03-02 06:01 UTC)"), "{body}");
+        assert!(body.contains("2. patch_test_0600_batch_2: FAILED - command Failed"), "{body}");
+        assert_eq!(
+            r.subject("[pp]"),
+            "[pp] test 06:00 - 1/6 patched, 3 failed, 2 missed"
+        );
+        assert!(body.contains("Result: 1/6 patched, 3 failed, 0 need reboot, 2 missed"), "{body}");
+    }
+
+    #[test]
+    fn incomplete_is_told_apart_from_failed() {
+        let mut r = reference_run();
+        r.batches[1].command_statuses = vec!["Incomplete".into()];
+        let body = r.text_body(Keep::ALL);
+        assert!(
+            body.contains("2. patch_test_0600_batch_2: FAILED - command Incomplete: 1 error(s), 0 not delivered, below the error threshold MaxErrors 25%"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn a_batch_whose_target_selected_nobody_says_so() {
+        let mut r = reference_run();
+        r.batches[1].command_ids.clear();
+        r.batches[1].target_count = 0;
+        r.batches[1].command_statuses.clear();
+        r.instances.retain(|i| i.batch != 2);
+        let body = r.text_body(Keep::ALL);
+        assert!(
+            body.contains("2. patch_test_0600_batch_2: FAILED - no instance selected: its target matched no managed instance"),
+            "{body}"
+        );
+        r.batches[1].status = "CANCELLED".into();
+        assert!(r
+            .text_body(Keep::ALL)
+            .contains("not started: cancelled (the window reached its cutoff before this batch began)"));
+    }
+
+    #[test]
+    fn a_window_that_timed_out_says_what_that_means() {
+        let mut r = reference_run();
+        r.run_status = "TIMED_OUT".into();
+        r.run_status_details = None;
+        let body = r.text_body(Keep::ALL);
+        assert!(body.contains("TIMED_OUT - the window's Duration ended before every task finished"), "{body}");
+        assert!(r.subject("[pp]").ends_with("(TIMED_OUT)"));
+        assert_eq!(r.status(), RunStatus::Failed);
+    }
+
+    #[test]
+    fn cancelled_invocations_are_failures_with_the_cutoff_named() {
+        let mut i = instance("i-x", "x-test", 1, "Cancelled", counts(1, 0, 0));
+        i.status_details = "Cancelled".into();
+        assert_eq!(i.outcome(), Outcome::Failed);
+        assert!(i.failure_reason().contains("CutoffBehavior CANCEL_TASK"));
+    }
+
+    /// The subject and the body's result line are built from the same counts: for every
+    /// shape of run they say the same numbers.
+    #[test]
+    fn subject_counts_always_agree_with_the_body() {
+        let mut runs = vec![reference_run(), big_run(300)];
+        let mut missed = reference_run();
+        missed.missed.push(MissedTarget {
+            instance_id: "i-gone".into(),
+            name: None,
+            patch_group: None,
+            reason: MissReason::NotManaged,
+            at: None,
+        });
+        runs.push(missed);
+        for r in runs {
+            let c = r.counts();
+            let subject = r.subject("[pp]");
+            let body = r.text_body(Keep::ALL);
+            assert!(subject.contains(&format!("{}/{} patched", c.patched, c.targets)));
+            assert!(body.contains(&format!(
+                "Result: {}/{} patched, {} failed, {} need reboot, {} missed",
+                c.patched, c.targets, c.failed, c.reboot_pending, c.missed
+            )));
+            for (n, word) in [(c.failed, "failed"), (c.reboot_pending, "need reboot"), (c.missed, "missed")] {
+                assert_eq!(subject.contains(&format!(", {n} {word}")), n > 0, "{subject}");
+            }
+        }
     }
 }

@@ -354,6 +354,105 @@ impl Fault {
     }
 }
 
+/// Stack name the integration tests deploy unless a test names another (= samconfig.toml's).
+pub const STACK: &str = "patchpilot";
+
+/// The three functions, by the binary name template.yaml builds them as.
+pub const FUNCTIONS: [&str; 3] = ["auto-tagger", "baseline-sync", "run-notifier"];
+
+/// A function of a stack deployed into the emulator (`deploy-stack`): its role, the access
+/// key the emulator maps to that role, and its environment exactly as the SAM-transformed
+/// template resolves it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StackFunction {
+    pub logical_id: String,
+    pub function_name: String,
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub environment: BTreeMap<String, String>,
+}
+
+/// A role of a deployed stack (e.g. `MaintenanceWindowRole`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StackRole {
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// A resource of a deployed stack.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StackResource {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub physical_id: String,
+    #[serde(default)]
+    pub arn: Option<String>,
+}
+
+/// `template.yaml` deployed into the emulator (`POST /patchpilot-emulator/deploy-stack`):
+/// the policy parameter, topic, queues, table, bucket, key and roles exist, and every request
+/// signed with a function's key is authorized against that function's role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Stack {
+    pub stack_name: String,
+    pub resources: BTreeMap<String, StackResource>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, serde_json::Value>,
+    pub functions: BTreeMap<String, StackFunction>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, StackRole>,
+}
+
+impl Stack {
+    /// One of [`FUNCTIONS`]. Panics when the template has no such function (a broken
+    /// checkout, not a test outcome).
+    pub fn function(&self, name: &str) -> &StackFunction {
+        self.functions.get(name).unwrap_or_else(|| {
+            panic!(
+                "stack {} has no function {name}; it has {:?}",
+                self.stack_name,
+                self.functions.keys().collect::<Vec<_>>()
+            )
+        })
+    }
+
+    /// A function's environment variable (as template.yaml sets it).
+    pub fn env(&self, function: &str, key: &str) -> String {
+        self.function(function)
+            .environment
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{function} has no environment variable {key}"))
+    }
+
+    /// Physical id of a resource by logical id (e.g. `OutputBucket` -> the bucket name).
+    pub fn physical_id(&self, logical_id: &str) -> &str {
+        self.resources
+            .get(logical_id)
+            .map(|r| r.physical_id.as_str())
+            .unwrap_or_else(|| panic!("stack {} has no resource {logical_id}", self.stack_name))
+    }
+}
+
+/// Body of `deploy-stack`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeployStack {
+    pub stack_name: String,
+    /// A template other than the repository's `template.yaml` (e.g. one with a permission
+    /// removed, for the negative tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_path: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+}
+
 /// The running emulator of this test binary.
 pub struct Emulator {
     endpoint: String,
@@ -501,19 +600,56 @@ impl Emulator {
         self.call("POST", "/moto-api/reset", Some("")).map(|_| ())
     }
 
-    /// SDK configuration for the emulator: endpoint URL, region `us-east-1`, static test
-    /// credentials (no credential or region provider chain is consulted).
+    /// SDK configuration of the account's **administrator** (the static `testing` key, which
+    /// the emulator does not restrict): for setting up fixtures and reading results back.
+    /// Code under test never uses it: functions run with [`Emulator::function_config`].
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        self.config_with_key("testing", "testing", "patchpilot-tests")
+            .await
+    }
+
+    /// Deploys `template.yaml` as stack `name` (see [`Stack`]); idempotent per name.
+    pub fn deploy_stack(&self, name: &str) -> Result<Stack, EmulatorError> {
+        self.deploy(&DeployStack {
+            stack_name: name.to_owned(),
+            ..DeployStack::default()
+        })
+    }
+
+    /// Deploys with explicit options (another template, parameter overrides).
+    pub fn deploy(&self, request: &DeployStack) -> Result<Stack, EmulatorError> {
+        let body = serde_json::to_string(request)?;
+        let answer = self.call("POST", "/patchpilot-emulator/deploy-stack", Some(&body))?;
+        Ok(serde_json::from_str(&answer)?)
+    }
+
+    /// SDK configuration of a deployed function: its own access key, so every request it
+    /// makes is authorized against its role as template.yaml defines it.
+    pub async fn function_config(&self, function: &StackFunction) -> aws_config::SdkConfig {
+        self.config_with_key(
+            &function.access_key_id,
+            &function.secret_access_key,
+            "patchpilot-function",
+        )
+        .await
+    }
+
+    async fn config_with_key(
+        &self,
+        access_key_id: &str,
+        secret: &str,
+        provider: &'static str,
+    ) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(patchpilot::aws::http_client())
             .endpoint_url(self.endpoint.clone())
             .region(aws_config::Region::new(REGION))
             .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-                "testing",
-                "testing",
+                access_key_id,
+                secret,
                 None,
                 None,
-                "patchpilot-tests",
+                provider,
             ))
             .load()
             .await

@@ -563,22 +563,124 @@ fn is_star(resource: &Yaml) -> bool {
     as_list(resource).iter().any(|r| r.as_str() == Some("*"))
 }
 
+fn is_ref_to(v: Option<&Yaml>, name: &str) -> bool {
+    matches!(v, Some(Yaml::Tagged(t)) if t.tag == "Ref" && t.value.as_str() == Some(name))
+}
+
+/// `Condition.<operator>.<key>` of a statement.
+fn condition<'a>(s: &'a Yaml, operator: &str, key: &str) -> Option<&'a Yaml> {
+    s.get("Condition")
+        .and_then(|c| c.get(operator))
+        .and_then(|c| c.get(key))
+}
+
+/// A write granted on "*" is only possible for the creates, which support no resource type
+/// (Service Authorization Reference, SSM: CreatePatchBaseline, CreateMaintenanceWindow; the
+/// reference check in `make lint` proves that against AWS's data). Such a grant must then be
+/// limited by the request's tags: this stack's marker and nothing else.
 #[test]
-fn functions_use_resource_star_only_for_reads_without_resource_level_permissions() {
+fn writes_on_star_are_creates_limited_to_this_stacks_marker() {
     let t = template();
     for (function, resource) in functions(&t) {
         for s in function_statements(&function, resource) {
-            if s.get("Resource").is_some_and(is_star) {
-                for action in actions_of(s) {
-                    let name = action.split_once(':').map(|(_, n)| n).unwrap_or("");
-                    assert!(
-                        ["Describe", "List", "Get"]
-                            .iter()
-                            .any(|p| name.starts_with(p)),
-                        "{function}: `{action}` is granted on \"*\""
-                    );
-                }
+            if !s.get("Resource").is_some_and(is_star) {
+                continue;
             }
+            let writes: Vec<String> = actions_of(s)
+                .into_iter()
+                .filter(|action| {
+                    let name = action.split_once(':').map(|(_, n)| n).unwrap_or("");
+                    !["Describe", "List", "Get"]
+                        .iter()
+                        .any(|p| name.starts_with(p))
+                })
+                .collect();
+            if writes.is_empty() {
+                continue;
+            }
+            for action in &writes {
+                assert!(
+                    ["ssm:CreatePatchBaseline", "ssm:CreateMaintenanceWindow"]
+                        .contains(&action.as_str()),
+                    "{function}: write `{action}` is granted on \"*\""
+                );
+            }
+            assert!(
+                is_ref_to(
+                    condition(s, "StringEquals", "aws:RequestTag/patchpilot:managed"),
+                    "AWS::StackName"
+                ),
+                "{function}: creates must carry patchpilot:managed=<stack name>: {s:?}"
+            );
+            let keys = condition(s, "ForAllValues:StringEquals", "aws:TagKeys")
+                .and_then(Yaml::as_sequence)
+                .map(|k| k.iter().filter_map(Yaml::as_str).collect::<Vec<_>>());
+            assert_eq!(keys, Some(vec!["patchpilot:managed"]), "{s:?}");
+        }
+    }
+}
+
+/// Every statement that lets baseline-sync change a baseline or window (and with it their
+/// registrations, targets and tasks) requires that resource to carry this stack's marker.
+#[test]
+fn changes_to_baselines_and_windows_require_this_stacks_marker() {
+    let t = template();
+    let (_, sync) = functions(&t)
+        .into_iter()
+        .find(|(id, _)| id == "BaselineSyncFunction")
+        .expect("BaselineSyncFunction");
+    let mut checked = 0;
+    for s in function_statements("BaselineSyncFunction", sync) {
+        let resources = s.get("Resource").map(as_list).unwrap_or_default();
+        let on_baselines_or_windows = resources.iter().any(|r| match r {
+            Yaml::Tagged(tagged) => tagged
+                .value
+                .as_str()
+                .is_some_and(|v| v.contains(":patchbaseline/") || v.contains(":maintenancewindow/")),
+            _ => false,
+        });
+        let writes = actions_of(s).into_iter().any(|action| {
+            let name = action.split_once(':').map(|(_, n)| n).unwrap_or("");
+            !["Describe", "List", "Get"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        });
+        if !(on_baselines_or_windows && writes) {
+            continue;
+        }
+        checked += 1;
+        assert!(
+            is_ref_to(
+                condition(s, "StringEquals", "aws:ResourceTag/patchpilot:managed"),
+                "AWS::StackName"
+            ),
+            "a change to baselines/windows without the ownership condition: {s:?}"
+        );
+    }
+    assert!(checked > 0, "no change statement found");
+}
+
+/// Tagging a baseline or window could mark another's resource as this stack's: no function
+/// may do it (creates carry the marker themselves).
+#[test]
+fn no_function_tags_baselines_or_windows() {
+    let t = template();
+    for (function, resource) in functions(&t) {
+        for s in function_statements(&function, resource) {
+            if !actions_of(s).iter().any(|a| a == "ssm:AddTagsToResource") {
+                continue;
+            }
+            for r in s.get("Resource").map(as_list).unwrap_or_default() {
+                let text = match r {
+                    Yaml::Tagged(tagged) => tagged.value.as_str().unwrap_or(""),
+                    other => other.as_str().unwrap_or(""),
+                };
+                assert!(
+                    text.contains(":managed-instance/"),
+                    "{function}: ssm:AddTagsToResource on {text}"
+                );
+            }
+            assert!(s.get("Condition").is_some(), "{function}: unconditioned {s:?}");
         }
     }
 }

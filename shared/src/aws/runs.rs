@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info};
 
 use super::{AwsError, CallLog};
+use crate::console;
 use crate::names::{self, PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
 use crate::report::{
     BatchRun, InstanceRun, MissReason, MissedTarget, PatchCounts, RunKind, RunReport,
@@ -84,6 +85,10 @@ pub struct CommandInfo {
     pub delivery_timed_out_count: u32,
     pub output_bucket: Option<String>,
     pub output_prefix: Option<String>,
+    /// `OutputS3Region`: where the output bucket is (empty = the command's Region).
+    pub output_region: Option<String>,
+    /// `MaxErrors`: the command's error threshold.
+    pub max_errors: Option<String>,
     pub operation: Option<String>,
     pub instance_ids: Vec<String>,
     /// `Targets` as (key, values), e.g. (`tag:Patch Group`, [`patch_test_0600_batch_1`]).
@@ -91,6 +96,13 @@ pub struct CommandInfo {
 }
 
 impl CommandInfo {
+    /// The Region of the output bucket (`OutputS3Region`, else the command's own Region).
+    pub fn output_region(&self, default: &str) -> String {
+        self.output_region
+            .clone()
+            .unwrap_or_else(|| default.to_string())
+    }
+
     /// `s3://bucket/prefix/<command-id>/`: where Run Command writes this command's output.
     pub fn output_location(&self) -> Option<String> {
         let bucket = self.output_bucket.as_deref().filter(|b| !b.is_empty())?;
@@ -131,6 +143,27 @@ struct Member {
     state: Option<String>,
     /// SSM ping status when known (on-prem nodes come from SSM).
     ping: Option<String>,
+    /// Since when it is in that state, when EC2 or SSM say (a stop's time from
+    /// `StateTransitionReason`, the agent's `LastPingDateTime`).
+    since: Option<DateTime<Utc>>,
+}
+
+/// A node as `DescribeInstanceInformation` reports it.
+struct NodeInfo {
+    instance_id: String,
+    ping: String,
+    name: Option<String>,
+    last_ping: Option<DateTime<Utc>>,
+}
+
+/// The time in an EC2 `StateTransitionReason` such as
+/// `User initiated (2026-12-05 05:00:00 GMT)` (EC2 API reference, Instance).
+fn transition_time(reason: &str) -> Option<DateTime<Utc>> {
+    let inner = reason.rsplit_once('(')?.1.strip_suffix(')')?;
+    let inner = inner.strip_suffix(" GMT").unwrap_or(inner);
+    chrono::NaiveDateTime::parse_from_str(inner, "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 fn to_chrono(t: &aws_sdk_ssm::primitives::DateTime) -> Option<DateTime<Utc>> {
@@ -163,6 +196,15 @@ impl<'a> Runs<'a> {
             calls,
             tag_key,
         }
+    }
+
+    /// The Region the clients talk to (for console links).
+    fn region(&self) -> &str {
+        self.ssm
+            .config()
+            .region()
+            .map(|r| r.as_ref())
+            .unwrap_or("us-east-1")
     }
 
     /// `GetMaintenanceWindow` + `ListTagsForResource`.
@@ -223,6 +265,11 @@ impl<'a> Runs<'a> {
             delivery_timed_out_count: count(c.delivery_timed_out_count()),
             output_bucket: c.output_s3_bucket_name().map(str::to_string),
             output_prefix: c.output_s3_key_prefix().map(str::to_string),
+            output_region: c
+                .output_s3_region()
+                .filter(|r| !r.is_empty())
+                .map(str::to_string),
+            max_errors: c.max_errors().map(str::to_string),
             operation: c
                 .parameters()
                 .and_then(|p| p.get("Operation"))
@@ -474,7 +521,13 @@ impl<'a> Runs<'a> {
                     log_url: i
                         .standard_output_url()
                         .filter(|u| !u.is_empty())
-                        .map(str::to_string),
+                        .map(|u| console::s3_link(&command.output_region(self.region()), u)),
+                    output_url: Some(console::command_output(
+                        self.region(),
+                        &command.command_id,
+                        instance_id,
+                    )),
+                    requested: i.requested_date_time().and_then(to_chrono),
                     patches: None,
                 });
             }
@@ -527,7 +580,9 @@ impl<'a> Runs<'a> {
                             run.log_url = plugin
                                 .standard_output_url()
                                 .filter(|u| !u.is_empty())
-                                .map(str::to_string);
+                                .map(|u| {
+                                    console::s3_link(&command.output_region(self.region()), u)
+                                });
                         }
                     }
                 }
@@ -619,11 +674,12 @@ impl<'a> Runs<'a> {
             ];
             for info in self.instance_information(filters).await? {
                 members.push(Member {
-                    instance_id: info.0,
-                    name: info.2,
+                    instance_id: info.instance_id,
+                    name: info.name,
                     patch_group: None,
                     state: None,
-                    ping: Some(info.1),
+                    ping: Some(info.ping),
+                    since: info.last_ping,
                 });
             }
         }
@@ -682,12 +738,16 @@ impl<'a> Runs<'a> {
                         .and_then(|t| t.value())
                         .map(str::to_string)
                 };
+                let since = (state != "running")
+                    .then(|| i.state_transition_reason().and_then(transition_time))
+                    .flatten();
                 members.push(Member {
                     instance_id: i.instance_id().unwrap_or_default().to_string(),
                     name: tag("Name"),
                     patch_group: tag(self.tag_key),
                     state: Some(state),
                     ping: None,
+                    since,
                 });
             }
             token = page.next_token().map(str::to_string);
@@ -698,11 +758,11 @@ impl<'a> Runs<'a> {
         Ok(members)
     }
 
-    /// (instance id, ping status, name) from `DescribeInstanceInformation`.
+    /// Instance id, ping status, name and last ping from `DescribeInstanceInformation`.
     async fn instance_information(
         &self,
         filters: Vec<InstanceInformationStringFilter>,
-    ) -> Result<Vec<(String, String, Option<String>)>, AwsError> {
+    ) -> Result<Vec<NodeInfo>, AwsError> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -717,13 +777,15 @@ impl<'a> Runs<'a> {
                 .await
                 .map_err(|e| AwsError::from_sdk("DescribeInstanceInformation", e))?;
             for i in page.instance_information_list() {
-                out.push((
-                    i.instance_id().unwrap_or_default().to_string(),
-                    i.ping_status()
+                out.push(NodeInfo {
+                    instance_id: i.instance_id().unwrap_or_default().to_string(),
+                    ping: i
+                        .ping_status()
                         .map(|p| p.as_str().to_string())
                         .unwrap_or_default(),
-                    i.name().map(str::to_string),
-                ));
+                    name: i.name().map(str::to_string),
+                    last_ping: i.last_ping_date_time().and_then(to_chrono),
+                });
             }
             token = page.next_token().map(str::to_string);
             if token.is_none() {
@@ -749,15 +811,15 @@ impl<'a> Runs<'a> {
             .filter(|m| m.state.as_deref() == Some("running"))
             .map(|m| m.instance_id.clone())
             .collect();
-        let mut ping: HashMap<String, String> = HashMap::new();
+        let mut ping: HashMap<String, (String, Option<DateTime<Utc>>)> = HashMap::new();
         for chunk in running_ec2.chunks(INFO_PAGE as usize) {
             let filter = InstanceInformationStringFilter::builder()
                 .key("InstanceIds")
                 .set_values(Some(chunk.to_vec()))
                 .build()
                 .map_err(|_| AwsError::missing("DescribeInstanceInformation", "filter"))?;
-            for (id, p, _) in self.instance_information(vec![filter]).await? {
-                ping.insert(id, p);
+            for node in self.instance_information(vec![filter]).await? {
+                ping.insert(node.instance_id, (node.ping, node.last_ping));
             }
         }
         let mut seen = BTreeSet::new();
@@ -766,12 +828,16 @@ impl<'a> Runs<'a> {
             if !seen.insert(m.instance_id.clone()) {
                 continue;
             }
+            let mut since = m.since;
             let reason = match (&m.state, &m.ping) {
                 (Some(state), _) if state != "running" => MissReason::NotRunning(state.clone()),
-                (Some(_), _) => match ping.get(&m.instance_id).map(String::as_str) {
+                (Some(_), _) => match ping.get(&m.instance_id) {
                     None => MissReason::NotManaged,
-                    Some("Online") => MissReason::NotInvoked,
-                    Some(p) => MissReason::Offline(p.to_string()),
+                    Some((p, _)) if p == "Online" => MissReason::NotInvoked,
+                    Some((p, last)) => {
+                        since = *last;
+                        MissReason::Offline(p.to_string())
+                    }
                 },
                 (None, Some(p)) if p != "Online" => MissReason::Offline(p.clone()),
                 (None, _) => MissReason::NotInvoked,
@@ -781,6 +847,7 @@ impl<'a> Runs<'a> {
                 name: m.name.clone(),
                 patch_group: m.patch_group.clone(),
                 reason,
+                at: since,
             });
         }
         Ok(out)
@@ -859,6 +926,8 @@ impl<'a> Runs<'a> {
                 target_count: 0,
                 error_count: 0,
                 delivery_timed_out_count: 0,
+                command_statuses: Vec::new(),
+                max_errors: None,
             };
             for (command_id, _) in invocations {
                 let command = self.command(&command_id).await?;
@@ -869,6 +938,10 @@ impl<'a> Runs<'a> {
                 batch.target_count += command.target_count;
                 batch.error_count += command.error_count;
                 batch.delivery_timed_out_count += command.delivery_timed_out_count;
+                if !batch.command_statuses.contains(&command.status) {
+                    batch.command_statuses.push(command.status.clone());
+                }
+                batch.max_errors = batch.max_errors.take().or(command.max_errors.clone());
                 batch.command_ids.push(command_id);
                 runs.extend(self.invocations(&command, number).await?);
                 commands.push(command);
@@ -990,6 +1063,8 @@ impl<'a> Runs<'a> {
             target_count: command.target_count,
             error_count: command.error_count,
             delivery_timed_out_count: command.delivery_timed_out_count,
+            command_statuses: vec![command.status.clone()],
+            max_errors: command.max_errors.clone(),
         };
         let end = runs
             .iter()
@@ -1061,10 +1136,22 @@ mod tests {
             delivery_timed_out_count: 0,
             output_bucket: bucket.map(str::to_string),
             output_prefix: prefix.map(str::to_string),
+            output_region: None,
+            max_errors: Some("0".into()),
             operation: Some("Install".into()),
             instance_ids: vec![],
             targets: vec![],
         }
+    }
+
+    #[test]
+    fn a_stop_time_is_read_from_the_state_transition_reason() {
+        assert_eq!(
+            transition_time("User initiated (2026-12-05 05:00:00 GMT)").map(|t| t.to_rfc3339()),
+            Some("2026-12-05T05:00:00+00:00".to_string())
+        );
+        assert_eq!(transition_time(""), None);
+        assert_eq!(transition_time("Server.SpotInstanceTermination"), None);
     }
 
     #[test]
