@@ -361,11 +361,12 @@ def test_targets_and_tasks(emu: Emulator) -> None:
     assert got["TaskType"] == "RUN_COMMAND"
     upd_task = ssm.update_maintenance_window_task(WindowId=wid, WindowTaskId=task_id, Priority=2, MaxErrors="2")
     assert upd_task["Priority"] == 2 and upd_task["MaxErrors"] == "2" and upd_task["MaxConcurrency"] == "10%"
+    # Replace with targets still needs MaxConcurrency/MaxErrors (UpdateMaintenanceWindowTask)
     rep_task = ssm.update_maintenance_window_task(
         WindowId=wid, WindowTaskId=task_id, TaskArn="AWS-RunPatchBaseline", Replace=True,
-        Targets=[{"Key": "WindowTargetIds", "Values": [tid]}],
+        Targets=[{"Key": "WindowTargetIds", "Values": [tid]}], MaxConcurrency="5", MaxErrors="0",
     )
-    assert "MaxConcurrency" not in rep_task and "Description" not in rep_task
+    assert rep_task["MaxConcurrency"] == "5" and "Description" not in rep_task
     with pytest.raises(ClientError) as err:
         ssm.get_maintenance_window_task(WindowId=wid, WindowTaskId="00000000-0000-0000-0000-000000000000")
     assert code(err) == "DoesNotExistException"

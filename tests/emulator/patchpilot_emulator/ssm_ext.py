@@ -970,6 +970,21 @@ def _check_task_targets(window: FakeMaintenanceWindow, targets: list[dict[str, A
                     )
 
 
+def check_task_rate_controls(task_type: str | None, targets: Any, max_concurrency: Any, max_errors: Any) -> None:
+    """RegisterTaskWithMaintenanceWindow / UpdateMaintenanceWindowTask, ``Targets``: "One or
+    more targets must be specified for maintenance window Run Command-type tasks";
+    ``MaxConcurrency``/``MaxErrors``: "a value can be omitted only when you are registering or
+    updating a targetless task. You must provide a value in all other cases."""
+    if task_type == "RUN_COMMAND" and not targets:
+        raise validation("Targets must be specified for maintenance window Run Command-type tasks.")
+    if targets:
+        missing = [n for n, v in (("MaxConcurrency", max_concurrency), ("MaxErrors", max_errors)) if not v]
+        if missing:
+            raise validation(
+                f"{' and '.join(missing)} must be specified for maintenance window tasks with targets."
+            )
+
+
 def register_task_with_maintenance_window(self: R) -> ActionResult:
     backend = _b(self)
     window = _get_window(backend, self._get_param("WindowId"))
@@ -980,6 +995,9 @@ def register_task_with_maintenance_window(self: R) -> ActionResult:
         )
     targets = self._get_param("Targets")
     _check_task_targets(window, targets)
+    check_task_rate_controls(
+        self._get_param("TaskType"), targets, self._get_param("MaxConcurrency"), self._get_param("MaxErrors")
+    )
     task_id = backend.register_task_with_maintenance_window(
         window_id=window.id,
         targets=targets,
@@ -1039,6 +1057,17 @@ def update_maintenance_window_task(self: R) -> ActionResult:
         )
     targets = self._get_param("Targets")
     _check_task_targets(window, targets)
+
+    def resulting(param: str, attr: str) -> Any:
+        value = self._get_param(param)
+        return value if value is not None or replace else getattr(task, attr)
+
+    check_task_rate_controls(
+        task.task_type,
+        resulting("Targets", "targets"),
+        resulting("MaxConcurrency", "max_concurrency"),
+        resulting("MaxErrors", "max_errors"),
+    )
     for param, attr, default in (
         ("Targets", "targets", []),
         ("TaskArn", "task_arn", task.task_arn),
@@ -1304,6 +1333,39 @@ def describe_instance_patch_states(self: R) -> ActionResult:
     return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
 
 
+_PATCH_STATE_FILTER_KEYS = (
+    "InstalledCount", "InstalledOtherCount", "InstalledPendingRebootCount", "InstalledRejectedCount",
+    "MissingCount", "FailedCount", "UnreportedNotApplicableCount", "NotApplicableCount",
+)
+
+
+def describe_instance_patch_states_for_patch_group(self: R) -> ActionResult:
+    """SSM API Reference: DescribeInstancePatchStatesForPatchGroup; InstancePatchStateFilter
+    (Key one of the counts, one Value "an integer greater than or equal to 0", Type Equal |
+    NotEqual | LessThan | GreaterThan); errors InvalidFilter, InvalidNextToken."""
+    backend = _b(self)
+    group = self._get_param("PatchGroup")
+    items = [p for p in state(backend).patch_states.values() if p.get("PatchGroup") == group]
+    items.sort(key=lambda p: p["InstanceId"])
+    compare = {
+        "Equal": lambda a, b: a == b,
+        "NotEqual": lambda a, b: a != b,
+        "LessThan": lambda a, b: a < b,
+        "GreaterThan": lambda a, b: a > b,
+    }
+    for f in self._get_param("Filters", []) or []:
+        key, values, kind = f.get("Key"), f.get("Values") or [], f.get("Type")
+        if key not in _PATCH_STATE_FILTER_KEYS:
+            raise SSMError("InvalidFilter", f"The filter key {key} isn't valid.")
+        if len(values) != 1 or not str(values[0]).isdigit():
+            raise SSMError("InvalidFilter", f"The filter {key} needs one value, an integer >= 0.")
+        if kind not in compare:
+            raise SSMError("InvalidFilter", f"The filter {key} needs a Type: Equal, NotEqual, LessThan or GreaterThan.")
+        items = [p for p in items if compare[kind](int(p.get(key) or 0), int(values[0]))]
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
+
+
 # --- maintenance window executions ---------------------------------------------------------
 
 
@@ -1488,6 +1550,7 @@ RESPONSE_METHODS: list[Callable[..., Any]] = [
     list_command_invocations,
     describe_instance_information,
     describe_instance_patch_states,
+    describe_instance_patch_states_for_patch_group,
     describe_maintenance_window_executions,
     get_maintenance_window_execution,
     describe_maintenance_window_execution_tasks,
