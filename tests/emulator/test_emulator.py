@@ -361,11 +361,12 @@ def test_targets_and_tasks(emu: Emulator) -> None:
     assert got["TaskType"] == "RUN_COMMAND"
     upd_task = ssm.update_maintenance_window_task(WindowId=wid, WindowTaskId=task_id, Priority=2, MaxErrors="2")
     assert upd_task["Priority"] == 2 and upd_task["MaxErrors"] == "2" and upd_task["MaxConcurrency"] == "10%"
+    # Replace with targets still needs MaxConcurrency/MaxErrors (UpdateMaintenanceWindowTask)
     rep_task = ssm.update_maintenance_window_task(
         WindowId=wid, WindowTaskId=task_id, TaskArn="AWS-RunPatchBaseline", Replace=True,
-        Targets=[{"Key": "WindowTargetIds", "Values": [tid]}],
+        Targets=[{"Key": "WindowTargetIds", "Values": [tid]}], MaxConcurrency="5", MaxErrors="0",
     )
-    assert "MaxConcurrency" not in rep_task and "Description" not in rep_task
+    assert rep_task["MaxConcurrency"] == "5" and "Description" not in rep_task
     with pytest.raises(ClientError) as err:
         ssm.get_maintenance_window_task(WindowId=wid, WindowTaskId="00000000-0000-0000-0000-000000000000")
     assert code(err) == "DoesNotExistException"
@@ -388,6 +389,7 @@ def test_send_command_targets_only_given_instances(emu: Emulator) -> None:
     ssm = emu.client("ssm")
     a = launch(emu, "rhel-9", "g1")
     launch(emu, "ubuntu-22.04", "g2")
+    emu.client("s3").create_bucket(Bucket="bkt")
     cmd = ssm.send_command(InstanceIds=[a], DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]}, OutputS3BucketName="bkt", OutputS3KeyPrefix="p")["Command"]
     assert cmd["InstanceIds"] == [a]
     listed = ssm.list_commands(CommandId=cmd["CommandId"])["Commands"][0]
@@ -397,7 +399,10 @@ def test_send_command_targets_only_given_instances(emu: Emulator) -> None:
     assert len(by_tag["InstanceIds"]) == 1 and by_tag["InstanceIds"][0] != a
     invs = ssm.list_command_invocations(CommandId=cmd["CommandId"], Details=True)["CommandInvocations"]
     assert invs[0]["InstanceId"] == a
-    assert invs[0]["StandardOutputUrl"].startswith(f"https://s3.amazonaws.com/bkt/p/{cmd['CommandId']}/{a}/awsrunShellScript/")
+    # regional URL as in the ListCommandInvocations example of the API reference
+    assert invs[0]["StandardOutputUrl"] == f"https://s3.us-east-1.amazonaws.com/bkt/p/{cmd['CommandId']}/{a}/awsrunShellScript/0.awsrunShellScript/stdout"
+    body = emu.client("s3").get_object(Bucket="bkt", Key=f"p/{cmd['CommandId']}/{a}/awsrunShellScript/0.awsrunShellScript/stdout")["Body"].read()
+    assert body.decode() == invs[0]["CommandPlugins"][0]["Output"]
     assert invs[0]["CommandPlugins"][0]["Name"] == "aws:runShellScript"
     no_details = ssm.list_command_invocations(CommandId=cmd["CommandId"])["CommandInvocations"]
     assert no_details[0]["CommandPlugins"] == []
@@ -458,6 +463,7 @@ def _scenario(emu: Emulator) -> dict[str, Any]:
     win = launch(emu, "windows-2022", win_group, "win-test")
     rhel_b = baseline(emu)
     ssm.register_patch_baseline_for_patch_group(BaselineId=rhel_b, PatchGroup=linux_group)
+    emu.client("s3").create_bucket(Bucket="patch-logs")
     wid = window(emu)
     ids = {}
     for priority, group in ((2, win_group), (1, linux_group)):
@@ -516,12 +522,17 @@ def test_execute_window_failures(emu: Emulator) -> None:
     assert status == 200 and run["Status"] == "FAILED"
     linux_cmd = run["Tasks"][0]["CommandIds"][0]
     cmd = ssm.list_commands(CommandId=linux_cmd)["Commands"][0]
-    assert cmd["Status"] == "Failed" and cmd["ErrorCount"] == 1 and cmd["DeliveryTimedOutCount"] == 1
+    # MaxErrors "1": one Failed invocation is "the value of MaxErrors or more" -> Failed;
+    # Undeliverable doesn't count against MaxErrors (ErrorCount counts Failed/ExecutionTimedOut).
+    assert cmd["Status"] == "Failed" and cmd["StatusDetails"] == "Failed"
+    assert cmd["ErrorCount"] == 1 and cmd["DeliveryTimedOutCount"] == 0 and cmd["TargetCount"] == 2
     failed = ssm.list_command_invocations(CommandId=linux_cmd, Filters=[{"key": "Status", "value": "Failed"}], Details=True)["CommandInvocations"]
-    assert [f["InstanceId"] for f in failed] == [s["rhel"]]
-    assert failed[0]["CommandPlugins"][0]["ResponseCode"] == 1 and failed[0]["StatusDetails"] == "Failed"
-    timed_out = ssm.list_command_invocations(CommandId=linux_cmd, Filters=[{"key": "Status", "value": "TimedOut"}])["CommandInvocations"]
-    assert timed_out[0]["StatusDetails"] == "DeliveryTimedOut"
+    by_id = {f["InstanceId"]: f for f in failed}
+    assert by_id[s["rhel"]]["CommandPlugins"][0]["ResponseCode"] == 1 and by_id[s["rhel"]]["StatusDetails"] == "Failed"
+    # agent ConnectionLost: never delivered -> Undeliverable (Status Failed, no plugin output)
+    assert by_id[s["ubuntu"]]["StatusDetails"] == "Undeliverable" and by_id[s["ubuntu"]]["CommandPlugins"] == []
+    result = {r["InstanceId"]: r for r in run["Tasks"][0]["InstanceResults"]}
+    assert result[s["ubuntu"]]["StatusHistory"] == ["Pending", "Delayed", "Undeliverable"]
     assert ssm.describe_instance_patch_states(InstanceIds=[s["rhel"]])["InstancePatchStates"][0]["FailedCount"] > 0
     assert ssm.describe_instance_patch_states(InstanceIds=[s["ubuntu"]])["InstancePatchStates"] == []
     info = ssm.describe_instance_information(Filters=[{"Key": "PingStatus", "Values": ["ConnectionLost"]}])["InstanceInformationList"]

@@ -14,18 +14,27 @@ import hashlib
 import json
 import random
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from moto.ssm.models import FakeMaintenanceWindow, FakeMaintenanceWindowTask
 
+from . import runs
+from .commands import (
+    DEFAULT_DELIVERY_TIMEOUT,
+    build_invocations,
+    deferred_run,
+    invocation_seconds,
+    materialize,
+    reachability,
+)
 from .ssm_ext import (
     SSMError,
     _baseline_os_from_platform,
     backend_for,
-    build_invocations,
     default_baseline_id,
     does_not_exist,
+    ec2_backend_for,
     nodes,
     now,
     patch_group_of,
@@ -44,6 +53,8 @@ WINDOW_EXECUTION_STATUSES = (
     "CANCELLED",
     "SKIPPED_OVERLAPPING",
 )
+OUTCOME_KINDS = ("success", "failed", "reboot-pending", "stopped", "unreachable", "slow")
+DEFAULT_SLOW_MINUTES = 60
 
 
 def _h(instance_id: str) -> int:
@@ -91,6 +102,52 @@ def _invocation_groups(
     return groups
 
 
+def _outcomes(body: dict[str, Any], known: set[str]) -> dict[str, dict[str, Any]]:
+    """Per-instance outcome requests: ``Outcomes`` plus the legacy alias lists."""
+    result: dict[str, dict[str, Any]] = {}
+    for field, kind in (
+        ("FailInstances", "failed"),
+        ("UnreachableInstances", "unreachable"),
+        ("RebootPendingInstances", "reboot-pending"),
+    ):
+        for iid in body.get(field) or []:
+            entry = result.setdefault(iid, {"kind": kind})
+            if kind == "reboot-pending":
+                entry["reboot"] = True
+    for iid, spec in (body.get("Outcomes") or {}).items():
+        if isinstance(spec, str):
+            spec = {"Outcome": spec}
+        if not isinstance(spec, dict):
+            raise validation(f"Outcomes[{iid}] must be a string or an object.")
+        kind = spec.get("Outcome", "success")
+        entry = {"kind": kind, "reboot": kind == "reboot-pending"}
+        if spec.get("FailedPatches") is not None:
+            entry["failed_patches"] = int(spec["FailedPatches"])
+        if spec.get("Minutes") is not None:
+            entry["minutes"] = float(spec["Minutes"])
+        result[iid] = entry
+    for iid, entry in result.items():
+        if entry["kind"] not in OUTCOME_KINDS:
+            raise validation(f"Outcome of {iid} must be one of {', '.join(OUTCOME_KINDS)}, got {entry['kind']}.")
+        if iid not in known:
+            raise validation(f"Outcomes name {iid}, which is not a managed node of this account and Region.")
+        if entry["kind"] == "stopped" and not iid.startswith("i-"):
+            raise validation(f"Outcome 'stopped' needs an EC2 instance, {iid} is a managed instance.")
+    return result
+
+
+def _plan(backend: Any, node: Any, iid: str, outcome: dict[str, Any], timeout: float) -> runs.Plan:
+    unreachable = reachability(backend, node)
+    if unreachable:
+        return runs.Plan(unreachable, timeout)
+    kind = outcome.get("kind", "success")
+    if kind == "failed":
+        return runs.Plan("Failed", invocation_seconds(iid))
+    if kind == "slow":
+        return runs.Plan("Success", 60 * float(outcome.get("minutes", DEFAULT_SLOW_MINUTES)))
+    return runs.Plan("Success", invocation_seconds(iid))
+
+
 def execute_window(body: dict[str, Any]) -> dict[str, Any]:
     account = body.get("AccountId") or "123456789012"
     region = body.get("Region") or "us-east-1"
@@ -101,78 +158,152 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
     window = backend.windows.get(window_id)
     if window is None:
         raise does_not_exist(f"Maintenance window {window_id} does not exist")
-    fail = set(body.get("FailInstances") or [])
-    reboot = set(body.get("RebootPendingInstances") or [])
-    unreachable = set(body.get("UnreachableInstances") or [])
+    if not window.enabled:
+        # A disabled window does not run (CreateMaintenanceWindow/UpdateMaintenanceWindow
+        # "Enabled: Whether the maintenance window is enabled"); nothing is recorded.
+        raise SSMError(
+            "MaintenanceWindowDisabled",
+            f"Maintenance window {window_id} is disabled (Enabled=false): it does not run and no "
+            "execution is recorded.",
+        )
     forced_status = body.get("Status")
     if forced_status is not None and forced_status not in WINDOW_EXECUTION_STATUSES:
         raise validation(
             f"Status must be one of {', '.join(WINDOW_EXECUTION_STATUSES)}, got {forced_status}."
         )
-
     pp = state(backend)
     node_index = {n.instance_id: n for n in nodes(backend)}
+    outcomes = _outcomes(body, set(node_index))
+
+    # Side effects the outcome asks for happen before the run.
+    stop = [iid for iid, o in outcomes.items() if o["kind"] == "stopped"]
+    if stop:
+        ec2_backend_for(backend).stop_instances(stop)
+    for iid, o in outcomes.items():
+        if o["kind"] == "unreachable":
+            pp.ping_status[iid] = "ConnectionLost"
+    node_index = {n.instance_id: n for n in nodes(backend)}
+
+    # Window timeline (CreateMaintenanceWindow: "Duration: The duration of the maintenance
+    # window in hours"; "Cutoff: The number of hours before the end of the maintenance window
+    # that Systems Manager stops scheduling new tasks for execution").
+    duration_s = float(window.duration) * 3600
+    cutoff_s = float(window.duration - (window.cutoff or 0)) * 3600
+
+    # RegisterTaskWithMaintenanceWindow Priority: "Tasks in a maintenance window are scheduled
+    # in priority order with tasks that have the same priority scheduled in parallel."
+    by_priority: dict[int, list[FakeMaintenanceWindowTask]] = {}
+    for task in window.tasks.values():
+        by_priority.setdefault(task.priority if task.priority is not None else 1, []).append(task)
+
+    sim_tasks: list[dict[str, Any]] = []
+    clock = 0.0
+    latest = 0.0
+    for priority in sorted(by_priority):
+        group_start = clock
+        group_end = clock
+        for task in by_priority[priority]:
+            settings = _run_command_settings(task)
+            entry: dict[str, Any] = {"task": task, "settings": settings, "priority": priority, "start": group_start, "commands": []}
+            sim_tasks.append(entry)
+            if group_start >= cutoff_s:
+                # Not started by the cutoff: it never starts (Cutoff); its status is TIMED_OUT
+                # (README: verified only in the emulator).
+                entry.update(end=group_start, status="TIMED_OUT",
+                             details="The task did not start: the maintenance window cutoff was reached.")
+                continue
+            cancel = task.cutoff_behavior == "CANCEL_TASK"
+            timeout = float(settings["timeout"] or DEFAULT_DELIVERY_TIMEOUT)
+            task_end = group_start
+            for target_id, owner, instances in _invocation_groups(backend, window, task):
+                order = sorted(instances)
+                plans = {iid: _plan(backend, node_index.get(iid), iid, outcomes.get(iid, {}), timeout) for iid in order}
+                results, span, cancelled = runs.simulate(
+                    order, plans, task.max_concurrency, task.max_errors,
+                    cancel_at=(cutoff_s - group_start) if cancel else None,
+                )
+                entry["commands"].append(
+                    {"target_id": target_id, "owner": owner, "instances": order, "results": results,
+                     "span": span, "cancelled": cancelled}
+                )
+                task_end = max(task_end, group_start + span)
+                for r in results.values():
+                    if r.end is not None:
+                        latest = max(latest, group_start + r.end)
+            entry["end"] = task_end
+            group_end = max(group_end, task_end)
+        clock = group_end
+        latest = max(latest, clock)
+
+    # Every timestamp returned is <= now: the run is placed so that it has just finished.
+    span_total = max(latest, clock)
+    if body.get("StartTime"):
+        started = datetime.fromisoformat(str(body["StartTime"]).replace("Z", "+00:00")).replace(tzinfo=None)
+    else:
+        started = now() - timedelta(seconds=span_total)
     execution_id = str(uuid.uuid4())
-    started = now()
-    clock = started
     tasks_out: list[dict[str, Any]] = []
-    ordered = sorted(
-        enumerate(window.tasks.values()),
-        key=lambda pair: (pair[1].priority if pair[1].priority is not None else 1, pair[0]),
-    )
-    for _, task in ordered:
+    for entry in sim_tasks:
+        task, settings = entry["task"], entry["settings"]
         task_execution_id = str(uuid.uuid4())
-        task_start = clock
-        settings = _run_command_settings(task)
         invocations: list[dict[str, Any]] = []
         command_ids: list[str] = []
         instance_ids: list[str] = []
-        task_failed = False
-        for target_id, owner, instances in _invocation_groups(backend, window, task):
-            if not instances:
-                continue
-            command = backend.send_command(
-                comment=settings["comment"],
-                document_name=task.task_arn,
-                timeout_seconds=settings["timeout"],
-                instance_ids=list(instances),
-                max_concurrency=task.max_concurrency or "50",
-                max_errors=task.max_errors or "0",
-                notification_config=settings["notification"],
-                output_s3_bucket_name=settings["bucket"],
-                output_s3_key_prefix=settings["prefix"],
-                output_s3_region=settings["region"],
-                parameters=settings["parameters"],
-                service_role_arn=settings["service_role"],
-                targets=[],
-            )
-            command.requested_date_time = clock
-            outcomes: dict[str, str] = {}
-            summaries: dict[str, str] = {}
-            for iid in instances:
-                if iid in unreachable:
-                    outcomes[iid] = "DeliveryTimedOut"
-                    pp.ping_status[iid] = "ConnectionLost"
-                elif iid in fail:
-                    outcomes[iid] = "Failed"
-                else:
-                    outcomes[iid] = "Success"
+        instance_results: list[dict[str, Any]] = []
+        statuses: list[str] = []
+        any_cancelled = False
+        for cmd in entry["commands"]:
+            cmd_start = started + timedelta(seconds=entry["start"])
+            with deferred_run():
+                command = backend.send_command(
+                    comment=settings["comment"],
+                    document_name=task.task_arn,
+                    timeout_seconds=settings["timeout"],
+                    instance_ids=list(cmd["instances"]),
+                    max_concurrency=task.max_concurrency or runs.DEFAULT_MAX_CONCURRENCY,
+                    max_errors=task.max_errors or runs.DEFAULT_MAX_ERRORS,
+                    notification_config=settings["notification"],
+                    output_s3_bucket_name=settings["bucket"],
+                    output_s3_key_prefix=settings["prefix"],
+                    output_s3_region=settings["region"],
+                    parameters=settings["parameters"],
+                    service_role_arn=settings["service_role"],
+                    targets=[],
+                )
+            command.requested_date_time = cmd_start
+            command.expires_after = cmd_start + timedelta(seconds=command.timeout_seconds)
+            absolute = materialize(cmd["results"], cmd_start)
             if task.task_arn == "AWS-RunPatchBaseline":
-                for iid, outcome in outcomes.items():
-                    if outcome == "DeliveryTimedOut" or iid not in node_index:
+                for iid, res in absolute.items():
+                    if res["detail"] not in runs.DELIVERED or iid not in node_index:
                         continue
+                    o = outcomes.get(iid, {})
+                    failed = res["detail"] == "Failed"
                     patch_state = _patch_state(
-                        backend, node_index[iid], settings["parameters"], outcome == "Failed",
-                        iid in reboot, clock,
+                        backend, node_index[iid], settings["parameters"], failed,
+                        bool(o.get("reboot")), res["start"], res["end"], o.get("failed_patches"),
                     )
                     pp.patch_states[iid] = patch_state
-                    summaries[iid] = _summary(patch_state, outcome == "Failed")
-            build_invocations(command, outcomes, start=clock, patch_summaries=summaries)
+                    res["stdout"] = _summary(patch_state, failed)
+            build_invocations(command, absolute, cancelled=cmd["cancelled"])
+            any_cancelled = any_cancelled or cmd["cancelled"]
             command_ids.append(command.command_id)
-            instance_ids.extend(instances)
-            ok = command.status == "Success"
-            task_failed = task_failed or not ok
-            invocation_end = clock + timedelta(minutes=5)
+            instance_ids.extend(cmd["instances"])
+            statuses.append(command.status)
+            for inv in command.pp_invocations:
+                instance_results.append(
+                    {"InstanceId": inv["InstanceId"], "CommandId": command.command_id,
+                     "WindowTargetId": cmd["target_id"], "Status": inv["Status"],
+                     "StatusDetails": inv["StatusDetails"], "StatusHistory": inv["_history"]}
+                )
+            if command.status == "Success":
+                inv_status = "SUCCESS"
+            elif command.status == "Cancelled":
+                inv_status = "CANCELLED"
+            elif command.status == "TimedOut":
+                inv_status = "TIMED_OUT"
+            else:
+                inv_status = "FAILED"
             invocations.append(
                 {
                     "WindowExecutionId": execution_id,
@@ -183,7 +314,7 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
                     "Parameters": json.dumps(
                         {
                             "documentName": task.task_arn,
-                            "instanceIds": instances,
+                            "instanceIds": cmd["instances"],
                             "maxConcurrency": task.max_concurrency,
                             "maxErrors": task.max_errors,
                             "parameters": settings["parameters"],
@@ -191,59 +322,76 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
                             "outputS3KeyPrefix": settings["prefix"],
                         }
                     ),
-                    "Status": "SUCCESS" if ok else "FAILED",
+                    "Status": inv_status,
                     "StatusDetails": command.status_details,
-                    "StartTime": clock,
-                    "EndTime": invocation_end,
-                    "OwnerInformation": owner,
-                    "WindowTargetId": target_id,
+                    "StartTime": cmd_start,
+                    "EndTime": cmd_start + timedelta(seconds=cmd["span"]),
+                    "OwnerInformation": cmd["owner"],
+                    "WindowTargetId": cmd["target_id"],
                 }
             )
-            clock = invocation_end
-        if invocations:
-            status = "FAILED" if task_failed else "SUCCESS"
-            details = (
-                "One or more invocations of this task failed." if task_failed else "Success"
-            )
+        task_end = entry["end"]
+        if "status" in entry:
+            status, details = entry["status"], entry["details"]
+        elif any_cancelled:
+            # CutoffBehavior CANCEL_TASK: "the system sends a CancelCommand operation ... The
+            # status for tasks that are not completed is TIMED_OUT."
+            status, details = "TIMED_OUT", "The task was cancelled at the maintenance window cutoff (CANCEL_TASK)."
+        elif task_end > duration_s:
+            status, details = "TIMED_OUT", "The task was still running when the maintenance window ended."
+            task_end = duration_s
+        elif not statuses:
+            # No target resolved at all (README: verified only in the emulator).
+            status, details = "FAILED", "No Instances In Tag: the task's targets match no managed nodes."
+        elif all(s == "Success" for s in statuses):
+            status, details = "SUCCESS", "Success"
+        elif any(i["StatusDetails"] == "NoInstancesInTag" for i in invocations):
+            status, details = "FAILED", "No Instances In Tag: a window target of this task matches no managed nodes."
         else:
-            status, details = "SUCCESS", "No invocations to execute."
-        clock = clock + timedelta(seconds=1)
+            status, details = "FAILED", "One or more invocations of this task failed."
         tasks_out.append(
             {
                 "TaskExecutionId": task_execution_id,
                 "WindowTaskId": task.window_task_id,
                 "TaskArn": task.task_arn,
                 "TaskType": task.task_type,
-                "Priority": task.priority if task.priority is not None else 1,
+                "Priority": entry["priority"],
                 "ServiceRole": settings["service_role"] or None,
                 "TaskParameters": [task.task_parameters] if task.task_parameters else None,
                 "MaxConcurrency": task.max_concurrency,
                 "MaxErrors": task.max_errors,
                 "Status": status,
                 "StatusDetails": details,
-                "StartTime": task_start,
-                "EndTime": clock,
+                "StartTime": started + timedelta(seconds=entry["start"]),
+                "EndTime": started + timedelta(seconds=task_end),
                 "Invocations": invocations,
                 "CommandIds": command_ids,
                 "InstanceIds": instance_ids,
+                "InstanceResults": instance_results,
             }
         )
+    end_offset = min(clock, duration_s)
     if not tasks_out:
         final, final_details = "SUCCESS", "No tasks to execute."
+    elif clock > duration_s or any(t["Status"] == "TIMED_OUT" for t in tasks_out):
+        # A window still running at the end of its Duration ends TIMED_OUT.
+        final, final_details = "TIMED_OUT", "One or more tasks in the orchestration timed out."
     elif any(t["Status"] == "FAILED" for t in tasks_out):
         final, final_details = "FAILED", "One or more tasks in the orchestration failed."
     else:
         final, final_details = "SUCCESS", ""
     if forced_status is not None:
+        # Test-only override of the final status (nothing else changes).
         final = forced_status
         final_details = body.get("StatusDetails") or f"Execution ended with status {forced_status}."
+    finished = started + timedelta(seconds=end_offset)
     pp.executions[execution_id] = {
         "WindowId": window_id,
         "WindowExecutionId": execution_id,
         "Status": final,
         "StatusDetails": final_details,
         "StartTime": started,
-        "EndTime": clock,
+        "EndTime": finished,
         "Tasks": tasks_out,
     }
     return {
@@ -252,7 +400,7 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
         "Status": final,
         "StatusDetails": final_details,
         "StartTime": started.isoformat(),
-        "EndTime": clock.isoformat(),
+        "EndTime": finished.isoformat(),
         "TaskIds": [t["TaskExecutionId"] for t in tasks_out],
         "CommandIds": [c for t in tasks_out for c in t["CommandIds"]],
         "Tasks": [
@@ -262,9 +410,13 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
                 "TaskArn": t["TaskArn"],
                 "Priority": t["Priority"],
                 "Status": t["Status"],
+                "StatusDetails": t["StatusDetails"],
+                "StartTime": t["StartTime"].isoformat(),
+                "EndTime": t["EndTime"].isoformat(),
                 "CommandIds": t["CommandIds"],
                 "InvocationIds": [i["InvocationId"] for i in t["Invocations"]],
                 "InstanceIds": t["InstanceIds"],
+                "InstanceResults": t["InstanceResults"],
             }
             for t in tasks_out
         ],
@@ -278,6 +430,8 @@ def _patch_state(
     failed: bool,
     reboot_pending: bool,
     start: Any,
+    end: Any,
+    failed_patches: int | None = None,
 ) -> dict[str, Any]:
     operation = (parameters.get("Operation") or ["Scan"])[0]
     reboot_option = (parameters.get("RebootOption") or ["RebootIfNeeded"])[0]
@@ -287,7 +441,7 @@ def _patch_state(
     installed = 10 + h % 20
     other = 2 + (h >> 4) % 6
     not_applicable = 100 + (h >> 8) % 60
-    failed_count = (1 + (h >> 12) % 3) if failed else 0
+    failed_count = (failed_patches if failed_patches is not None else 1 + (h >> 12) % 3) if failed else 0
     pending_reboot = (1 + (h >> 14) % 3) if reboot_pending else 0
     if operation == "Scan":
         missing = 2 + (h >> 16) % 5
@@ -295,7 +449,6 @@ def _patch_state(
         missing = failed_count
     if reboot_pending:
         reboot_option = "NoReboot"
-    end = start + timedelta(minutes=4)
     return {
         "InstanceId": node.instance_id,
         "PatchGroup": group,

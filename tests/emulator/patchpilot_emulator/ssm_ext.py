@@ -258,12 +258,16 @@ def nodes(backend: SimpleSystemManagerBackend) -> list[NodeView]:
 def resolve_targets(backend: SimpleSystemManagerBackend, targets: list[dict[str, Any]]) -> list[str]:
     """Instance ids selected by SSM ``Targets`` (``InstanceIds``, ``tag:<key>``, ``tag-key``).
 
-    Only running instances and registered managed instances are selected, as Run Command and
-    maintenance windows do."""
+    Every managed node is selected whatever its state (running, pending, stopping, stopped EC2
+    instances; managed instances whose agent is offline): they get an invocation that ends
+    Delivery Timed Out / Undeliverable ("Understanding command statuses": Delayed "because the
+    node was stopped"; SSM API Reference SendCommand/ListCommandInvocations InvalidInstanceId:
+    "Valid states are: Running, Pending, Stopped, and Stopping. Invalid states are:
+    Shutting-down and Terminated"). ``nodes`` already leaves terminated instances out."""
     if not targets:
         return []
     selected: dict[str, None] = {}
-    all_nodes = [n for n in nodes(backend) if n.running]
+    all_nodes = nodes(backend)
     for target in targets:
         key = target.get("Key", "")
         values = target.get("Values", []) or []
@@ -373,183 +377,6 @@ def _validate_resource_type_and_id(
 
 
 _original_validate = SimpleSystemManagerBackend._validate_resource_type_and_id
-
-
-def _command_instance_ids_from_targets(self: Command) -> list[str]:
-    return resolve_targets(backend_for(self.account_id, self.backend_region), self.targets)
-
-
-_original_command_init = Command.__init__
-
-
-def _command_init(self: Command, *args: Any, **kwargs: Any) -> None:
-    _original_command_init(self, *args, **kwargs)
-    requested = list(kwargs.get("instance_ids") or [])
-    ordered = dict.fromkeys(requested + _command_instance_ids_from_targets(self))
-    self.instance_ids = list(ordered)
-    self.document_version = "$DEFAULT"
-    self.service_role = self.service_role_arn
-    build_invocations(self, {iid: "Success" for iid in self.instance_ids})
-
-
-# --------------------------------------------------------------------------------------------
-# command invocations
-# --------------------------------------------------------------------------------------------
-
-
-def _plugin_for(document: str, patch_os: str) -> tuple[str, str]:
-    """(plugin name, S3 output path segment) for a document on a platform."""
-    windows = patch_os == "WINDOWS"
-    if document == "AWS-RunPatchBaseline":
-        if windows:
-            return "PatchWindows", "awsrunPowerShellScript/PatchWindows"
-        return "PatchLinux", "awsrunShellScript/PatchLinux"
-    if document == "AWS-RunPowerShellScript":
-        return "aws:runPowerShellScript", "awsrunPowerShellScript/0.awsrunPowerShellScript"
-    return "aws:runShellScript", "awsrunShellScript/0.awsrunShellScript"
-
-
-def _node_index(command: Command) -> dict[str, NodeView]:
-    backend = backend_for(command.account_id, command.backend_region)
-    return {n.instance_id: n for n in nodes(backend)}
-
-
-def build_invocations(
-    command: Command,
-    outcomes: dict[str, str],
-    start: datetime | None = None,
-    patch_summaries: dict[str, str] | None = None,
-) -> None:
-    """Creates the per-instance invocations of ``command``.
-
-    ``outcomes`` maps instance id -> ``Success`` | ``Failed`` | ``DeliveryTimedOut``."""
-    index = _node_index(command)
-    started = start or command.requested_date_time
-    invocations: list[dict[str, Any]] = []
-    bucket = command.output_s3_bucket_name or ""
-    prefix = (command.output_s3_key_prefix or "").strip("/")
-    for iid, outcome in outcomes.items():
-        node = index.get(iid)
-        patch_os = node.patch_os if node else "AMAZON_LINUX_2"
-        plugin, segment = _plugin_for(command.document_name or "", patch_os)
-        base = ""
-        if bucket:
-            parts = [p for p in (prefix, command.command_id, iid, segment) if p]
-            base = f"https://s3.amazonaws.com/{bucket}/" + "/".join(parts)
-        finished = started + timedelta(minutes=4, seconds=sum(map(ord, iid)) % 50)
-        summary = (patch_summaries or {}).get(iid, "")
-        if outcome == "DeliveryTimedOut":
-            status, details, code = "TimedOut", "DeliveryTimedOut", -1
-            stdout, stderr, out_url, err_url, plugins = "", "", "", "", []
-        else:
-            failed = outcome == "Failed"
-            status = "Failed" if failed else "Success"
-            details = status
-            code = 1 if failed else 0
-            stdout = summary or f"{command.document_name} completed on {iid}."
-            stderr = "failed to run commands: exit status 1" if failed else ""
-            out_url = f"{base}/stdout" if base else ""
-            err_url = f"{base}/stderr" if base else ""
-            plugins = [
-                {
-                    "Name": plugin,
-                    "Status": status,
-                    "StatusDetails": details,
-                    "ResponseCode": code,
-                    "ResponseStartDateTime": started,
-                    "ResponseFinishDateTime": finished,
-                    "Output": stdout[:2500],
-                    "StandardOutputUrl": out_url,
-                    "StandardErrorUrl": err_url,
-                    "OutputS3Region": command.output_s3_region or command.backend_region,
-                    "OutputS3BucketName": bucket,
-                    "OutputS3KeyPrefix": prefix,
-                }
-            ]
-        invocations.append(
-            {
-                "CommandId": command.command_id,
-                "InstanceId": iid,
-                "InstanceName": (node.computer_name if node else "") or "",
-                "Comment": command.comment,
-                "DocumentName": command.document_name,
-                "DocumentVersion": "$DEFAULT",
-                "RequestedDateTime": command.requested_date_time,
-                "Status": status,
-                "StatusDetails": details,
-                "TraceOutput": "",
-                "StandardOutputUrl": out_url,
-                "StandardErrorUrl": err_url,
-                "CommandPlugins": plugins,
-                "ServiceRole": command.service_role_arn or "",
-                "NotificationConfig": command.notification_config,
-                "CloudWatchOutputConfig": {"CloudWatchOutputEnabled": False},
-                # GetCommandInvocation view
-                "_plugin": plugin,
-                "_code": code,
-                "_start": started,
-                "_end": finished,
-                "_stdout": stdout,
-                "_stderr": stderr,
-            }
-        )
-    command.pp_invocations = invocations
-    failed = sum(1 for i in invocations if i["Status"] == "Failed")
-    timed_out = sum(1 for i in invocations if i["StatusDetails"] == "DeliveryTimedOut")
-    command.target_count = len(invocations)
-    command.completed_count = len(invocations)
-    command.error_count = failed
-    command.delivery_timed_out_count = timed_out
-    if failed:
-        command.status, command.status_details = "Failed", "Failed"
-    elif timed_out:
-        command.status, command.status_details = "TimedOut", "Delivery Timed Out"
-    else:
-        command.status, command.status_details = "Success", "Success"
-    # keep moto's own GetCommandInvocation structure in line
-    command.invocations = [
-        {
-            "CommandId": command.command_id,
-            "InstanceId": inv["InstanceId"],
-            "Comment": command.comment,
-            "DocumentName": command.document_name,
-            "DocumentVersion": "$DEFAULT",
-            "PluginName": inv["_plugin"],
-            "ResponseCode": inv["_code"],
-            "ExecutionStartDateTime": inv["_start"].isoformat(),
-            "ExecutionElapsedTime": "PT4M",
-            "ExecutionEndDateTime": inv["_end"].isoformat(),
-            "Status": inv["Status"],
-            "StatusDetails": inv["StatusDetails"],
-            "StandardOutputContent": inv["_stdout"][:24000],
-            "StandardOutputUrl": inv["StandardOutputUrl"],
-            "StandardErrorContent": inv["_stderr"][:8000],
-            "StandardErrorUrl": inv["StandardErrorUrl"],
-            "CloudWatchOutputConfig": {"CloudWatchOutputEnabled": False},
-        }
-        for inv in invocations
-    ]
-
-
-def command_json(command: Command) -> dict[str, Any]:
-    data = command.response_object()
-    data["DocumentVersion"] = "$DEFAULT"
-    data["DeliveryTimedOutCount"] = getattr(command, "delivery_timed_out_count", 0)
-    data["ServiceRole"] = command.service_role_arn or ""
-    data["TargetCount"] = command.target_count
-    data["CompletedCount"] = command.completed_count
-    data["ErrorCount"] = command.error_count
-    data["Status"] = command.status
-    data["StatusDetails"] = command.status_details
-    data["CloudWatchOutputConfig"] = {"CloudWatchOutputEnabled": False}
-    return data
-
-
-def invocation_json(invocation: dict[str, Any], details: bool) -> dict[str, Any]:
-    data = {k: v for k, v in invocation.items() if not k.startswith("_")}
-    if not details:
-        data["CommandPlugins"] = []
-    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -1143,6 +970,21 @@ def _check_task_targets(window: FakeMaintenanceWindow, targets: list[dict[str, A
                     )
 
 
+def check_task_rate_controls(task_type: str | None, targets: Any, max_concurrency: Any, max_errors: Any) -> None:
+    """RegisterTaskWithMaintenanceWindow / UpdateMaintenanceWindowTask, ``Targets``: "One or
+    more targets must be specified for maintenance window Run Command-type tasks";
+    ``MaxConcurrency``/``MaxErrors``: "a value can be omitted only when you are registering or
+    updating a targetless task. You must provide a value in all other cases."""
+    if task_type == "RUN_COMMAND" and not targets:
+        raise validation("Targets must be specified for maintenance window Run Command-type tasks.")
+    if targets:
+        missing = [n for n, v in (("MaxConcurrency", max_concurrency), ("MaxErrors", max_errors)) if not v]
+        if missing:
+            raise validation(
+                f"{' and '.join(missing)} must be specified for maintenance window tasks with targets."
+            )
+
+
 def register_task_with_maintenance_window(self: R) -> ActionResult:
     backend = _b(self)
     window = _get_window(backend, self._get_param("WindowId"))
@@ -1153,6 +995,9 @@ def register_task_with_maintenance_window(self: R) -> ActionResult:
         )
     targets = self._get_param("Targets")
     _check_task_targets(window, targets)
+    check_task_rate_controls(
+        self._get_param("TaskType"), targets, self._get_param("MaxConcurrency"), self._get_param("MaxErrors")
+    )
     task_id = backend.register_task_with_maintenance_window(
         window_id=window.id,
         targets=targets,
@@ -1212,6 +1057,17 @@ def update_maintenance_window_task(self: R) -> ActionResult:
         )
     targets = self._get_param("Targets")
     _check_task_targets(window, targets)
+
+    def resulting(param: str, attr: str) -> Any:
+        value = self._get_param(param)
+        return value if value is not None or replace else getattr(task, attr)
+
+    check_task_rate_controls(
+        task.task_type,
+        resulting("Targets", "targets"),
+        resulting("MaxConcurrency", "max_concurrency"),
+        resulting("MaxErrors", "max_errors"),
+    )
     for param, attr, default in (
         ("Targets", "targets", []),
         ("TaskArn", "task_arn", task.task_arn),
@@ -1268,6 +1124,8 @@ INSTANCE_ID_RE = re.compile(r"^(i-(\w{8}|\w{17})|mi-\w{17})$")
 
 
 def send_command(self: R) -> ActionResult:
+    from .commands import command_json
+
     backend = _b(self)
     instance_ids = self._get_param("InstanceIds", []) or []
     targets = self._get_param("Targets", []) or []
@@ -1275,7 +1133,8 @@ def send_command(self: R) -> ActionResult:
         raise validation("Either InstanceIds or Targets must be specified.")
     if instance_ids and targets:
         raise validation("InstanceIds and Targets cannot be specified together.")
-    known = {n.instance_id for n in nodes(backend) if n.running}
+    # InvalidInstanceId only for unknown, shutting-down or terminated instances (SendCommand)
+    known = {n.instance_id for n in nodes(backend)}
     for iid in instance_ids:
         if iid not in known:
             raise SSMError("InvalidInstanceId", f"Instances [[{iid}]] not in a valid state for account {backend.account_id}")
@@ -1338,6 +1197,8 @@ def _command_filters(filters: list[dict[str, str]], for_invocations: bool) -> li
 
 
 def list_commands(self: R) -> ActionResult:
+    from .commands import command_json
+
     backend = _b(self)
     command_id = self._get_param("CommandId")
     instance_id = self._get_param("InstanceId")
@@ -1356,6 +1217,8 @@ def list_commands(self: R) -> ActionResult:
 
 
 def list_command_invocations(self: R) -> ActionResult:
+    from .commands import invocation_json
+
     backend = _b(self)
     command_id = self._get_param("CommandId")
     instance_id = self._get_param("InstanceId")
@@ -1467,6 +1330,39 @@ def describe_instance_patch_states(self: R) -> ActionResult:
     states = state(backend).patch_states
     items = [states[i] for i in wanted if i in states]
     page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 10)
+    return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
+
+
+_PATCH_STATE_FILTER_KEYS = (
+    "InstalledCount", "InstalledOtherCount", "InstalledPendingRebootCount", "InstalledRejectedCount",
+    "MissingCount", "FailedCount", "UnreportedNotApplicableCount", "NotApplicableCount",
+)
+
+
+def describe_instance_patch_states_for_patch_group(self: R) -> ActionResult:
+    """SSM API Reference: DescribeInstancePatchStatesForPatchGroup; InstancePatchStateFilter
+    (Key one of the counts, one Value "an integer greater than or equal to 0", Type Equal |
+    NotEqual | LessThan | GreaterThan); errors InvalidFilter, InvalidNextToken."""
+    backend = _b(self)
+    group = self._get_param("PatchGroup")
+    items = [p for p in state(backend).patch_states.values() if p.get("PatchGroup") == group]
+    items.sort(key=lambda p: p["InstanceId"])
+    compare = {
+        "Equal": lambda a, b: a == b,
+        "NotEqual": lambda a, b: a != b,
+        "LessThan": lambda a, b: a < b,
+        "GreaterThan": lambda a, b: a > b,
+    }
+    for f in self._get_param("Filters", []) or []:
+        key, values, kind = f.get("Key"), f.get("Values") or [], f.get("Type")
+        if key not in _PATCH_STATE_FILTER_KEYS:
+            raise SSMError("InvalidFilter", f"The filter key {key} isn't valid.")
+        if len(values) != 1 or not str(values[0]).isdigit():
+            raise SSMError("InvalidFilter", f"The filter {key} needs one value, an integer >= 0.")
+        if kind not in compare:
+            raise SSMError("InvalidFilter", f"The filter {key} needs a Type: Equal, NotEqual, LessThan or GreaterThan.")
+        items = [p for p in items if compare[kind](int(p.get(key) or 0), int(values[0]))]
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
     return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
 
 
@@ -1654,6 +1550,7 @@ RESPONSE_METHODS: list[Callable[..., Any]] = [
     list_command_invocations,
     describe_instance_information,
     describe_instance_patch_states,
+    describe_instance_patch_states_for_patch_group,
     describe_maintenance_window_executions,
     get_maintenance_window_execution,
     describe_maintenance_window_execution_tasks,
@@ -1673,5 +1570,6 @@ def install() -> None:
         setattr(SimpleSystemManagerResponse, method.__name__, method)
     SimpleSystemManagerResponse.call_action = _call_action  # type: ignore[method-assign]
     SimpleSystemManagerBackend._validate_resource_type_and_id = _validate_resource_type_and_id  # type: ignore[method-assign]
-    Command._get_instance_ids_from_targets = _command_instance_ids_from_targets  # type: ignore[method-assign]
-    Command.__init__ = _command_init  # type: ignore[method-assign]
+    from . import commands
+
+    commands.install()

@@ -148,6 +148,28 @@ def _cron_field_ok(field: str, low: int, high: int, names: str | None, extra: st
     return True
 
 
+def _expand(field: str, low: int, high: int) -> set[int]:
+    """The values a plain numeric cron field (``*``, lists, ranges, steps) selects."""
+    values: set[int] = set()
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if base == "*":
+            first, last = low, high
+        elif "-" in base:
+            first, last = (int(b) for b in base.split("-"))
+        else:
+            first = int(base)
+            last = high if step_text else first
+        values.update(range(first, last + 1, step))
+    return values
+
+
+# "Cron expressions that lead to rates faster than five (5) minute aren't supported."
+# (Reference: Cron and rate expressions for Systems Manager, general information)
+MIN_INTERVAL_SECONDS = 300
+
+
 def schedule_error(expression: str) -> str | None:
     """Returns a reason when ``expression`` is not a valid SSM schedule expression."""
     expr = expression.strip()
@@ -158,6 +180,9 @@ def schedule_error(expression: str) -> str | None:
             return "rate value must be a positive integer"
         if value == 1 and unit.endswith("s") or value > 1 and not unit.endswith("s"):
             return "rate unit must be singular for 1 and plural otherwise"
+        if unit.startswith("minute") and value * 60 < MIN_INTERVAL_SECONDS:
+            # the 5-minute floor of cron applied to rate too (README: verified only in the emulator)
+            return "rates faster than five minutes aren't supported"
         return None
     match = re.fullmatch(r"at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)", expr)
     if match:
@@ -170,10 +195,15 @@ def schedule_error(expression: str) -> str | None:
     if not match:
         return "expression must be cron(...), rate(...) or at(...)"
     fields = match.group(1).split()
+    seconds = "0"
     if len(fields) == 7:
-        # SSM also accepts a leading seconds field in the 7-field form
-        if fields[0] != "0":
-            return "seconds must be 0"
+        # "Unlike State Manager associations, maintenance windows support all cron and rate
+        # expressions. This includes support for values in the seconds field", e.g.
+        # cron(24 30 09 ? * * *) runs at 9:30:24 AM (Reference: Cron and rate expressions for
+        # Systems Manager, maintenance windows section). Seconds: 0-59 with , - * /.
+        seconds = fields[0]
+        if not _cron_field_ok(seconds, 0, 59, None):
+            return f"invalid seconds field '{seconds}'"
         fields = fields[1:]
     if len(fields) != 6:
         return "cron expression must have 6 fields: minutes hours day-of-month month day-of-week year"
@@ -199,4 +229,15 @@ def schedule_error(expression: str) -> str | None:
         return "exactly one of day-of-month and day-of-week must be '?'"
     if not _cron_field_ok(year, 1970, 2199, None):
         return f"invalid year field '{year}'"
+    try:
+        moments = sorted(
+            h * 3600 + m * 60 + sec
+            for h in _expand(hours, 0, 23)
+            for m in _expand(minutes, 0, 59)
+            for sec in _expand(seconds, 0, 59)
+        )
+    except ValueError:
+        return None
+    if any(b - a < MIN_INTERVAL_SECONDS for a, b in zip(moments, moments[1:])):
+        return "cron expressions that lead to rates faster than five minutes aren't supported"
     return None
