@@ -8,44 +8,25 @@ This runs the same transform (samtranslator, which aws-sam-cli ships) with a stu
 managed-policy lookup, then runs cfn-lint on the generated CloudFormation.
 """
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from cfnlint.decode import decode
-from samtranslator.translator.transform import transform
-
 ROOT = Path(__file__).resolve().parent.parent
+# One transform for this check and the emulator's deploy-stack: tests/emulator/patchpilot_emulator/sam.py.
+sys.path.insert(0, str(ROOT / "tests" / "emulator"))
 
-
-class ManagedPolicies:
-    """The AWS managed policies SAM attaches for logging and X-Ray (no AWS call)."""
-
-    def load(self):
-        return {
-            "AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-            "AWSXrayWriteOnlyAccess": "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
-            "AWSXRayDaemonWriteAccess": "arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess",
-        }
+from patchpilot_emulator.sam import decode_template, transform_template  # noqa: E402
 
 
 def main() -> int:
-    # The transform asks boto for the region (pseudo parameters); no AWS call is made.
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    template, matches = decode(str(ROOT / "template.yaml"))
-    if template is None:
-        for m in matches:
-            print(m, file=sys.stderr)
+    try:
+        template = decode_template(ROOT / "template.yaml")
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 1
-    template = json.loads(json.dumps(template, default=str))
-    # `sam build` replaces the local CodeUri with the built artifact's S3 location.
-    for resource in template.get("Resources", {}).values():
-        if resource.get("Type") == "AWS::Serverless::Function":
-            resource.setdefault("Properties", {})["CodeUri"] = "s3://bucket/key"
-    template.get("Globals", {}).get("Function", {}).pop("CodeUri", None)
-    out = transform(template, {"AWS::Region": "us-east-1", "AWS::Partition": "aws"}, ManagedPolicies())
+    out = transform_template(template)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(out, f, indent=1)
         path = f.name
