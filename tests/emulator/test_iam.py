@@ -357,6 +357,10 @@ def test_authorize_role_window_send_command(emu: Emulator, stack: dict[str, Any]
     assert not d.allowed
     assert d.message.endswith("ssm:SendCommand on resource: arn:aws:ssm:us-east-1::document/AWS-RunShellScript because no identity-based policy allows the ssm:SendCommand action")  # type: ignore[attr-defined]
     bucket = local["Outputs"]["OutputBucketName"]
+    # The SAR lists "bucket" among ssm:SendCommand's resource types: a window task that sets
+    # OutputS3BucketName is checked on the bucket too, which the window role does not grant.
+    d = enforce.authorize_role(ACCOUNT, REGION, role, "ssm:SendCommand", [doc, inst, f"arn:aws:s3:::{bucket}"])
+    assert not d.allowed and d.resource == f"arn:aws:s3:::{bucket}"
     ok, reason = enforce.instance_can_put_object(ACCOUNT, REGION, bucket, "out/stdout")
     assert not ok and "because no identity-based policy allows the s3:PutObject action" in reason
     allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}
