@@ -265,14 +265,12 @@ def _ec2(p: Mapping[str, Any], req: Request) -> tuple[list[str], dict[str, Any],
                 raise Unmapped(f"resource id {rid}")
             owner = "" if rtype in ("image", "snapshot") else p["account"]
             arns.append(f"arn:aws:ec2:{p['region']}:{owner}:{rtype}/{rid}")
-        keys = req.indexed("Tag") and None
         tags = []
         n = 1
         while f"Tag.{n}.Key" in req.form:
             value = req.form.get(f"Tag.{n}.Value", [None])[0]
-            tags.append((req.form[f"Tag.{n}.Key"][0], value if action == "CreateTags" else value))
+            tags.append((req.form[f"Tag.{n}.Key"][0], value))
             n += 1
-        del keys
         if tags:
             ctx.update(_tags_context(tags if action == "CreateTags" else [(k, None) for k, _ in tags]))
         ctx["ec2:CreateAction"] = action if action == "CreateTags" else None

@@ -146,7 +146,7 @@ def _as_list(value: Any) -> list[Any]:
 
 @functools.lru_cache(maxsize=4096)
 def _wildcard_re(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern).replace("(?s:", "(?s:", 1), re.IGNORECASE if ignore_case else 0)
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE if ignore_case else 0)
 
 
 def wildcard_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
