@@ -6,6 +6,8 @@
 * Injected faults answer in the wire format of the service: EC2 query XML
   (``<Response><Errors><Error>``), SNS/awsQuery XML (``<ErrorResponse>``), JSON protocols
   (``{"__type", "message"}`` + ``x-amzn-ErrorType``).
+* Requests signed with an access key issued by ``deploy-stack`` are authorized against the
+  stack role's IAM policies before moto sees them (``enforce.py``, ``iam.py``).
 * ``POST /moto-api/reset`` also clears the counter and the pending faults (backend state
   added by the extension lives on moto's backends and is reset by moto itself).
 """
@@ -23,7 +25,7 @@ from urllib.parse import parse_qs
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-from . import execute
+from . import enforce, execute, stack
 from .ssm_ext import SSMError
 
 PREFIX = "/patchpilot-emulator/"
@@ -51,6 +53,7 @@ def reset_all() -> None:
     with _lock:
         _counts.clear()
         _faults.clear()
+    stack.reset()
 
 
 def snapshot() -> dict[str, Any]:
@@ -152,7 +155,7 @@ def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-_STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
+_STATUS_TEXT = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def _respond(
@@ -212,6 +215,16 @@ def handle_hook(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
             with _lock:
                 _faults.clear()
             return _respond(start_response, 200, {"reset": True})
+        if path == "deploy-stack" and method == "POST":
+            try:
+                return _respond(start_response, 200, stack.deploy(body))
+            except stack.DeployError as exc:
+                return _respond(start_response, 400, {"__type": "ValidationError", "message": exc.message})
+        if path == "iam/decisions" and method in ("GET", "POST"):
+            return _respond(start_response, 200, {"decisions": stack.decisions()})
+        if path == "iam/decisions/reset" and method == "POST":
+            stack.reset_decisions()
+            return _respond(start_response, 200, {"reset": True})
         if path == "execute-window" and method == "POST":
             return _respond(start_response, 200, execute.execute_window(body))
         if path == "register-managed-instance" and method == "POST":
@@ -230,6 +243,7 @@ def install() -> None:
     if _installed:
         return
     _installed = True
+    enforce.install()
     original_call = DomainDispatcherApplication.__call__
 
     def __call__(self: DomainDispatcherApplication, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -248,6 +262,11 @@ def install() -> None:
             if fault is not None:
                 status, headers, payload = fault_response(service, fault)
                 return _respond(start_response, status, payload, headers)
+            # IAM: requests signed with a deploy-stack key are evaluated against that role's
+            # policies (enforce.py); a denied request never reaches moto.
+            denied = enforce.authorize_request(environ, body, service, action)
+            if denied is not None:
+                return _respond(start_response, denied.status, denied.body, denied.headers)
         return original_call(self, environ, start_response)
 
     DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
