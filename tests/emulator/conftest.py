@@ -50,6 +50,24 @@ class Emulator:
             urllib.request.Request(self.endpoint + "/moto-api/reset", data=b"", method="POST"), timeout=30
         ).read()
 
+    def allow_instance_uploads(self, bucket: str, account: str = "123456789012") -> None:
+        """Lets the account's instances upload Run Command output to ``bucket``: the SSM Agent
+        uploads with the instance's credentials (AmazonSSMManagedInstanceCore has no S3
+        write), so a bucket policy has to grant it, as template.yaml's does."""
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": f"arn:aws:s3:::{bucket}/*",
+                    "Condition": {"StringEquals": {"aws:PrincipalAccount": account}},
+                }
+            ],
+        }
+        self.client("s3").put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
     def client(self, service: str, validate: bool = True) -> Any:
         return boto3.client(
             service,

@@ -390,6 +390,7 @@ def test_send_command_targets_only_given_instances(emu: Emulator) -> None:
     a = launch(emu, "rhel-9", "g1")
     launch(emu, "ubuntu-22.04", "g2")
     emu.client("s3").create_bucket(Bucket="bkt")
+    emu.allow_instance_uploads("bkt")
     cmd = ssm.send_command(InstanceIds=[a], DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]}, OutputS3BucketName="bkt", OutputS3KeyPrefix="p")["Command"]
     assert cmd["InstanceIds"] == [a]
     listed = ssm.list_commands(CommandId=cmd["CommandId"])["Commands"][0]
@@ -464,6 +465,7 @@ def _scenario(emu: Emulator) -> dict[str, Any]:
     rhel_b = baseline(emu)
     ssm.register_patch_baseline_for_patch_group(BaselineId=rhel_b, PatchGroup=linux_group)
     emu.client("s3").create_bucket(Bucket="patch-logs")
+    emu.allow_instance_uploads("patch-logs")
     wid = window(emu)
     ids = {}
     for priority, group in ((2, win_group), (1, linux_group)):

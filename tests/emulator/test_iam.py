@@ -199,28 +199,62 @@ def test_managed_instance_tags(emu: Emulator, stack: dict[str, Any]) -> None:
 RULES = {"PatchRules": [{"PatchFilterGroup": {"PatchFilters": [{"Key": "PRIORITY", "Values": ["Required"]}]}}]}
 
 
-def test_template_bug_create_patch_baseline_denied(emu: Emulator, stack: dict[str, Any]) -> None:
-    """CreatePatchBaseline has no resource type in the SAR, so it is authorized on "*"; the
-    template scopes it to patchbaseline/* ARNs, which never match "*": AWS denies it."""
+def test_creates_need_this_stacks_marker_and_nothing_else(emu: Emulator, stack: dict[str, Any]) -> None:
+    """CreatePatchBaseline / CreateMaintenanceWindow have no resource type in the SAR: they are
+    authorized on "*", limited by aws:RequestTag and aws:TagKeys (template statement
+    CreateOnlyMarkedWithThisStack)."""
     fn = stack["Functions"]["baseline-sync"]
     ssm = client(emu, "ssm", fn)
-    with pytest.raises(ClientError) as e:
-        ssm.create_patch_baseline(Name="patchpilot-x", OperatingSystem="UBUNTU", ApprovalRules=RULES, Tags=[{"Key": "patchpilot:managed", "Value": "true"}])
-    code, status, msg = err(e)
-    assert (code, status) == ("AccessDeniedException", 400)
-    assert msg == (
-        f"User: {fn['Principal']} is not authorized to perform: ssm:CreatePatchBaseline on resource: "
-        f"arn:aws:ssm:{REGION}:{ACCOUNT}:* because no identity-based policy allows the ssm:CreatePatchBaseline action"
+    mine = [{"Key": "patchpilot:managed", "Value": stack["StackName"]}]
+    ssm.create_patch_baseline(Name="patchpilot-x", OperatingSystem="UBUNTU", ApprovalRules=RULES, Tags=mine)
+    ssm.create_maintenance_window(Name="patchpilot-x", Schedule="rate(7 days)", Duration=2, Cutoff=1, AllowUnassociatedTargets=False, Tags=mine)
+    for tags in (
+        [],
+        [{"Key": "patchpilot:managed", "Value": "another-stack"}],
+        mine + [{"Key": "Owner", "Value": "db-team"}],
+    ):
+        with pytest.raises(ClientError) as e:
+            ssm.create_patch_baseline(Name="patchpilot-y", OperatingSystem="UBUNTU", ApprovalRules=RULES, Tags=tags)
+        code, status, msg = err(e)
+        assert (code, status) == ("AccessDeniedException", 400)
+        assert msg == (
+            f"User: {fn['Principal']} is not authorized to perform: ssm:CreatePatchBaseline on resource: "
+            f"arn:aws:ssm:{REGION}:{ACCOUNT}:* because no identity-based policy allows the ssm:CreatePatchBaseline action"
+        )
+    names = [b["BaselineName"] for b in emu.client("ssm").describe_patch_baselines(Filters=[{"Key": "OWNER", "Values": ["Self"]}])["BaselineIdentities"]]
+    assert names == ["patchpilot-x"]
+
+
+CREATE_ON_STAR = """              Resource: "*"
+              Condition:
+                StringEquals:
+                  aws:RequestTag/patchpilot:managed: !Ref AWS::StackName"""
+
+
+def test_a_create_scoped_to_arns_is_denied_as_aws_denies_it(emu: Emulator, tmp_path: Any) -> None:
+    """The template before this fix scoped the creates to patchbaseline/* ARNs; the SAR lists no
+    resource type for them, so the request is on "*" and such a statement never matches."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "template.yaml").read_text()
+    broken = text.replace(
+        CREATE_ON_STAR,
+        CREATE_ON_STAR.replace('"*"', "!Sub arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:patchbaseline/*"),
     )
+    assert broken != text, "the create statement changed; update this test"
+    path = tmp_path / "template.yaml"
+    path.write_text(broken)
+    status, deployed = emu.post("/patchpilot-emulator/deploy-stack", {"StackName": "old", "TemplatePath": str(path)})
+    assert status == 200, deployed
+    ssm = client(emu, "ssm", deployed["Functions"]["baseline-sync"])
     with pytest.raises(ClientError) as e:
-        ssm.create_maintenance_window(Name="patchpilot-x", Schedule="rate(7 days)", Duration=2, Cutoff=1, AllowUnassociatedTargets=False, Tags=[{"Key": "patchpilot:managed", "Value": "true"}])
+        ssm.create_patch_baseline(Name="patchpilot-x", OperatingSystem="UBUNTU", ApprovalRules=RULES, Tags=[{"Key": "patchpilot:managed", "Value": "old"}])
     assert err(e)[0] == "AccessDeniedException"
-    assert emu.client("ssm").describe_patch_baselines(Filters=[{"Key": "OWNER", "Values": ["Self"]}])["BaselineIdentities"] == []
 
 
 def test_update_baseline_needs_ownership_tag(emu: Emulator, stack: dict[str, Any]) -> None:
     admin = emu.client("ssm")
-    owned = admin.create_patch_baseline(Name="owned", OperatingSystem="UBUNTU", ApprovalRules=RULES, Tags=[{"Key": "patchpilot:managed", "Value": "true"}])["BaselineId"]
+    owned = admin.create_patch_baseline(Name="owned", OperatingSystem="UBUNTU", ApprovalRules=RULES, Tags=[{"Key": "patchpilot:managed", "Value": stack["StackName"]}])["BaselineId"]
     foreign = admin.create_patch_baseline(Name="foreign", OperatingSystem="UBUNTU", ApprovalRules=RULES)["BaselineId"]
     ssm = client(emu, "ssm", stack["Functions"]["baseline-sync"])
     ssm.update_patch_baseline(BaselineId=owned, Description="ok")
@@ -237,7 +271,7 @@ def test_update_baseline_needs_ownership_tag(emu: Emulator, stack: dict[str, Any
 
 def test_window_task_pass_role(emu: Emulator, stack: dict[str, Any]) -> None:
     admin = emu.client("ssm")
-    wid = admin.create_maintenance_window(Name="patchpilot-w", Schedule="rate(7 days)", Duration=2, Cutoff=1, AllowUnassociatedTargets=False, Tags=[{"Key": "patchpilot:managed", "Value": "true"}])["WindowId"]
+    wid = admin.create_maintenance_window(Name="patchpilot-w", Schedule="rate(7 days)", Duration=2, Cutoff=1, AllowUnassociatedTargets=False, Tags=[{"Key": "patchpilot:managed", "Value": stack["StackName"]}])["WindowId"]
     ssm = client(emu, "ssm", stack["Functions"]["baseline-sync"])
     tid = ssm.register_target_with_maintenance_window(WindowId=wid, ResourceType="INSTANCE", Targets=[{"Key": "tag:Patch Group", "Values": ["prod"]}])["WindowTargetId"]
     role = stack["Outputs"]["MaintenanceWindowRoleArn"]
@@ -307,17 +341,24 @@ def test_run_notifier_reads_run(emu: Emulator, stack: dict[str, Any]) -> None:
 
 
 def test_s3_bucket_policy_tls_deny_beats_allow(emu: Emulator, stack: dict[str, Any]) -> None:
+    # Any principal of the account may upload Run Command output under the output prefix: the
+    # bucket policy's RunCommandOutputFromThisAccountsNodes (same-account: a resource-based
+    # allow suffices). The TLS-only deny beats it, and nothing outside the prefix is granted.
     creds = stack["Roles"]["MaintenanceWindowRole"]
     bucket = stack["Outputs"]["OutputBucketName"]
     s3 = client(emu, "s3", creds)
-    s3.put_object(Bucket=bucket, Key="cmd/i-1/stdout", Body=b"ok")
+    key = "patchpilot/run-command/cmd/i-1/stdout"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"ok")
     with pytest.raises(ClientError) as e:
-        client(emu, "s3", creds, insecure=True).put_object(Bucket=bucket, Key="cmd/i-1/stdout2", Body=b"x")
+        client(emu, "s3", creds, insecure=True).put_object(Bucket=bucket, Key=key + "2", Body=b"x")
     code, status, msg = err(e)
     assert (code, status) == ("AccessDenied", 403)
-    assert msg == f'User: {creds["Principal"]} is not authorized to perform: s3:PutObject on resource: "arn:aws:s3:::{bucket}/cmd/i-1/stdout2" with an explicit deny in a resource-based policy'
+    assert msg == f'User: {creds["Principal"]} is not authorized to perform: s3:PutObject on resource: "arn:aws:s3:::{bucket}/{key}2" with an explicit deny in a resource-based policy'
     with pytest.raises(ClientError) as e:
-        s3.get_object(Bucket=bucket, Key="cmd/i-1/stdout")
+        s3.put_object(Bucket=bucket, Key="promotion/manifest.json", Body=b"x")
+    assert "because no identity-based policy allows the s3:PutObject action" in err(e)[2]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=bucket, Key=key)
     code, status, msg = err(e)
     assert (code, status) == ("AccessDenied", 403)
     assert "because no identity-based policy allows the s3:GetObject action" in msg
@@ -357,14 +398,18 @@ def test_authorize_role_window_send_command(emu: Emulator, stack: dict[str, Any]
     assert d.message.endswith("ssm:SendCommand on resource: arn:aws:ssm:us-east-1::document/AWS-RunShellScript because no identity-based policy allows the ssm:SendCommand action")  # type: ignore[attr-defined]
     bucket = local["Outputs"]["OutputBucketName"]
     # The SAR lists "bucket" among ssm:SendCommand's resource types: a window task that sets
-    # OutputS3BucketName is checked on the bucket too, which the window role does not grant.
+    # OutputS3BucketName is checked on the bucket too; the window role grants it.
     d = enforce.authorize_role(ACCOUNT, REGION, role, "ssm:SendCommand", [doc, inst, f"arn:aws:s3:::{bucket}"])
-    assert not d.allowed and d.resource == f"arn:aws:s3:::{bucket}"
+    assert d.allowed
+    d = enforce.authorize_role(ACCOUNT, REGION, role, "ssm:SendCommand", [doc, inst, "arn:aws:s3:::someone-elses-bucket"])
+    assert not d.allowed and d.resource == "arn:aws:s3:::someone-elses-bucket"
+    # An instance (AmazonSSMManagedInstanceCore only) may upload under the output prefix, by
+    # the bucket policy; elsewhere in the bucket it may not, and never over plain HTTP.
+    key = "patchpilot/run-command/test/cmd/i-1/awsrunShellScript/PatchLinux/stdout"
+    assert enforce.instance_can_put_object(ACCOUNT, REGION, bucket, key) == (True, "allowed")
     ok, reason = enforce.instance_can_put_object(ACCOUNT, REGION, bucket, "out/stdout")
     assert not ok and "because no identity-based policy allows the s3:PutObject action" in reason
-    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}
-    assert enforce.instance_can_put_object(ACCOUNT, REGION, bucket, "out/stdout", [allow]) == (True, "allowed")
-    ok, reason = enforce.instance_can_put_object(ACCOUNT, REGION, bucket, "out/stdout", [allow], secure_transport=False)
+    ok, reason = enforce.instance_can_put_object(ACCOUNT, REGION, bucket, key, secure_transport=False)
     assert not ok and "explicit deny in a resource-based policy" in reason
     st.reset()
 
@@ -470,3 +515,58 @@ def test_sar_drives_resource_types() -> None:
     assert iam.sar_action("ssm:CreatePatchBaseline")["resource_types"] == {}  # type: ignore[index]
     assert iam.sar_action("ssm:DeregisterTargetFromMaintenanceWindow")["resource_types"] == {"maintenancewindow": True, "windowtarget": True}  # type: ignore[index]
     assert iam.sar_arn("ssm", "patchbaseline", "aws", "us-east-1", "1", PatchBaselineIdResourceId="pb-1") == "arn:aws:ssm:us-east-1:1:patchbaseline/pb-1"
+
+
+# ----------------------------------------------------------------------------- window tasks run as the window role
+
+
+def _patch_window(emu: Emulator, stack: dict[str, Any], document: str, role: str) -> tuple[str, str]:
+    """A window with one target (tag:Patch Group=g1, one running RHEL host) and one task that
+    writes its output to the stack's bucket under the stack's prefix."""
+    ec2 = emu.client("ec2")
+    image = [i for i in ec2.describe_images(Owners=["amazon", "self", "aws-marketplace"])["Images"] if "RHEL" in i.get("Name", "")][0]
+    iid = ec2.run_instances(
+        ImageId=image["ImageId"], MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Patch Group", "Value": "g1"}]}],
+    )["Instances"][0]["InstanceId"]
+    ssm = emu.client("ssm")
+    wid = ssm.create_maintenance_window(Name="patch-window", Schedule="rate(7 days)", Duration=2, Cutoff=1, AllowUnassociatedTargets=False)["WindowId"]
+    tid = ssm.register_target_with_maintenance_window(WindowId=wid, ResourceType="INSTANCE", Targets=[{"Key": "tag:Patch Group", "Values": ["g1"]}])["WindowTargetId"]
+    ssm.register_task_with_maintenance_window(
+        WindowId=wid, TaskArn=document, TaskType="RUN_COMMAND", Priority=1, ServiceRoleArn=role,
+        Targets=[{"Key": "WindowTargetIds", "Values": [tid]}], MaxConcurrency="1", MaxErrors="0",
+        TaskInvocationParameters={"RunCommand": {"Parameters": {"Operation": ["Install"]} if document == "AWS-RunPatchBaseline" else {"commands": ["id"]},
+                                                 "OutputS3BucketName": stack["Outputs"]["OutputBucketName"],
+                                                 "OutputS3KeyPrefix": "patchpilot/run-command/test"}},
+    )
+    return wid, iid
+
+
+def test_window_tasks_send_as_the_window_role_and_instances_upload_by_the_bucket_policy(emu: Emulator, stack: dict[str, Any]) -> None:
+    role = stack["Outputs"]["MaintenanceWindowRoleArn"]
+    bucket = stack["Outputs"]["OutputBucketName"]
+    wid, iid = _patch_window(emu, stack, "AWS-RunPatchBaseline", role)
+    status, run = emu.post("/patchpilot-emulator/execute-window", {"WindowId": wid})
+    assert status == 200 and run["Status"] == "SUCCESS", run
+    cmd = run["Tasks"][0]["CommandIds"][0]
+    inv = emu.client("ssm").get_command_invocation(CommandId=cmd, InstanceId=iid)
+    key = f"patchpilot/run-command/test/{cmd}/{iid}/awsrunShellScript/PatchLinux/stdout"
+    assert inv["StandardOutputUrl"] == f"https://s3.{REGION}.amazonaws.com/{bucket}/{key}"
+    assert emu.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_a_window_task_the_role_may_not_send_fails_with_access_denied(emu: Emulator, stack: dict[str, Any]) -> None:
+    # The window role may send only AWS-RunPatchBaseline (SendOnlyRunPatchBaseline).
+    wid, _ = _patch_window(emu, stack, "AWS-RunShellScript", stack["Outputs"]["MaintenanceWindowRoleArn"])
+    status, run = emu.post("/patchpilot-emulator/execute-window", {"WindowId": wid})
+    assert status == 200 and run["Status"] == "FAILED", run
+    task = run["Tasks"][0]
+    assert task["Status"] == "FAILED" and task["CommandIds"] == []
+    assert "AccessDeniedException" in task["StatusDetails"] and "document/AWS-RunShellScript" in task["StatusDetails"]
+
+
+def test_a_window_task_with_an_unknown_role_cannot_run(emu: Emulator, stack: dict[str, Any]) -> None:
+    wid, _ = _patch_window(emu, stack, "AWS-RunPatchBaseline", f"arn:aws:iam::{ACCOUNT}:role/nobody")
+    status, run = emu.post("/patchpilot-emulator/execute-window", {"WindowId": wid})
+    assert status == 200 and run["Tasks"][0]["Status"] == "FAILED"
+    assert "could not be assumed" in run["Tasks"][0]["StatusDetails"]

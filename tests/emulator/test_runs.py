@@ -180,6 +180,13 @@ def test_output_objects_and_upload_failure(emu: Emulator) -> None:
     h = s["hosts"]
     s3 = emu.client("s3")
     s3.create_bucket(Bucket="patch-out")
+    # No bucket policy: the instance's AmazonSSMManagedInstanceCore has no S3 write, so the
+    # agent's upload is denied and no URL points at a missing object.
+    run = _run(emu, {"WindowId": s["window"]})
+    inv = emu.client("ssm").get_command_invocation(CommandId=run["CommandIds"][0], InstanceId=h[1])
+    assert inv["StandardOutputUrl"] == "" and "AccessDenied" in inv["StandardErrorContent"]
+    assert "s3:PutObject" in inv["StandardErrorContent"]
+    emu.allow_instance_uploads("patch-out")
     run = _run(emu, {"WindowId": s["window"], "FailInstances": [h[0]]})
     ssm = emu.client("ssm")
     cmd_id = run["CommandIds"][0]

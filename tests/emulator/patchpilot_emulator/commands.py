@@ -147,9 +147,9 @@ def build_invocations(command: Command, results: dict[str, dict[str, Any]], canc
             stderr = res.get("stderr", "failed to run commands: exit status 1" if failed else "")
             if bucket:
                 key_base = "/".join(p for p in (prefix, command.command_id, iid, segment) if p)
-                ok, reason = s3_output.upload_output(s3, bucket, f"{key_base}/stdout", stdout, iid)
+                ok, reason = s3_output.upload_output(s3, bucket, f"{key_base}/stdout", stdout, iid, command.account_id, command.backend_region)
                 if ok and stderr:
-                    ok, reason = s3_output.upload_output(s3, bucket, f"{key_base}/stderr", stderr, iid)
+                    ok, reason = s3_output.upload_output(s3, bucket, f"{key_base}/stderr", stderr, iid, command.account_id, command.backend_region)
                 if ok:
                     out_url = s3_output.output_url(region, bucket, f"{key_base}/stdout")
                     err_url = s3_output.output_url(region, bucket, f"{key_base}/stderr") if stderr else ""

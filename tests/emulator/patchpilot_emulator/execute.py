@@ -79,6 +79,38 @@ def _run_command_settings(task: FakeMaintenanceWindowTask) -> dict[str, Any]:
     }
 
 
+def _authorize_send_command(
+    account: str, region: str, task: FakeMaintenanceWindowTask, settings: dict[str, Any], instances: list[str]
+) -> str | None:
+    """The window task's ``ssm:SendCommand``, authorized against its service role as AWS does
+    when the window runs the task (RegisterTaskWithMaintenanceWindow ``ServiceRoleArn``: "The
+    ARN of the IAM service role for Systems Manager to assume when running a maintenance window
+    task"). Resources per the Service Authorization Reference (SSM, SendCommand): the document,
+    every target node and the output bucket. ``None`` when allowed, else the error to record.
+    A task without a service role runs with SSM's service-linked role, which may send it."""
+    from . import enforce, stack
+
+    role_arn = settings.get("service_role") or ""
+    if not role_arn:
+        return None
+    if stack.role_by_arn(account, role_arn) is None:
+        return (
+            f"The maintenance window task's service role {role_arn} could not be assumed: no such "
+            "role in this account."
+        )
+    resources = [f"arn:aws:ssm:{region}::document/{task.task_arn}"]
+    for iid in instances:
+        kind = "ssm" if iid.startswith("mi-") else "ec2"
+        resource_type = "managed-instance" if kind == "ssm" else "instance"
+        resources.append(f"arn:aws:{kind}:{region}:{account}:{resource_type}/{iid}")
+    if settings.get("bucket"):
+        resources.append(f"arn:aws:s3:::{settings['bucket']}")
+    decision = enforce.authorize_role(account, region, role_arn, "ssm:SendCommand", resources)
+    if decision.allowed:
+        return None
+    return f"AccessDeniedException: {decision.message}"  # type: ignore[attr-defined]
+
+
 def _invocation_groups(
     backend: Any, window: FakeMaintenanceWindow, task: FakeMaintenanceWindowTask
 ) -> list[tuple[str | None, str | None, list[str]]]:
@@ -252,8 +284,30 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
         instance_results: list[dict[str, Any]] = []
         statuses: list[str] = []
         any_cancelled = False
+        denial = None
         for cmd in entry["commands"]:
             cmd_start = started + timedelta(seconds=entry["start"])
+            denial = _authorize_send_command(account, region, task, settings, cmd["instances"])
+            if denial is not None:
+                # The service role may not send this command: SSM records the task invocation
+                # as failed with the error and sends nothing (README: verified only in the
+                # emulator).
+                invocations.append(
+                    {
+                        "WindowExecutionId": execution_id,
+                        "TaskExecutionId": task_execution_id,
+                        "InvocationId": str(uuid.uuid4()),
+                        "TaskType": task.task_type,
+                        "Status": "FAILED",
+                        "StatusDetails": denial,
+                        "StartTime": cmd_start,
+                        "EndTime": cmd_start,
+                        "OwnerInformation": cmd["owner"],
+                        "WindowTargetId": cmd["target_id"],
+                    }
+                )
+                statuses.append("Failed")
+                continue
             with deferred_run():
                 command = backend.send_command(
                     comment=settings["comment"],
@@ -333,6 +387,8 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
         task_end = entry["end"]
         if "status" in entry:
             status, details = entry["status"], entry["details"]
+        elif denial is not None:
+            status, details = "FAILED", denial
         elif any_cancelled:
             # CutoffBehavior CANCEL_TASK: "the system sends a CancelCommand operation ... The
             # status for tasks that are not completed is TIMED_OUT."

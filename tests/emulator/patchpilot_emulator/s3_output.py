@@ -29,14 +29,27 @@ def bucket_region(s3: Any, bucket: str) -> str | None:
         return None
 
 
-def upload_output(backend: Any, bucket: str, key: str, body: str, instance_id: str) -> tuple[bool, str | None]:
+def upload_output(
+    backend: Any, bucket: str, key: str, body: str, instance_id: str, account: str, region: str
+) -> tuple[bool, str | None]:
     """Writes one output object as the agent on ``instance_id`` would.
 
+    The agent uploads with the *instance's* credentials (its instance profile or the Default
+    Host Management role: SSM User Guide, "Setting up Systems Manager" / "Configure instance
+    permissions"): modelled as the AWS managed policy AmazonSSMManagedInstanceCore, which has no
+    S3 write, evaluated with the bucket policy (``enforce.instance_can_put_object``). So the
+    upload works only where the bucket policy grants it, as in AWS.
+
     Returns (True, None) or (False, reason) where reason is the S3 error the agent reports."""
+    from . import enforce
+
     try:
         backend.get_bucket(bucket)
     except MissingBucket:
         return False, "NoSuchBucket: The specified bucket does not exist"
+    allowed, reason = enforce.instance_can_put_object(account, region, bucket, key)
+    if not allowed:
+        return False, f"AccessDenied: {reason}"
     backend.put_object(bucket, key, body.encode("utf-8"))
     return True, None
 
