@@ -13,8 +13,17 @@
 5. runs the test window in the emulator with one host failing, delivers the
    `Maintenance Window Execution State-change Notification` to run-notifier and prints the
    email it published (read back from an SQS queue subscribed to the topic);
-6. runs baseline-sync again: no changes, no write calls;
-7. stops everything it started.
+6. runs the prod window with two Linux hosts failing at once: the batch's error threshold
+   (MaxErrors 25% of 5 = 1) stops Run Command, the other Linux hosts are never attempted, the
+   Windows batch still runs, and the email says so;
+7. runs baseline-sync again: no changes, no write calls;
+8. stops everything it started.
+
+Everything runs as in AWS: template.yaml is deployed into the emulator (the SAM transform, then
+the parameter, topic, table, bucket, key and roles), each function runs in its own
+`cargo lambda watch` with its own access key, and every request it makes is authorized against
+its role; window tasks send as the maintenance-window role, and instances upload their logs
+under the bucket policy.
 
 With --check every step's outcome is asserted (12 instances tagged as in the article, 12
 baselines, 2 windows, one email with one failure, second sync without changes) and the run
@@ -35,22 +44,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pplocal import (  # noqa: E402
-    ACCOUNT,
     ROOT,
     Emulator,
+    Functions,
     HarnessError,
     Invocation,
-    LambdaWatch,
     Stack,
     build_functions,
     writes,
 )
 
-POLICY_PARAMETER = "/patchpilot/policy"
-TOPIC = "patchpilot-reports"
-TABLE = "patchpilot-idempotency"
-BUCKET = "patchpilot-output"
+STACK_NAME = "patchpilot"
 FAILING_HOST = "i-redhat-linux-test"
+STEPS = 9
 
 # The article's fleet: name stem -> AMI catalogue key (tests/emulator/patchpilot_emulator/amis.json).
 FLEET = [
@@ -84,7 +90,7 @@ class Demo:
     def step(self, title: str) -> None:
         self.step_no += 1
         elapsed = time.monotonic() - self.started
-        print(f"\n[{self.step_no}/8] {title}   (+{elapsed:.1f}s)", flush=True)
+        print(f"\n[{self.step_no}/{STEPS}] {title}   (+{elapsed:.1f}s)", flush=True)
 
     @staticmethod
     def say(text: str = "") -> None:
@@ -111,7 +117,7 @@ class Demo:
             self.say(f"  CHECK FAILED: {what}{': ' + detail if detail else ''}")
 
 
-def invoke(watch: LambdaWatch, function: str, payload: Any, name: str) -> dict[str, Any]:
+def invoke(watch: Functions, function: str, payload: Any, name: str) -> dict[str, Any]:
     inv: Invocation = watch.invoke_json(function, payload, name)
     if not inv.ok:
         raise HarnessError(f"{function} answered with an error for {name}:\n{inv.output}")
@@ -177,39 +183,23 @@ def run(demo: Demo) -> None:
         demo.say(f"  built in {time.monotonic() - t:.0f}s")
         emu = Emulator(stack)
         ssm, ec2, sns, sqs = (emu.client(s) for s in ("ssm", "ec2", "sns", "sqs"))
-        ssm.put_parameter(
-            Name=POLICY_PARAMETER,
-            Value="embedded-default",
-            Type="String",
-            Description="patchpilot policy; embedded-default = the reference policy (examples/policy.yaml)",
-        )
-        topic_arn = sns.create_topic(Name=TOPIC)["TopicArn"]
+        deployed = emu.deploy_stack(STACK_NAME)
+        outputs = deployed["Outputs"]
+        topic_arn = outputs["ReportTopicArn"]
         queue_url = sqs.create_queue(QueueName="patchpilot-reports-inbox")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
         sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint="ops@example.com")
-        emu.client("dynamodb").create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        emu.client("s3").create_bucket(Bucket=BUCKET)
-        env = emu.env()
-        env.update(
-            {
-                "POLICY_PARAMETER": POLICY_PARAMETER,
-                "TOPIC_ARN": topic_arn,
-                "IDEMPOTENCY_TABLE": TABLE,
-                "OUTPUT_BUCKET": BUCKET,
-                "MAINTENANCE_WINDOW_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/patchpilot-maintenance-window",
-            }
-        )
-        watch = LambdaWatch(stack, env)
-        demo.say(f"  AWS emulator        {emu.endpoint}  (moto server + tests/emulator)")
-        demo.say(f"  Lambda runtime API  127.0.0.1:{watch.port}  (cargo lambda watch: auto-tagger, baseline-sync, run-notifier)")
-        demo.say(f"  as template.yaml would: policy parameter {POLICY_PARAMETER} = embedded-default, SNS topic {TOPIC}")
-        demo.say(f"  (subscribed: an SQS inbox and ops@example.com), DynamoDB table {TABLE}, S3 bucket {BUCKET}")
+        watch = Functions(stack, emu, deployed)
+        demo.say(f"  AWS emulator        {emu.endpoint}  (moto server + tests/emulator, IAM enforced)")
+        demo.say(f"  stack {STACK_NAME!r} deployed from template.yaml (SAM transform): policy parameter "
+                 f"{outputs['PolicyParameterName']} = embedded-default, topic {topic_arn.rsplit(':', 1)[-1]}")
+        demo.say(f"  (subscribed: an SQS inbox and ops@example.com), bucket {outputs['OutputBucketName']}, "
+                 f"window role {outputs['MaintenanceWindowRoleArn'].rsplit('/', 1)[-1]}")
+        for function in ("auto-tagger", "baseline-sync", "run-notifier"):
+            f = deployed["Functions"][function]
+            demo.say(f"  {function:<14} runs as {f['RoleArn'].rsplit('/', 1)[-1]}  "
+                     f"(cargo lambda watch 127.0.0.1:{watch.watches[function].port})")
 
         # ------------------------------------------------------------------------------ 2
         demo.step("Launch the article's 12 instances (no Patch Group tag yet)")
@@ -263,7 +253,7 @@ def run(demo: Demo) -> None:
             }
             group = tags.get("Patch Group", "-")
             info["group"] = group
-            tagged_ok += group == article_group(name) and tags.get("patchpilot:managed") == "true"
+            tagged_ok += group == article_group(name) and tags.get("patchpilot:managed") == STACK_NAME
             rows.append([name, info["os"], info["environment"], group, str(result.get("action", answer.get("ignored", "?")))])
         demo.table(["INSTANCE", "OS", "ENVIRONMENT", "PATCH GROUP", "ACTION"], rows)
         demo.check(
@@ -436,6 +426,59 @@ def run(demo: Demo) -> None:
         )
 
         # ------------------------------------------------------------------------------ 7
+        prod_window = window_ids.get("patchpilot-prod")
+        if prod_window is None:
+            raise HarnessError("no patchpilot-prod window to run")
+        prod_linux = sorted(
+            info["id"] for n, info in instances.items() if n.endswith("-prod") and not n.startswith("i-windows")
+        )
+        failing = prod_linux[:2]
+        failing_names = [n for n, info in instances.items() if info["id"] in failing]
+        demo.step(
+            f"Prod run: {' and '.join(sorted(failing_names))} fail at once; the error threshold stops the batch"
+        )
+        demo.say("  Linux batch: MaxConcurrency 50% of 5 = 2 at a time, MaxErrors 25% of 5 = 1 (rounded down).")
+        execution = emu.hook("execute-window", {"WindowId": prod_window, "FailInstances": failing})
+        for task in execution["Tasks"]:
+            by_status: dict[str, int] = {}
+            for r in task.get("InstanceResults", []):
+                by_status[r["StatusDetails"]] = by_status.get(r["StatusDetails"], 0) + 1
+            demo.say(
+                f"  task priority {task['Priority']}: {task['Status']:<8} "
+                + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+            )
+        event = load_event("run-notifier/window-execution-failed.json")
+        detail = event["detail"]
+        event = json.loads(
+            json.dumps(event)
+            .replace(detail["window-execution-id"], execution["WindowExecutionId"])
+            .replace(detail["window-id"], prod_window)
+        )
+        event["detail"]["status"] = execution["Status"]
+        answer = invoke(watch, "run-notifier", event, "notify-prod")
+        reports = sqs_messages(emu, queue_url)
+        body = ""
+        if reports:
+            note = reports[-1]
+            body = email_member(emu, topic_arn, note.get("MessageId", "")) or ""
+            demo.say("\n  ---- email to ops@example.com " + "-" * 50)
+            demo.say(f"  Subject: {note.get('Subject')}")
+            demo.say("")
+            for line in body.splitlines():
+                demo.say(f"  {line}")
+            demo.say("  " + "-" * 80)
+        not_attempted = body.count("not attempted (error threshold reached)")
+        demo.check(
+            len(reports) == 1 and not_attempted == 3,
+            "the prod email lists the 3 Linux hosts the error threshold kept from being patched",
+            f"{len(reports)} message(s), {not_attempted} 'not attempted'",
+        )
+        demo.check(
+            "error threshold MaxErrors 25% reached" in body and "patch_prod_0600_batch_2: SUCCESS" in body,
+            "it says the Linux batch stopped at its error threshold and the Windows batch still ran",
+        )
+
+        # ------------------------------------------------------------------------------ 8
         demo.step("baseline-sync again (the daily `Scheduled Event`): nothing drifted")
         emu.reset_request_log()
         again = invoke(watch, "baseline-sync", load_event("baseline-sync/scheduled.json"), "sync-again")
@@ -448,7 +491,7 @@ def run(demo: Demo) -> None:
         )
         demo.check(not plan_again and not again_writes, "second sync: no changes, zero write calls", str(again_writes or plan_again))
 
-        # ------------------------------------------------------------------------------ 8
+        # ------------------------------------------------------------------------------ 9
         demo.step("Stop everything")
         stack.stop_all()
         demo.say("  emulator and cargo lambda watch stopped.")

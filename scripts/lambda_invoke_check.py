@@ -40,9 +40,9 @@ from pplocal import (  # noqa: E402
     REGION,
     ROOT,
     Emulator,
+    Functions,
     HarnessError,
     Invocation,
-    LambdaWatch,
     Stack,
     build_functions,
     say,
@@ -51,6 +51,9 @@ from pplocal import (  # noqa: E402
 
 EVENTS = ROOT / "events"
 POLICY_PARAMETER = "/patchpilot/policy"
+# The stack deployed into the emulator (= samconfig.toml's stack name): its name is the
+# ownership marker's value.
+STACK_NAME = "patchpilot"
 
 # Ids used by the documented payloads in events/.
 DOC_LAUNCHED = "i-1234567890abcdef0"
@@ -68,6 +71,7 @@ class Fleet:
     managed: str = DOC_MANAGED  # on-prem Ubuntu node, registered with the documented id
     topic_arn: str = ""
     queue_url: str = ""
+    bucket: str = ""
     windows: dict[str, str] = field(default_factory=dict)  # window name -> id
     executions: dict[str, dict[str, Any]] = field(default_factory=dict)  # "success"/"failed" -> hook answer
 
@@ -121,21 +125,16 @@ def drain(emu: Emulator, fleet: Fleet) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=fleet.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def setup(emu: Emulator) -> Fleet:
+def setup(emu: Emulator, deployed: dict[str, Any]) -> Fleet:
+    """The stack provides the policy parameter (`embedded-default`), the topic, the table and
+    the bucket; the check adds an SQS inbox on the topic and a small fleet."""
     fleet = Fleet()
-    ssm, ec2, sns, sqs = (emu.client(s) for s in ("ssm", "ec2", "sns", "sqs"))
-    ssm.put_parameter(Name=POLICY_PARAMETER, Value="embedded-default", Type="String")
-    fleet.topic_arn = sns.create_topic(Name="patchpilot-reports")["TopicArn"]
+    ec2, sns, sqs = (emu.client(s) for s in ("ec2", "sns", "sqs"))
+    fleet.topic_arn = deployed["Outputs"]["ReportTopicArn"]
+    fleet.bucket = deployed["Outputs"]["OutputBucketName"]
     fleet.queue_url = sqs.create_queue(QueueName="patchpilot-reports-inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=fleet.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=fleet.topic_arn, Protocol="sqs", Endpoint=queue_arn)
-    emu.client("dynamodb").create_table(
-        TableName="patchpilot-idempotency",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    emu.client("s3").create_bucket(Bucket="patchpilot-output")
 
     amis = {a["patchpilot"]["key"]: a["ami_id"] for a in json.loads((ROOT / "tests/emulator/patchpilot_emulator/amis.json").read_text())}
 
@@ -188,7 +187,7 @@ def patch_now(emu: Emulator, fleet: Fleet) -> tuple[str, list[str]]:
         InstanceIds=instances,
         DocumentName="AWS-RunPatchBaseline",
         Parameters={"Operation": ["Install"], "RebootOption": ["RebootIfNeeded"]},
-        OutputS3BucketName="patchpilot-output",
+        OutputS3BucketName=fleet.bucket,
         OutputS3KeyPrefix="patchpilot/run-command/patch-now",
     )["Command"]
     return command["CommandId"], instances
@@ -232,8 +231,8 @@ def tagged(emu: Emulator, instance: str, group: str) -> Callable[[Invocation, di
         tags = tags_of(emu, instance)
         if tags.get("Patch Group") != group:
             return f"{instance}: Patch Group is {tags.get('Patch Group')!r}, expected {group!r}"
-        if tags.get("patchpilot:managed") != "true":
-            return f"{instance}: ownership tag patchpilot:managed missing ({tags})"
+        if tags.get("patchpilot:managed") != STACK_NAME:
+            return f"{instance}: ownership tag patchpilot:managed={STACK_NAME} missing ({tags})"
         return None
 
     return check
@@ -451,7 +450,7 @@ def error_text(output: str) -> str:
     return text if len(text) <= 220 else text[:217] + "..."
 
 
-def run_case(emu: Emulator, watch: LambdaWatch, case: Case, index: int) -> tuple[bool, str]:
+def run_case(emu: Emulator, watch: Functions, case: Case, index: int) -> tuple[bool, str]:
     if case.before:
         case.before()
     before = emu.request_log()
@@ -506,20 +505,12 @@ def main() -> int:
                 say("building the function binaries (debug) ...")
                 build_functions()
             emu = Emulator(stack)
-            fleet = setup(emu)
-            env = emu.env()
-            env.update(
-                {
-                    "POLICY_PARAMETER": POLICY_PARAMETER,
-                    "POLICY_CACHE_SECONDS": "0",
-                    "TOPIC_ARN": fleet.topic_arn,
-                    "IDEMPOTENCY_TABLE": "patchpilot-idempotency",
-                    "OUTPUT_BUCKET": "patchpilot-output",
-                    "MAINTENANCE_WINDOW_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/patchpilot-maintenance-window",
-                }
-            )
-            watch = LambdaWatch(stack, env)
-            say(f"emulator {emu.endpoint}, cargo lambda watch 127.0.0.1:{watch.port}, logs in {stack.tmp}")
+            # template.yaml deployed into the emulator: each function runs under its own role.
+            deployed = emu.deploy_stack(STACK_NAME)
+            fleet = setup(emu, deployed)
+            # The policy cache is off so that each case reads the parameter it set up.
+            watch = Functions(stack, emu, deployed, {"POLICY_CACHE_SECONDS": "0"})
+            say(f"emulator {emu.endpoint}, stack {STACK_NAME}, cargo lambda watch: {watch.describe()}, logs in {stack.tmp}")
 
             all_cases: list[Case] = []
             results: list[tuple[Case, bool, str]] = []
@@ -548,7 +539,7 @@ def main() -> int:
             say(f"FAIL  harness: {err}")
             failed += 1
         if failed:
-            say(f"logs: {stack.tmp} (emulator.log, cargo-lambda-watch.log)")
+            say(f"logs: {stack.tmp} (emulator.log, cargo-lambda-watch-<function>.log)")
     say(f"lambda-invoke-check: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

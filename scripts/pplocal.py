@@ -5,6 +5,10 @@
 * :class:`LambdaWatch` — ``cargo lambda watch`` (the Lambda runtime API emulator) on a free
   loopback port, running the real function binaries with the emulator's endpoint in their
   environment; :meth:`LambdaWatch.invoke` is ``cargo lambda invoke``.
+* :class:`Functions` — the three functions of a stack deployed into the emulator
+  (:meth:`Emulator.deploy_stack`), each in its own ``cargo lambda watch`` with exactly its
+  environment from template.yaml and its own access key: every AWS request a function makes is
+  authorized against its role, as in AWS.
 
 Everything started here is stopped by :class:`Stack` on exit, on error and on SIGINT/SIGTERM
 (each process runs in its own process group, which is signalled by its id).
@@ -186,6 +190,23 @@ class Emulator:
         except urllib.error.HTTPError as err:
             raise HarnessError(f"emulator {method} {path} answered {err.code}: {err.read().decode(errors='replace')}") from None
 
+    def deploy_stack(self, name: str = "patchpilot", **options: Any) -> dict[str, Any]:
+        """template.yaml deployed as stack `name` (see tests/emulator/README.md, deploy-stack)."""
+        return dict(self.hook("deploy-stack", {"StackName": name, **options}))
+
+    def function_env(self, deployed: dict[str, Any], function: str) -> dict[str, str]:
+        """What a function's process needs: the emulator endpoint, the function's own access
+        key (its role), and its environment exactly as template.yaml resolves it."""
+        f = deployed["Functions"][function]
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": f["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": f["SecretAccessKey"],
+            **f["Environment"],
+        }
+
     def hook(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._request("POST", "/patchpilot-emulator/" + path, body)
 
@@ -238,15 +259,19 @@ class Invocation:
 class LambdaWatch:
     """`cargo lambda watch` on 127.0.0.1:<free port>, functions talking to the emulator."""
 
-    def __init__(self, stack: Stack, env: dict[str, str]) -> None:
+    def __init__(self, stack: Stack, env: dict[str, str], name: str = "cargo-lambda-watch") -> None:
         self.stack = stack
+        self.name = name
         self.port = free_port()
         full_env = tool_env()
+        # A function never sees the administrator's credentials: only the key it is given.
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            full_env.pop(key, None)
         full_env.update(env)
         # Logs as JSON lines in the watch log; keep them readable for a person who opens it.
         full_env.setdefault("RUST_LOG", "info")
         self.proc = stack.start(
-            "cargo-lambda-watch",
+            name,
             [
                 "cargo", "lambda", "watch", "--ignore-changes", "--quiet",
                 "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port),
@@ -264,7 +289,7 @@ class LambdaWatch:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise HarnessError(
-                        "cargo lambda watch did not start:\n" + stack.log_of("cargo-lambda-watch")[-3000:]
+                        f"cargo lambda watch ({name}) did not start:\n" + stack.log_of(name)[-3000:]
                     ) from None
                 time.sleep(0.2)
 
@@ -284,6 +309,29 @@ class LambdaWatch:
         path = self.stack.tmp / f"{name}.json"
         path.write_text(json.dumps(payload, indent=2))
         return self.invoke(function, path)
+
+
+class Functions:
+    """The three functions of a deployed stack, each in its own `cargo lambda watch` (they
+    cannot share one: each needs its own credentials and environment, as in Lambda)."""
+
+    def __init__(
+        self, stack: Stack, emu: Emulator, deployed: dict[str, Any], overrides: dict[str, str] | None = None
+    ) -> None:
+        self.watches: dict[str, LambdaWatch] = {}
+        for function in FUNCTIONS:
+            env = emu.function_env(deployed, function)
+            env.update(overrides or {})
+            self.watches[function] = LambdaWatch(stack, env, name=f"cargo-lambda-watch-{function}")
+
+    def describe(self) -> str:
+        return ", ".join(f"{f} 127.0.0.1:{w.port}" for f, w in self.watches.items())
+
+    def invoke(self, function: str, data_file: Path) -> Invocation:
+        return self.watches[function].invoke(function, data_file)
+
+    def invoke_json(self, function: str, payload: Any, name: str) -> Invocation:
+        return self.watches[function].invoke_json(function, payload, name)
 
 
 def say(msg: str = "") -> None:

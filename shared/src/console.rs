@@ -90,7 +90,8 @@ pub fn parse_s3_url(url: &str) -> Option<(String, String)> {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let is_s3_host = |h: &str| {
         h == "s3.amazonaws.com"
-            || h.starts_with("s3.") && (h.ends_with(".amazonaws.com") || h.ends_with(".amazonaws.com.cn"))
+            || h.starts_with("s3.")
+                && (h.ends_with(".amazonaws.com") || h.ends_with(".amazonaws.com.cn"))
             || h.starts_with("s3-") && h.ends_with(".amazonaws.com")
     };
     if is_s3_host(host) {
@@ -128,7 +129,8 @@ mod tests {
 
     #[test]
     fn the_console_host_follows_the_partition() {
-        assert!(command_output("cn-north-1", "c", "i-1").starts_with("https://cn-north-1.console.amazonaws.cn/"));
+        assert!(command_output("cn-north-1", "c", "i-1")
+            .starts_with("https://cn-north-1.console.amazonaws.cn/"));
         assert!(command_output("us-gov-west-1", "c", "i-1")
             .starts_with("https://console.amazonaws-us-gov.com/systems-manager/run-command/c/i-1?region=us-gov-west-1"));
     }
@@ -161,7 +163,10 @@ mod tests {
             s3_object("us-east-1", "b", "a b/c+d"),
             "https://us-east-1.console.aws.amazon.com/s3/object/b?region=us-east-1&bucketType=general&prefix=a%20b/c%2Bd"
         );
-        assert_eq!(s3_link("us-east-1", "https://example.com/x"), "https://example.com/x");
+        assert_eq!(
+            s3_link("us-east-1", "https://example.com/x"),
+            "https://example.com/x"
+        );
         assert_eq!(parse_s3_url("https://s3.amazonaws.com/bucket-only"), None);
     }
 

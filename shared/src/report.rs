@@ -75,6 +75,10 @@ pub struct BatchRun {
     /// The task's `MaxErrors` (error threshold), e.g. `1` or `25%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_errors: Option<String>,
+    /// The task execution's `StatusDetails`: why a task that sent no command did not run
+    /// (e.g. "No Instances In Tag", an AccessDenied of its service role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_details: Option<String>,
 }
 
 /// Patch counts of an instance after the run (`DescribeInstancePatchStates`).
@@ -692,10 +696,9 @@ impl RunReport {
                     .as_deref()
                     .map(|g| format!(" in {g}"))
                     .unwrap_or_default();
-                let when = m
-                    .at
-                    .map(|at| format!(" ({} UTC)", at.format("%Y-%m-%d %H:%M")))
-                    .unwrap_or_default();
+                let when =
+                    m.at.map(|at| format!(" ({} UTC)", at.format("%Y-%m-%d %H:%M")))
+                        .unwrap_or_default();
                 let _ = writeln!(t, "  {label}{group}: {}{when}", m.reason.describe());
             }
             if missed.len() > keep.missed {
@@ -712,16 +715,26 @@ impl RunReport {
     fn batch_line(&self, b: &BatchRun) -> String {
         let head = format!("{}. {}: {}", b.number, b.name, b.status);
         if b.command_ids.is_empty() {
+            let details = b
+                .status_details
+                .as_deref()
+                .filter(|d| !d.is_empty() && *d != b.status)
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            let no_instances = details.replace(' ', "").contains("NoInstancesInTag")
+                || b.status_details.is_none() && b.status == "FAILED";
             return match b.status.as_str() {
                 "CANCELLED" | "CANCELLING" => format!(
-                    "{head} - not started: cancelled (the window reached its cutoff before this batch began)"
+                    "{head} - not started: cancelled (the window reached its cutoff before this batch began){details}"
                 ),
-                "SKIPPED_OVERLAPPING" | "TIMED_OUT" | "PENDING" => {
-                    format!("{head} - not started")
-                }
-                _ => format!(
+                "TIMED_OUT" => format!(
+                    "{head} - not started: the window reached its cutoff before this batch began{details}"
+                ),
+                "SKIPPED_OVERLAPPING" | "PENDING" => format!("{head} - not started{details}"),
+                _ if no_instances => format!(
                     "{head} - no instance selected: its target matched no managed instance, nothing was patched"
                 ),
+                _ => format!("{head} - not run{details}"),
             };
         }
         let not_attempted = self
@@ -989,6 +1002,7 @@ mod tests {
                     delivery_timed_out_count: 0,
                     command_statuses: vec!["Success".into()],
                     max_errors: Some("25%".into()),
+                    status_details: None,
                 },
                 BatchRun {
                     number: 2,
@@ -1000,6 +1014,7 @@ mod tests {
                     delivery_timed_out_count: 0,
                     command_statuses: vec!["Failed".into()],
                     max_errors: Some("25%".into()),
+                    status_details: None,
                 },
             ],
             instances: vec![
@@ -1083,7 +1098,10 @@ mod tests {
         assert!(failure.contains("i-windows (windows-test) - batch 2: command Failed, exit code 1, 2 patch(es) failed to install"), "{failure}");
         assert!(failure.contains("output: https://us-east-1.console.aws.amazon.com/systems-manager/run-command/cmd-batch-2/i-windows?region=us-east-1"), "{failure}");
         assert!(failure.contains("log in S3: https://us-east-1.console.aws.amazon.com/s3/object/out?region=us-east-1&bucketType=general&prefix=patchpilot/run-command/cmd-batch-2/i-windows/stdout"), "{failure}");
-        assert!(!body.contains("s3.amazonaws.com"), "links a browser can open:\n{body}");
+        assert!(
+            !body.contains("s3.amazonaws.com"),
+            "links a browser can open:\n{body}"
+        );
         assert!(body
             .contains("i-stopped (oracle-test) in patch_test_0600_batch_1: instance is stopped"));
         assert!(!body.contains("more (full report"), "nothing was cut");
@@ -1304,13 +1322,21 @@ mod tests {
         r.batches[0].max_errors = Some("1".into());
         r.batches[0].error_count = 2;
         for id in ["i-centos", "i-redhat"] {
-            let i = r.instances.iter_mut().find(|i| i.instance_id == id).expect("host");
+            let i = r
+                .instances
+                .iter_mut()
+                .find(|i| i.instance_id == id)
+                .expect("host");
             i.status = "Failed".into();
             i.status_details = "Failed".into();
             i.patches = Some(counts(3, 0, 1));
         }
         for id in ["i-suse", "i-ubuntu"] {
-            let i = r.instances.iter_mut().find(|i| i.instance_id == id).expect("host");
+            let i = r
+                .instances
+                .iter_mut()
+                .find(|i| i.instance_id == id)
+                .expect("host");
             // "Terminated": the parent command exceeded its MaxErrors limit and subsequent
             // command invocations were canceled by the system.
             i.status = "Cancelled".into();
@@ -1325,12 +1351,18 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("i-suse (suse-linux-test): not attempted (error threshold reached) (2024-03-02 06:01 UTC)"), "{body}");
-        assert!(body.contains("2. patch_test_0600_batch_2: FAILED - command Failed"), "{body}");
+        assert!(
+            body.contains("2. patch_test_0600_batch_2: FAILED - command Failed"),
+            "{body}"
+        );
         assert_eq!(
             r.subject("[pp]"),
             "[pp] test 06:00 - 1/6 patched, 3 failed, 2 missed"
         );
-        assert!(body.contains("Result: 1/6 patched, 3 failed, 0 need reboot, 2 missed"), "{body}");
+        assert!(
+            body.contains("Result: 1/6 patched, 3 failed, 0 need reboot, 2 missed"),
+            "{body}"
+        );
     }
 
     #[test]
@@ -1357,9 +1389,20 @@ mod tests {
             "{body}"
         );
         r.batches[1].status = "CANCELLED".into();
-        assert!(r
-            .text_body(Keep::ALL)
-            .contains("not started: cancelled (the window reached its cutoff before this batch began)"));
+        assert!(r.text_body(Keep::ALL).contains(
+            "not started: cancelled (the window reached its cutoff before this batch began)"
+        ));
+        r.batches[1].status = "TIMED_OUT".into();
+        assert!(r.text_body(Keep::ALL).contains(
+            "2. patch_test_0600_batch_2: TIMED_OUT - not started: the window reached its cutoff"
+        ));
+        r.batches[1].status = "FAILED".into();
+        r.batches[1].status_details = Some("AccessDeniedException: User: arn:aws:sts::1:assumed-role/w/AWS-SSM is not authorized to perform: ssm:SendCommand".into());
+        let body = r.text_body(Keep::ALL);
+        assert!(
+            body.contains("2. patch_test_0600_batch_2: FAILED - not run (AccessDeniedException: User: arn:aws:sts::1:assumed-role/w/AWS-SSM is not authorized to perform: ssm:SendCommand)"),
+            "{body}"
+        );
     }
 
     #[test]
@@ -1368,7 +1411,10 @@ mod tests {
         r.run_status = "TIMED_OUT".into();
         r.run_status_details = None;
         let body = r.text_body(Keep::ALL);
-        assert!(body.contains("TIMED_OUT - the window's Duration ended before every task finished"), "{body}");
+        assert!(
+            body.contains("TIMED_OUT - the window's Duration ended before every task finished"),
+            "{body}"
+        );
         assert!(r.subject("[pp]").ends_with("(TIMED_OUT)"));
         assert_eq!(r.status(), RunStatus::Failed);
     }
@@ -1404,8 +1450,16 @@ mod tests {
                 "Result: {}/{} patched, {} failed, {} need reboot, {} missed",
                 c.patched, c.targets, c.failed, c.reboot_pending, c.missed
             )));
-            for (n, word) in [(c.failed, "failed"), (c.reboot_pending, "need reboot"), (c.missed, "missed")] {
-                assert_eq!(subject.contains(&format!(", {n} {word}")), n > 0, "{subject}");
+            for (n, word) in [
+                (c.failed, "failed"),
+                (c.reboot_pending, "need reboot"),
+                (c.missed, "missed"),
+            ] {
+                assert_eq!(
+                    subject.contains(&format!(", {n} {word}")),
+                    n > 0,
+                    "{subject}"
+                );
             }
         }
     }

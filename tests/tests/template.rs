@@ -633,10 +633,9 @@ fn changes_to_baselines_and_windows_require_this_stacks_marker() {
     for s in function_statements("BaselineSyncFunction", sync) {
         let resources = s.get("Resource").map(as_list).unwrap_or_default();
         let on_baselines_or_windows = resources.iter().any(|r| match r {
-            Yaml::Tagged(tagged) => tagged
-                .value
-                .as_str()
-                .is_some_and(|v| v.contains(":patchbaseline/") || v.contains(":maintenancewindow/")),
+            Yaml::Tagged(tagged) => tagged.value.as_str().is_some_and(|v| {
+                v.contains(":patchbaseline/") || v.contains(":maintenancewindow/")
+            }),
             _ => false,
         });
         let writes = actions_of(s).into_iter().any(|action| {
@@ -680,7 +679,10 @@ fn no_function_tags_baselines_or_windows() {
                     "{function}: ssm:AddTagsToResource on {text}"
                 );
             }
-            assert!(s.get("Condition").is_some(), "{function}: unconditioned {s:?}");
+            assert!(
+                s.get("Condition").is_some(),
+                "{function}: unconditioned {s:?}"
+            );
         }
     }
 }

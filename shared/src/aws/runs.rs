@@ -388,6 +388,10 @@ impl<'a> Runs<'a> {
                         .status()
                         .map(|s| s.as_str().to_string())
                         .unwrap_or_default(),
+                    status_details: t
+                        .status_details()
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_string),
                     task_arn: t.task_arn().unwrap_or_default().to_string(),
                     start: t.start_time().and_then(to_chrono),
                 });
@@ -928,6 +932,7 @@ impl<'a> Runs<'a> {
                 delivery_timed_out_count: 0,
                 command_statuses: Vec::new(),
                 max_errors: None,
+                status_details: task.status_details.clone(),
             };
             for (command_id, _) in invocations {
                 let command = self.command(&command_id).await?;
@@ -1065,6 +1070,7 @@ impl<'a> Runs<'a> {
             delivery_timed_out_count: command.delivery_timed_out_count,
             command_statuses: vec![command.status.clone()],
             max_errors: command.max_errors.clone(),
+            status_details: None,
         };
         let end = runs
             .iter()
@@ -1092,6 +1098,8 @@ impl<'a> Runs<'a> {
 struct ExecTask {
     task_id: String,
     status: String,
+    /// Why it ended so (`StatusDetails`), e.g. "No Instances In Tag" or an AccessDenied.
+    status_details: Option<String>,
     task_arn: String,
     start: Option<DateTime<Utc>>,
 }
