@@ -699,7 +699,9 @@ async fn a_window_patchpilot_does_not_own_is_ignored() {
         response
             .reason
             .as_deref()
-            .is_some_and(|r| r.contains("db-maintenance") && r.contains("not patchpilot's")),
+            .is_some_and(|r| r.contains("db-maintenance")
+                && r.contains("not this stack's")
+                && r.contains("no patchpilot:managed tag")),
         "{response:?}"
     );
     let counts = emu.request_counts().expect("counter");

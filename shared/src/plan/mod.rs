@@ -21,7 +21,7 @@ pub use desired::{
     TaskSpec, WindowSpec,
 };
 
-use crate::names::{Owner, PatchGroup};
+use crate::names::{Owner, Ownership, PatchGroup, LEGACY_MARKER_VALUE};
 use crate::policy::OperatingSystem;
 
 /// A patch baseline as it exists in the account.
@@ -335,16 +335,26 @@ fn duplicates<'a>(
     }
 }
 
-/// Why resources with the desired name are not this stack's: each id with its owner, e.g.
-/// ``pb-1 belongs to patchpilot stack `dev` (patchpilot:managed=dev)``.
-fn foreign_owners<'a>(
-    owner: &Owner,
-    items: impl Iterator<Item = (&'a str, Option<&'a str>)>,
-) -> String {
-    items
-        .map(|(id, marker)| format!("{id} belongs to {}", owner.ownership(marker).describe()))
-        .collect::<Vec<_>>()
-        .join("; ")
+/// Why resources with the desired name are not this stack's and what to do: each id with
+/// its owner (e.g. ``pb-1 belongs to patchpilot stack `dev` (patchpilot:managed=dev)``).
+fn not_ours<'a>(owner: &Owner, items: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> String {
+    let mut live_stack = false;
+    let owners: Vec<String> = items
+        .map(|(id, marker)| {
+            let ownership = owner.ownership(marker);
+            live_stack |= matches!(&ownership, Ownership::Stack(v) if v != LEGACY_MARKER_VALUE);
+            format!("{id} belongs to {}", ownership.describe())
+        })
+        .collect();
+    let hint = if live_stack {
+        "two stacks cannot manage environments of the same name in one account and Region: rename the environment in one of the policies".to_string()
+    } else {
+        format!("rename it, or tag it {owner} to let this stack manage it")
+    };
+    format!(
+        "exists but is not this stack's ({}; this stack marks its resources {owner}): left alone; {hint}",
+        owners.join("; ")
+    )
 }
 
 /// Desired baseline name → how to reach it (existing id or created in this plan). Names
@@ -395,9 +405,11 @@ fn plan_baselines(
             [] if !same_name.is_empty() => {
                 p.conflicts.push(Conflict {
                     resource: format!("baseline {}", spec.name),
-                    message: format!(
-                        "exists but is not this stack's ({}; this stack marks its resources {owner}): left alone; rename it, or delete it if nobody uses it",
-                        foreign_owners(owner, same_name.iter().map(|b| (b.id.as_str(), b.marker.as_deref())))
+                    message: not_ours(
+                        owner,
+                        same_name
+                            .iter()
+                            .map(|b| (b.id.as_str(), b.marker.as_deref())),
                     ),
                 });
             }
@@ -724,8 +736,13 @@ fn plan_windows(
                 p.conflicts.push(Conflict {
                     resource: format!("window {}", spec.name),
                     message: format!(
-                        "exists but is not this stack's ({}; this stack marks its resources {owner}): left alone, so its targets and tasks are not managed",
-                        foreign_owners(owner, same_name.iter().map(|w| (w.id.as_str(), w.marker.as_deref())))
+                        "{} (its targets and tasks are not managed either)",
+                        not_ours(
+                            owner,
+                            same_name
+                                .iter()
+                                .map(|w| (w.id.as_str(), w.marker.as_deref()))
+                        )
                     ),
                 });
             }

@@ -238,7 +238,10 @@ fn a_foreign_baseline_with_a_clashing_name_is_left_alone_and_reported() {
     assert_eq!(p.conflicts.len(), 1, "{:?}", p.conflicts);
     assert!(
         p.conflicts[0].message.contains("not this stack's")
-            && p.conflicts[0].message.contains("no patchpilot:managed tag"),
+            && p.conflicts[0].message.contains("no patchpilot:managed tag")
+            && p.conflicts[0]
+                .message
+                .contains("tag it patchpilot:managed=patchpilot to let this stack manage it"),
         "{}",
         p.conflicts[0]
     );
@@ -409,6 +412,12 @@ fn another_stacks_baseline_and_window_are_conflicts_and_untouched() {
             "{line}"
         );
     }
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.starts_with("! ") || l.contains("rename the environment")),
+        "{p}"
+    );
     assert_eq!(p.conflicts.len(), 2, "{p}");
     // That stack, planning the same account, manages them.
     let theirs = plan(&d, &observed, &Owner::new("patchpilot-dev"));
