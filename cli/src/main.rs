@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use patchpilot::aws::policy_source::LoadedPolicy;
 use patchpilot::aws::CallLog;
+use patchpilot::names::{Owner, DEFAULT_STACK};
 use patchpilot::plan::Deployment;
 use patchpilot::policy::Severity;
 
@@ -92,6 +93,10 @@ struct RenderArgs {
 /// What the deployed stack adds to the policy (template.yaml sets these on baseline-sync).
 #[derive(Args)]
 struct DeployArgs {
+    /// The stack whose resources these are: patchpilot marks what it creates
+    /// `patchpilot:managed=<STACK>` and only changes resources carrying that marker.
+    #[arg(long, env = "PATCHPILOT_STACK", value_name = "STACK", default_value = DEFAULT_STACK)]
+    stack: String,
     /// Bucket for Run Command output when the policy names none (the stack's OutputBucket).
     #[arg(long, env = "OUTPUT_BUCKET", value_name = "BUCKET")]
     output_bucket: Option<String>,
@@ -219,7 +224,8 @@ fn render_cmd(args: &RenderArgs, now: DateTime<Utc>) -> ExitCode {
     };
     print_warnings(&validation.problems);
     let deployment = deployment(&args.deploy);
-    let rendered = match render::render(&policy, &deployment, args.from.unwrap_or(now)) {
+    let owner = Owner::new(&args.deploy.stack);
+    let rendered = match render::render(&policy, &owner, &deployment, args.from.unwrap_or(now)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("patchpilot: {e}");
@@ -284,6 +290,7 @@ fn plan(args: &PlanArgs, now: DateTime<Utc>) -> ExitCode {
         source: source.to_string(),
     };
     let deployment = deployment(&args.deploy);
+    let owner = Owner::new(&args.deploy.stack);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -298,7 +305,7 @@ fn plan(args: &PlanArgs, now: DateTime<Utc>) -> ExitCode {
         let config = patchpilot::aws::load_config().await;
         let ssm = aws_sdk_ssm::Client::new(&config);
         let calls = CallLog::new();
-        patchpilot::sync::plan_only(&ssm, &loaded, &deployment, &calls).await
+        patchpilot::sync::plan_only(&ssm, &owner, &loaded, &deployment, &calls).await
     });
     match result {
         Ok(plan) if args.json => match serde_json::to_string_pretty(&plan) {

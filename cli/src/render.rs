@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use patchpilot::names::{PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use patchpilot::names::{Owner, PatchGroup};
 use patchpilot::plan::desired::{self, BaselineSpec};
 use patchpilot::plan::Deployment;
 use patchpilot::policy::{Environment, Policy};
@@ -120,11 +120,10 @@ impl std::fmt::Display for RenderError {
     }
 }
 
-fn owned_tags() -> BTreeMap<String, String> {
-    BTreeMap::from([(
-        OWNERSHIP_TAG_KEY.to_string(),
-        OWNERSHIP_TAG_VALUE.to_string(),
-    )])
+/// The ownership marker, `patchpilot:managed=<stack>`.
+fn owned_tags(owner: &Owner) -> BTreeMap<String, String> {
+    let (key, value) = owner.tag();
+    BTreeMap::from([(key.to_string(), value.to_string())])
 }
 
 /// The patch groups of an environment, in batch order, as `(batch number, group)`.
@@ -168,6 +167,7 @@ fn approval_summary(spec: &BaselineSpec) -> String {
 /// render and sync cannot disagree), plus next runs. `now` anchors the next runs.
 pub fn render(
     policy: &Policy,
+    owner: &Owner,
     deployment: &Deployment,
     now: DateTime<Utc>,
 ) -> Result<Rendered, RenderError> {
@@ -215,7 +215,7 @@ pub fn render(
                 .filter(|r| r.baseline == b.name)
                 .map(|r| r.patch_group.clone())
                 .collect(),
-            tags: owned_tags(),
+            tags: owned_tags(owner),
         })
         .collect();
 
@@ -268,7 +268,7 @@ pub fn render(
                     service_role_arn: t.service_role_arn.clone(),
                 })
                 .collect(),
-            tags: owned_tags(),
+            tags: owned_tags(owner),
         });
     }
 
@@ -432,8 +432,13 @@ mod tests {
     }
 
     fn reference() -> Rendered {
-        render(&Policy::reference(), &Deployment::default(), now())
-            .expect("reference policy renders")
+        render(
+            &Policy::reference(),
+            &Owner::default(),
+            &Deployment::default(),
+            now(),
+        )
+        .expect("reference policy renders")
     }
 
     #[test]
@@ -469,7 +474,7 @@ mod tests {
         );
         assert_eq!(
             rhel_prod.tags.get("patchpilot:managed").map(String::as_str),
-            Some("true")
+            Some("patchpilot")
         );
     }
 
@@ -569,7 +574,8 @@ mod tests {
             output_bucket: Some("patchpilot-output".to_string()),
             window_role_arn: Some("arn:aws:iam::123456789012:role/mw".to_string()),
         };
-        let r = render(&Policy::reference(), &deployment, now()).expect("renders");
+        let r =
+            render(&Policy::reference(), &Owner::default(), &deployment, now()).expect("renders");
         let task = &r.windows[0].tasks[0];
         assert_eq!(task.output_s3_bucket.as_deref(), Some("patchpilot-output"));
         assert_eq!(

@@ -71,7 +71,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::names::{PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use crate::names::{Owner, Ownership, PatchGroup, OWNERSHIP_TAG_KEY};
 use crate::policy::{Environment, OperatingSystem, Platform, Policy, Unmatched};
 use crate::schedule::Schedule;
 
@@ -181,12 +181,18 @@ pub struct UnknownPlatform {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagAction {
     /// Write `policy.tag_key = value` and the ownership marker
-    /// (`patchpilot:managed = true`) in the same `CreateTags` call.
+    /// (`patchpilot:managed = <stack>`) in the same `CreateTags` call.
     Tag { value: String },
     /// The tag already has the right value: no write.
     Unchanged,
-    /// A person set a different value and `overwrite` is off: keep it, report it.
-    RespectManual { current: String, wanted: String },
+    /// A person (no marker) or another patchpilot stack (its marker) set a different value
+    /// and `overwrite` is off: keep it, report it.
+    RespectManual {
+        current: String,
+        wanted: String,
+        /// Whose the tag is: [`Ownership::Unmarked`] (a person) or another stack.
+        set_by: Ownership,
+    },
     /// Excluded, and the patch-group tag (`current`) is patchpilot's own (the ownership
     /// marker is present): remove `policy.tag_key` and the marker in one call, so the
     /// maintenance-window target (`tag:<tag_key> = <group>`) stops selecting the instance.
@@ -203,7 +209,9 @@ impl fmt::Display for TagAction {
         match self {
             TagAction::Tag { value } => write!(f, "tag {value}"),
             TagAction::Unchanged => f.write_str("unchanged"),
-            TagAction::RespectManual { current, wanted } => {
+            TagAction::RespectManual {
+                current, wanted, ..
+            } => {
                 write!(
                     f,
                     "keep manual tag {current} (patchpilot would set {wanted})"
@@ -761,9 +769,15 @@ fn os_from_hint(value: &str) -> Option<OperatingSystem> {
 
 /// What to do about the patch-group tag given the decision.
 ///
-/// A tag value patchpilot did not write (no ownership marker) is a person's decision and is
-/// kept unless the policy says `overwrite: true`; one patchpilot wrote is corrected.
-pub fn tag_action(policy: &Policy, facts: &InstanceFacts, decision: &Decision) -> TagAction {
+/// A tag value this stack did not write (no ownership marker: a person's decision; or
+/// another stack's marker) is kept unless the policy says `overwrite: true`; one this stack
+/// wrote (`patchpilot:managed=<stack>`) is corrected.
+pub fn tag_action(
+    policy: &Policy,
+    owner: &Owner,
+    facts: &InstanceFacts,
+    decision: &Decision,
+) -> TagAction {
     // An empty value is what the console leaves when a person clears the field: it names no
     // group (a window target `tag:<key> = <group>` never selects it), so it is treated as no
     // tag at all.
@@ -771,10 +785,13 @@ pub fn tag_action(policy: &Policy, facts: &InstanceFacts, decision: &Decision) -
         .tag(&policy.tag_key)
         .map(str::trim)
         .filter(|v| !v.is_empty());
-    let owned = facts.tag(OWNERSHIP_TAG_KEY) == Some(OWNERSHIP_TAG_VALUE);
+    let ownership = owner.ownership(facts.tag(OWNERSHIP_TAG_KEY));
+    let owned = ownership.is_ours();
     let wanted = match decision {
         Decision::Gone => return TagAction::Gone,
-        Decision::Excluded { reason } => return excluded_action(policy, current, owned, reason),
+        Decision::Excluded { reason } => {
+            return excluded_action(policy, current, &ownership, reason)
+        }
         // Unmatched instances keep whatever tag they have: the facts may be incomplete (a
         // platform EC2 reports in a way not known here), and untagging would silently stop
         // patching.
@@ -795,6 +812,7 @@ pub fn tag_action(policy: &Policy, facts: &InstanceFacts, decision: &Decision) -
                 TagAction::RespectManual {
                     current: current.to_string(),
                     wanted,
+                    set_by: ownership,
                 }
             }
         }
@@ -803,11 +821,17 @@ pub fn tag_action(policy: &Policy, facts: &InstanceFacts, decision: &Decision) -
 
 /// An excluded instance must stop being patched. The maintenance-window targets select
 /// `tag:<tag_key> = <group>`, so the exclusion only works once the patch-group tag is gone:
-/// patchpilot removes the tag it wrote itself (ownership marker present), and never one a
-/// person set (even with `overwrite: true`) — that one is reported instead.
-fn excluded_action(policy: &Policy, current: Option<&str>, owned: bool, reason: &str) -> TagAction {
+/// patchpilot removes the tag this stack wrote itself (its ownership marker present), and
+/// never one a person or another stack set (even with `overwrite: true`) — that one is
+/// reported instead.
+fn excluded_action(
+    policy: &Policy,
+    current: Option<&str>,
+    ownership: &Ownership,
+    reason: &str,
+) -> TagAction {
     match current {
-        Some(current) if owned => TagAction::Untag {
+        Some(current) if ownership.is_ours() => TagAction::Untag {
             current: current.to_string(),
             reason: format!(
                 "excluded: {reason}; removing the {} tag `{current}` (and {OWNERSHIP_TAG_KEY}) that patchpilot set, so no maintenance window patches it",
@@ -816,8 +840,9 @@ fn excluded_action(policy: &Policy, current: Option<&str>, owned: bool, reason: 
         },
         Some(current) => TagAction::Skip {
             reason: format!(
-                "excluded ({reason}), but its {} tag `{current}` was set by a person (no {OWNERSHIP_TAG_KEY} tag): remove it by hand to stop patching",
-                policy.tag_key
+                "excluded ({reason}), but its {} tag `{current}` was set by {}: remove it by hand to stop patching",
+                policy.tag_key,
+                setter(ownership)
             ),
         },
         None => TagAction::Skip {
@@ -826,9 +851,19 @@ fn excluded_action(policy: &Policy, current: Option<&str>, owned: bool, reason: 
     }
 }
 
+/// Who set a Patch Group tag this stack does not own, for messages: `a person (no
+/// patchpilot:managed tag)` or ``patchpilot stack `other` (patchpilot:managed=other)``.
+pub fn setter(ownership: &Ownership) -> String {
+    match ownership {
+        Ownership::Unmarked => format!("a person (no {OWNERSHIP_TAG_KEY} tag)"),
+        other => other.describe(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::DEFAULT_STACK;
     use crate::policy::{Batch, Platform};
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -977,7 +1012,7 @@ mod tests {
                 "{name}"
             );
             assert_eq!(
-                tag_action(&policy, facts, &decision),
+                tag_action(&policy, &Owner::default(), facts, &decision),
                 TagAction::Tag {
                     value: format!("patch_{env}_0600_batch_{batch}")
                 },
@@ -1057,7 +1092,7 @@ mod tests {
             }
         );
         assert_eq!(
-            tag_action(&policy, &facts, &decision),
+            tag_action(&policy, &Owner::default(), &facts, &decision),
             TagAction::Tag {
                 value: "patch_prod_0600_batch_1".to_string()
             }
@@ -1399,7 +1434,7 @@ mod tests {
             "{reason}"
         );
         assert!(matches!(
-            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            tag_action(&policy, &Owner::default(), &facts, &classify(&policy, &facts)),
             TagAction::Skip { reason } if reason.starts_with("unmatched:")
         ));
     }
@@ -1424,7 +1459,7 @@ mod tests {
             }
             other => panic!("expected excluded, got {other:?}"),
         }
-        match tag_action(&policy, &facts, &decision) {
+        match tag_action(&policy, &Owner::default(), &facts, &decision) {
             TagAction::Skip { reason } => {
                 assert!(reason.contains("patchpilot:exclude"), "{reason}")
             }
@@ -1446,11 +1481,16 @@ mod tests {
             &[
                 ("Environment", "prod"),
                 ("Patch Group", "patch_prod_0600_batch_1"),
-                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+                (OWNERSHIP_TAG_KEY, DEFAULT_STACK),
                 ("patchpilot:exclude", "fragile, patched by hand"),
             ],
         );
-        let action = tag_action(&policy, &facts, &classify(&policy, &facts));
+        let action = tag_action(
+            &policy,
+            &Owner::default(),
+            &facts,
+            &classify(&policy, &facts),
+        );
         match &action {
             TagAction::Untag { current, reason } => {
                 assert_eq!(current, "patch_prod_0600_batch_1");
@@ -1478,12 +1518,12 @@ mod tests {
             "web-test",
             &[
                 ("PatchGroup", "dba-special"),
-                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+                (OWNERSHIP_TAG_KEY, DEFAULT_STACK),
                 ("patchpilot:exclude", ""),
             ],
         );
         assert!(matches!(
-            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            tag_action(&policy, &Owner::default(), &facts, &classify(&policy, &facts)),
             TagAction::Untag { current, .. } if current == "dba-special"
         ));
     }
@@ -1500,7 +1540,12 @@ mod tests {
         );
         for overwrite in [false, true] {
             policy.overwrite = overwrite;
-            match tag_action(&policy, &facts, &classify(&policy, &facts)) {
+            match tag_action(
+                &policy,
+                &Owner::default(),
+                &facts,
+                &classify(&policy, &facts),
+            ) {
                 TagAction::Skip { reason } => {
                     for part in [
                         "excluded",
@@ -1515,18 +1560,19 @@ mod tests {
                 other => panic!("overwrite {overwrite}: expected skip, got {other:?}"),
             }
         }
-        // A marker with another value than `true` is not patchpilot's marker.
+        // A marker with another value than this stack's name is not this stack's marker,
+        // not even the `true` older versions wrote.
         let facts = linux(
             "i-rhel-prod",
             &[
                 ("Patch Group", "patch_prod_0600_batch_1"),
-                (OWNERSHIP_TAG_KEY, "false"),
+                (OWNERSHIP_TAG_KEY, "true"),
                 ("patchpilot:exclude", "yes"),
             ],
         );
         assert!(matches!(
-            tag_action(&policy, &facts, &classify(&policy, &facts)),
-            TagAction::Skip { reason } if reason.contains("set by a person")
+            tag_action(&policy, &Owner::default(), &facts, &classify(&policy, &facts)),
+            TagAction::Skip { reason } if reason.contains("set by an older patchpilot (patchpilot:managed=true")
         ));
     }
 
@@ -1535,18 +1581,20 @@ mod tests {
         let policy = Policy::reference();
         for extra in [
             // Marker alone: no target selects the instance.
-            vec![(OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE)],
+            vec![(OWNERSHIP_TAG_KEY, DEFAULT_STACK)],
             // An emptied value names no group either.
-            vec![
-                ("Patch Group", " "),
-                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
-            ],
+            vec![("Patch Group", " "), (OWNERSHIP_TAG_KEY, DEFAULT_STACK)],
             vec![],
         ] {
             let mut tags = extra.clone();
             tags.push(("patchpilot:exclude", "yes"));
             let facts = linux("web-prod", &tags);
-            match tag_action(&policy, &facts, &classify(&policy, &facts)) {
+            match tag_action(
+                &policy,
+                &Owner::default(),
+                &facts,
+                &classify(&policy, &facts),
+            ) {
                 TagAction::Skip { reason } => {
                     assert!(reason.starts_with("excluded: "), "{extra:?}: {reason}");
                     assert!(!reason.contains("by hand"), "{extra:?}: {reason}");
@@ -1563,11 +1611,11 @@ mod tests {
             "jumphost",
             &[
                 ("Patch Group", "patch_test_0600_batch_1"),
-                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+                (OWNERSHIP_TAG_KEY, DEFAULT_STACK),
             ],
         );
         assert!(matches!(
-            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            tag_action(&policy, &Owner::default(), &facts, &classify(&policy, &facts)),
             TagAction::Skip { reason } if reason.starts_with("unmatched:")
         ));
     }
@@ -1579,15 +1627,76 @@ mod tests {
             "web-prod",
             &[
                 ("Patch Group", "patch_prod_0600_batch_1"),
-                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+                (OWNERSHIP_TAG_KEY, DEFAULT_STACK),
                 ("patchpilot:exclude", "yes"),
             ],
         );
         facts.state = Some("terminated".to_string());
         assert_eq!(
-            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            tag_action(
+                &policy,
+                &Owner::default(),
+                &facts,
+                &classify(&policy, &facts)
+            ),
             TagAction::Gone
         );
+    }
+
+    #[test]
+    fn another_stacks_patch_group_tag_is_kept_like_a_persons() {
+        let mut policy = Policy::reference();
+        let facts = linux(
+            "i-ubuntu-linux-prod",
+            &[
+                ("Environment", "prod"),
+                ("Patch Group", "patch_dev_0300_batch_1"),
+                (OWNERSHIP_TAG_KEY, "patchpilot-dev"),
+            ],
+        );
+        let decision = classify(&policy, &facts);
+        assert_eq!(
+            tag_action(&policy, &Owner::default(), &facts, &decision),
+            TagAction::RespectManual {
+                current: "patch_dev_0300_batch_1".to_string(),
+                wanted: "patch_prod_0600_batch_1".to_string(),
+                set_by: Ownership::Stack("patchpilot-dev".to_string()),
+            }
+        );
+        // The stack that wrote it corrects it.
+        assert_eq!(
+            tag_action(&policy, &Owner::new("patchpilot-dev"), &facts, &decision),
+            TagAction::Tag {
+                value: "patch_prod_0600_batch_1".to_string()
+            }
+        );
+        // Excluded: another stack's tag is not removed, and the reason says whose it is.
+        let excluded = linux(
+            "i-ubuntu-linux-prod",
+            &[
+                ("Environment", "prod"),
+                ("Patch Group", "patch_dev_0300_batch_1"),
+                (OWNERSHIP_TAG_KEY, "patchpilot-dev"),
+                ("patchpilot:exclude", "yes"),
+            ],
+        );
+        match tag_action(
+            &policy,
+            &Owner::default(),
+            &excluded,
+            &classify(&policy, &excluded),
+        ) {
+            TagAction::Skip { reason } => {
+                assert!(reason.contains("stack `patchpilot-dev`"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // overwrite: true replaces it, as it would a person's.
+        policy.overwrite = true;
+        assert!(matches!(
+            tag_action(&policy, &Owner::default(), &facts, &decision),
+            TagAction::Tag { .. }
+        ));
     }
 
     #[test]
@@ -1599,15 +1708,16 @@ mod tests {
         );
         let decision = classify(&policy, &facts);
         assert_eq!(
-            tag_action(&policy, &facts, &decision),
+            tag_action(&policy, &Owner::default(), &facts, &decision),
             TagAction::RespectManual {
                 current: "dba-special".to_string(),
-                wanted: "patch_prod_0600_batch_1".to_string()
+                wanted: "patch_prod_0600_batch_1".to_string(),
+                set_by: Ownership::Unmarked,
             }
         );
         policy.overwrite = true;
         assert_eq!(
-            tag_action(&policy, &facts, &decision),
+            tag_action(&policy, &Owner::default(), &facts, &decision),
             TagAction::Tag {
                 value: "patch_prod_0600_batch_1".to_string()
             }
@@ -1623,12 +1733,12 @@ mod tests {
             &[
                 ("Environment", "prod"),
                 ("Patch Group", "patch_test_0600_batch_1"),
-                (OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE),
+                (OWNERSHIP_TAG_KEY, DEFAULT_STACK),
             ],
         );
         let decision = classify(&policy, &facts);
         assert_eq!(
-            tag_action(&policy, &facts, &decision),
+            tag_action(&policy, &Owner::default(), &facts, &decision),
             TagAction::Tag {
                 value: "patch_prod_0600_batch_1".to_string()
             }
@@ -1646,13 +1756,23 @@ mod tests {
             ],
         );
         assert_eq!(
-            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            tag_action(
+                &policy,
+                &Owner::default(),
+                &facts,
+                &classify(&policy, &facts)
+            ),
             TagAction::Unchanged
         );
         // An emptied tag names no group: it is filled in.
         let facts = linux("i-amazon-linux-test", &[("Patch Group", " ")]);
         assert_eq!(
-            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            tag_action(
+                &policy,
+                &Owner::default(),
+                &facts,
+                &classify(&policy, &facts)
+            ),
             TagAction::Tag {
                 value: "patch_test_0600_batch_1".to_string()
             }
@@ -1665,7 +1785,12 @@ mod tests {
         policy.tag_key = "PatchGroup".to_string();
         let facts = linux("web-test", &[("Patch Group", "patch_test_0600_batch_1")]);
         assert_eq!(
-            tag_action(&policy, &facts, &classify(&policy, &facts)),
+            tag_action(
+                &policy,
+                &Owner::default(),
+                &facts,
+                &classify(&policy, &facts)
+            ),
             TagAction::Tag {
                 value: "patch_test_0600_batch_1".to_string()
             }
@@ -1741,7 +1866,10 @@ mod tests {
             facts.state = Some(state.to_string());
             let decision = classify(&policy, &facts);
             assert_eq!(decision, Decision::Gone, "{state}");
-            assert_eq!(tag_action(&policy, &facts, &decision), TagAction::Gone);
+            assert_eq!(
+                tag_action(&policy, &Owner::default(), &facts, &decision),
+                TagAction::Gone
+            );
         }
         // Stopped instances are still patched when they next run: tag them.
         let mut facts = linux("i-amazon-linux-test", &[]);

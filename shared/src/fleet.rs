@@ -8,7 +8,7 @@
 //! Writes are grouped by tag value: EC2 `CreateTags` takes up to 1000 resource ids with one tag
 //! set, so one call per distinct patch group per 1000 instances. SSM `AddTagsToResource` takes
 //! one resource, so managed (`mi-*`) nodes cost one call each. The Patch Group tag and the
-//! ownership marker (`patchpilot:managed=true`) go in the same call, which is also the only
+//! ownership marker (`patchpilot:managed=<stack>`) go in the same call, which is also the only
 //! tag-key set the template's IAM condition allows.
 //!
 //! An excluded instance whose Patch Group tag patchpilot wrote (marker present) has both keys
@@ -33,7 +33,7 @@ use tracing::info;
 
 use crate::aws::{AwsError, CallLog};
 use crate::classify::{classify, tag_action, Decision, InstanceFacts, TagAction};
-use crate::names::{OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use crate::names::{Owner, OWNERSHIP_TAG_KEY};
 use crate::policy::Policy;
 
 /// EC2 `CreateTags`: "Resources … Constraints: Up to 1000 resource IDs" (EC2 API reference).
@@ -359,7 +359,7 @@ enum Write {
 }
 
 /// The decision about one instance and the write it needs, if any.
-fn decide(policy: &Policy, facts: &InstanceFacts) -> (TagOutcome, Option<Write>) {
+fn decide(policy: &Policy, owner: &Owner, facts: &InstanceFacts) -> (TagOutcome, Option<Write>) {
     let decision = classify(policy, facts);
     let group = match &decision {
         Decision::Group { group, .. } => Some(group.to_string()),
@@ -371,15 +371,20 @@ fn decide(policy: &Policy, facts: &InstanceFacts) -> (TagOutcome, Option<Write>)
         patch_group: group.clone(),
         reason,
     };
-    match tag_action(policy, facts, &decision) {
+    match tag_action(policy, owner, facts, &decision) {
         TagAction::Tag { value } => (outcome(Action::Tagged, None), Some(Write::Tag(value))),
         TagAction::Unchanged => (outcome(Action::Unchanged, None), None),
-        TagAction::RespectManual { current, wanted } => (
+        TagAction::RespectManual {
+            current,
+            wanted,
+            set_by,
+        } => (
             outcome(
                 Action::RespectedManual,
                 Some(format!(
-                    "{} is `{current}`, set by a person (no {OWNERSHIP_TAG_KEY} tag); patchpilot would set `{wanted}`; set `overwrite: true` in the policy to replace it",
-                    policy.tag_key
+                    "{} is `{current}`, set by {}; patchpilot would set `{wanted}`; set `overwrite: true` in the policy to replace it",
+                    policy.tag_key,
+                    crate::classify::setter(&set_by)
                 )),
             ),
             None,
@@ -426,13 +431,11 @@ fn log_outcome(o: &TagOutcome) {
     );
 }
 
-fn tag_set(policy: &Policy, value: &str) -> Vec<(String, String)> {
+fn tag_set(policy: &Policy, owner: &Owner, value: &str) -> Vec<(String, String)> {
+    let (key, stack) = owner.tag();
     vec![
         (policy.tag_key.clone(), value.to_string()),
-        (
-            OWNERSHIP_TAG_KEY.to_string(),
-            OWNERSHIP_TAG_VALUE.to_string(),
-        ),
+        (key.to_string(), stack.to_string()),
     ]
 }
 
@@ -459,6 +462,7 @@ impl PendingWrites {
     async fn flush<E: InstancePort, M: ManagedPort>(
         self,
         policy: &Policy,
+        owner: &Owner,
         adapters: &FleetAdapters<E, M>,
         calls: &CallLog,
         dry_run: bool,
@@ -501,7 +505,7 @@ impl PendingWrites {
             });
         }
         for (value, ids) in self.ec2 {
-            let tags = tag_set(policy, &value);
+            let tags = tag_set(policy, owner, &value);
             for chunk in ids.chunks(CREATE_TAGS_MAX_IDS) {
                 if !dry_run {
                     adapters.ec2.create_tags(chunk, &tags, calls).await?;
@@ -520,7 +524,7 @@ impl PendingWrites {
             if !dry_run {
                 adapters
                     .managed
-                    .add_tags(&id, &tag_set(policy, &value), calls)
+                    .add_tags(&id, &tag_set(policy, owner, &value), calls)
                     .await?;
                 info!(instance_id = %id, patch_group = %value, "AddTagsToResource");
             }
@@ -566,6 +570,7 @@ fn kind_of(id: &str) -> Result<ResourceKind, FleetError> {
 pub async fn tag_instances<E: InstancePort, M: ManagedPort>(
     ids: &[String],
     policy: &Policy,
+    owner: &Owner,
     adapters: &FleetAdapters<E, M>,
     calls: &CallLog,
 ) -> Result<Vec<TagOutcome>, FleetError> {
@@ -595,13 +600,13 @@ pub async fn tag_instances<E: InstancePort, M: ManagedPort>(
     let mut by_id: BTreeMap<String, TagOutcome> = BTreeMap::new();
     let mut pending = PendingWrites::default();
     for f in &facts {
-        let (outcome, write) = decide(policy, f);
+        let (outcome, write) = decide(policy, owner, f);
         if let Some(write) = write {
             pending.push(kind_of(&f.instance_id)?, &f.instance_id, write);
         }
         by_id.insert(f.instance_id.clone(), outcome);
     }
-    pending.flush(policy, adapters, calls, false).await?;
+    pending.flush(policy, owner, adapters, calls, false).await?;
 
     let outcomes: Vec<TagOutcome> = order
         .iter()
@@ -627,6 +632,7 @@ pub async fn tag_instances<E: InstancePort, M: ManagedPort>(
 /// `dry_run` plans the writes without making them.
 pub async fn sweep<E: InstancePort, M: ManagedPort>(
     policy: &Policy,
+    owner: &Owner,
     adapters: &FleetAdapters<E, M>,
     calls: &CallLog,
     dry_run: bool,
@@ -638,7 +644,7 @@ pub async fn sweep<E: InstancePort, M: ManagedPort>(
 
     let mut consider = |kind: ResourceKind, f: &InstanceFacts| {
         instances += 1;
-        let (mut outcome, write) = decide(policy, f);
+        let (mut outcome, write) = decide(policy, owner, f);
         if let Some(write) = write {
             if dry_run {
                 outcome.action = match write {
@@ -685,7 +691,9 @@ pub async fn sweep<E: InstancePort, M: ManagedPort>(
         }
     }
 
-    let writes = pending.flush(policy, adapters, calls, dry_run).await?;
+    let writes = pending
+        .flush(policy, owner, adapters, calls, dry_run)
+        .await?;
     let report = SweepReport {
         dry_run,
         instances,
@@ -1000,6 +1008,7 @@ mod tests {
         let outcomes = run(tag_instances(
             &ids(&["i-01", "i-02", "i-03", "i-04", "i-01"]),
             &policy,
+            &Owner::default(),
             &adapters(&fleet),
             &calls,
         ))
@@ -1034,7 +1043,7 @@ mod tests {
                     "Patch Group".to_string(),
                     "patch_test_0600_batch_1".to_string()
                 ),
-                ("patchpilot:managed".to_string(), "true".to_string()),
+                ("patchpilot:managed".to_string(), "patchpilot".to_string()),
             ]
         );
     }
@@ -1051,6 +1060,7 @@ mod tests {
         let outcomes = run(tag_instances(
             &ids(&["i-01"]),
             &Policy::reference(),
+            &Owner::default(),
             &adapters(&fleet),
             &calls,
         ))
@@ -1081,6 +1091,7 @@ mod tests {
         let outcomes = run(tag_instances(
             &ids(&["i-01", "i-02", "i-03", "i-04", "mi-00000000000000001"]),
             &Policy::reference(),
+            &Owner::default(),
             &adapters(&fleet),
             &calls,
         ))
@@ -1127,6 +1138,7 @@ mod tests {
         let outcomes = run(tag_instances(
             &ids(&["mi-0123456789abcdef0", "i-01"]),
             &Policy::reference(),
+            &Owner::default(),
             &adapters(&fleet),
             &calls,
         ))
@@ -1148,6 +1160,7 @@ mod tests {
         let err = run(tag_instances(
             &ids(&["vol-0123456789abcdef0"]),
             &Policy::reference(),
+            &Owner::default(),
             &adapters(&fleet),
             &CallLog::new(),
         ))
@@ -1175,7 +1188,14 @@ mod tests {
         let fleet = FakeFleet::new(instances, 1000);
         let calls = CallLog::new();
         let policy = Policy::reference();
-        let report = run(sweep(&policy, &adapters(&fleet), &calls, false)).expect("swept");
+        let report = run(sweep(
+            &policy,
+            &Owner::default(),
+            &adapters(&fleet),
+            &calls,
+            false,
+        ))
+        .expect("swept");
         assert_eq!(report.instances, 2501);
         assert_eq!(report.count(Action::Tagged), 2501);
         // 1250 per value -> 2 chunks each (1000 + 250), plus one AddTagsToResource.
@@ -1199,8 +1219,14 @@ mod tests {
     fn a_dry_run_sweep_plans_the_same_writes_and_makes_none() {
         let fleet = FakeFleet::new(big_fleet(10), 4);
         let calls = CallLog::new();
-        let report =
-            run(sweep(&Policy::reference(), &adapters(&fleet), &calls, true)).expect("planned");
+        let report = run(sweep(
+            &Policy::reference(),
+            &Owner::default(),
+            &adapters(&fleet),
+            &calls,
+            true,
+        ))
+        .expect("planned");
         assert!(report.dry_run);
         assert_eq!(report.count(Action::WouldTag), 10);
         assert_eq!(report.writes.len(), 2);
@@ -1222,7 +1248,7 @@ mod tests {
             .insert("Patch Group".to_string(), group.to_string());
         facts.tags.insert(
             OWNERSHIP_TAG_KEY.to_string(),
-            OWNERSHIP_TAG_VALUE.to_string(),
+            crate::names::DEFAULT_STACK.to_string(),
         );
         facts
             .tags
@@ -1265,6 +1291,7 @@ mod tests {
         let outcomes = run(tag_instances(
             &ids(&["i-01", "i-02", "i-03", "mi-0123456789abcdef0", "i-04"]),
             &Policy::reference(),
+            &Owner::default(),
             &adapters(&fleet),
             &calls,
         ))
@@ -1327,7 +1354,7 @@ mod tests {
         );
         facts.tags.insert(
             OWNERSHIP_TAG_KEY.to_string(),
-            OWNERSHIP_TAG_VALUE.to_string(),
+            crate::names::DEFAULT_STACK.to_string(),
         );
         facts
             .tags
@@ -1336,6 +1363,7 @@ mod tests {
         let outcomes = run(tag_instances(
             &ids(&["i-01"]),
             &policy,
+            &Owner::default(),
             &adapters(&fleet),
             &CallLog::new(),
         ))
@@ -1369,7 +1397,14 @@ mod tests {
         let policy = Policy::reference();
 
         let calls = CallLog::new();
-        let dry = run(sweep(&policy, &adapters(&fleet), &calls, true)).expect("planned");
+        let dry = run(sweep(
+            &policy,
+            &Owner::default(),
+            &adapters(&fleet),
+            &calls,
+            true,
+        ))
+        .expect("planned");
         assert_eq!(dry.count(Action::WouldUntag), 2501);
         assert_eq!(dry.attention.len(), 2501);
         assert_eq!(calls.summary().writes, 0);
@@ -1389,7 +1424,14 @@ mod tests {
         );
 
         let calls = CallLog::new();
-        let report = run(sweep(&policy, &adapters(&fleet), &calls, false)).expect("swept");
+        let report = run(sweep(
+            &policy,
+            &Owner::default(),
+            &adapters(&fleet),
+            &calls,
+            false,
+        ))
+        .expect("swept");
         assert_eq!(report.count(Action::Untagged), 2501);
         let by_op = calls.summary().by_operation;
         assert_eq!(by_op.get("DeleteTags"), Some(&3), "1000 + 1000 + 500");
@@ -1429,6 +1471,7 @@ mod tests {
         let calls = CallLog::new();
         let report = run(sweep(
             &Policy::reference(),
+            &Owner::default(),
             &adapters(&fleet),
             &calls,
             false,

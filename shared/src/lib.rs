@@ -14,4 +14,5 @@ pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod schedule;
+pub mod settings;
 pub mod sync;

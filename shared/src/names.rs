@@ -14,14 +14,127 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::policy::OperatingSystem;
 
 /// Tag that marks a resource (baseline, window, or an instance's patch-group tag) as
-/// created by patchpilot. Resources without it are never changed or deleted.
+/// created by patchpilot; its value is the name of the stack that created it (see
+/// [`Owner`]). Resources without it, or with another stack's name, are never changed or
+/// deleted.
 pub const OWNERSHIP_TAG_KEY: &str = "patchpilot:managed";
-pub const OWNERSHIP_TAG_VALUE: &str = "true";
+/// The stack name when none is configured (`PATCHPILOT_STACK` unset): the `stack_name` of
+/// samconfig.toml.
+pub const DEFAULT_STACK: &str = "patchpilot";
+/// The marker value of patchpilot versions before the value named the stack.
+pub const LEGACY_MARKER_VALUE: &str = "true";
+
+/// The stack whose resources these are: the ownership marker patchpilot writes is
+/// `patchpilot:managed=<stack>`, and only resources carrying exactly that marker are
+/// updated, deleted or untagged. Two stacks in one account and Region therefore never touch
+/// each other's resources.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Owner {
+    stack: String,
+}
+
+impl Owner {
+    /// The owner named `stack` (surrounding blanks removed); an empty name is the default
+    /// stack, [`DEFAULT_STACK`].
+    pub fn new(stack: &str) -> Owner {
+        let stack = stack.trim();
+        Owner {
+            stack: if stack.is_empty() {
+                DEFAULT_STACK.to_string()
+            } else {
+                stack.to_string()
+            },
+        }
+    }
+
+    /// The stack name, = the marker's value.
+    pub fn stack(&self) -> &str {
+        &self.stack
+    }
+
+    /// The marker as a tag: (`patchpilot:managed`, stack).
+    pub fn tag(&self) -> (&'static str, &str) {
+        (OWNERSHIP_TAG_KEY, &self.stack)
+    }
+
+    /// Whose a resource is, from the value of its `patchpilot:managed` tag (`None`: no such
+    /// tag).
+    pub fn ownership(&self, marker: Option<&str>) -> Ownership {
+        match marker {
+            None => Ownership::Unmarked,
+            Some(v) if v == self.stack => Ownership::Ours,
+            Some(v) => Ownership::Stack(v.to_string()),
+        }
+    }
+
+    /// [`Owner::ownership`] of a resource with these tags.
+    pub fn ownership_of<'t>(
+        &self,
+        tags: impl IntoIterator<Item = (&'t str, &'t str)>,
+    ) -> Ownership {
+        self.ownership(
+            tags.into_iter()
+                .find(|(k, _)| *k == OWNERSHIP_TAG_KEY)
+                .map(|(_, v)| v),
+        )
+    }
+
+    /// True when `marker` is this stack's.
+    pub fn owns(&self, marker: Option<&str>) -> bool {
+        marker == Some(self.stack.as_str())
+    }
+}
+
+impl Default for Owner {
+    fn default() -> Owner {
+        Owner::new(DEFAULT_STACK)
+    }
+}
+
+impl fmt::Display for Owner {
+    /// `patchpilot:managed=<stack>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{OWNERSHIP_TAG_KEY}={}", self.stack)
+    }
+}
+
+/// Whose a resource is, seen from one stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "owner", content = "stack", rename_all = "snake_case")]
+pub enum Ownership {
+    /// Marked with this stack's name: patchpilot manages it.
+    Ours,
+    /// Marked by another patchpilot stack (or an older patchpilot, value `true`): left alone.
+    Stack(String),
+    /// No marker: not patchpilot's (a person's, or another tool's).
+    Unmarked,
+}
+
+impl Ownership {
+    pub fn is_ours(&self) -> bool {
+        matches!(self, Ownership::Ours)
+    }
+
+    /// Who it belongs to, for messages: ``stack `other` (patchpilot:managed=other)`` or
+    /// `nobody patchpilot knows (no patchpilot:managed tag)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Ownership::Ours => "this stack".to_string(),
+            Ownership::Stack(v) if v == LEGACY_MARKER_VALUE => format!(
+                "an older patchpilot ({OWNERSHIP_TAG_KEY}={v}, before the marker named the stack)"
+            ),
+            Ownership::Stack(v) => format!("patchpilot stack `{v}` ({OWNERSHIP_TAG_KEY}={v})"),
+            Ownership::Unmarked => format!("no patchpilot stack (no {OWNERSHIP_TAG_KEY} tag)"),
+        }
+    }
+}
 
 /// A patch group, `patch_<env>_<HHMM>_batch_<n>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -196,6 +309,33 @@ mod tests {
         );
         assert_eq!(parse_baseline_name("AWS-DefaultPatchBaseline"), None);
         assert_eq!(parse_baseline_name("patchpilot-prod-FREEBSD"), None);
+    }
+
+    #[test]
+    fn the_marker_value_is_the_stack_name() {
+        let owner = Owner::new(" prod-patching ");
+        assert_eq!(owner.stack(), "prod-patching");
+        assert_eq!(owner.to_string(), "patchpilot:managed=prod-patching");
+        assert_eq!(owner.tag(), ("patchpilot:managed", "prod-patching"));
+        assert_eq!(Owner::new("").stack(), DEFAULT_STACK);
+        assert_eq!(Owner::default().stack(), "patchpilot");
+        assert_eq!(owner.ownership(Some("prod-patching")), Ownership::Ours);
+        assert_eq!(
+            owner.ownership(Some("patchpilot")),
+            Ownership::Stack("patchpilot".to_string())
+        );
+        assert_eq!(owner.ownership(None), Ownership::Unmarked);
+        assert_eq!(
+            owner.ownership_of([("Name", "x"), ("patchpilot:managed", "true")]),
+            Ownership::Stack("true".to_string())
+        );
+        assert!(owner.owns(Some("prod-patching")) && !owner.owns(Some("true")));
+        assert!(Ownership::Stack("true".into())
+            .describe()
+            .contains("older patchpilot"));
+        assert!(Ownership::Stack("dev".into())
+            .describe()
+            .contains("stack `dev`"));
     }
 
     #[test]

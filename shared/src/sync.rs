@@ -14,6 +14,7 @@ use crate::aws::patching::{self, AppliedChange, ApplyReport, Outcome};
 use crate::aws::policy_source::LoadedPolicy;
 use crate::aws::{AwsError, CallLog, CallSummary};
 use crate::fleet::{self, FleetAdapters, FleetError, SweepReport};
+use crate::names::Owner;
 use crate::plan::{self, ChangeKind, Conflict, Deployment, Plan};
 use crate::policy::Problem;
 
@@ -68,18 +69,19 @@ pub enum SyncError {
     Sweep(#[source] FleetError),
 }
 
-/// Observe and plan, without writing.
+/// Observe and plan for `owner`'s stack, without writing.
 pub async fn plan_only(
     ssm: &aws_sdk_ssm::Client,
+    owner: &Owner,
     policy: &LoadedPolicy,
     deployment: &Deployment,
     calls: &CallLog,
 ) -> Result<Plan, SyncError> {
-    let observed = patching::observe(ssm, calls)
+    let observed = patching::observe(ssm, owner, calls)
         .await
         .map_err(SyncError::Observe)?;
     let desired = plan::desired_state(&policy.policy, deployment);
-    Ok(plan::plan(&desired, &observed))
+    Ok(plan::plan(&desired, &observed, owner))
 }
 
 /// One full sync. Errors only when nothing could be done (SSM unreadable) or the sweep
@@ -87,26 +89,33 @@ pub async fn plan_only(
 pub async fn run(
     ssm: &aws_sdk_ssm::Client,
     fleet_adapters: &FleetAdapters<Ec2Fleet, ManagedInstances>,
+    owner: &Owner,
     policy: &LoadedPolicy,
     deployment: &Deployment,
     options: SyncOptions,
     calls: &CallLog,
 ) -> Result<SyncResult, SyncError> {
     let started = Instant::now();
-    let plan = plan_only(ssm, policy, deployment, calls).await?;
+    let plan = plan_only(ssm, owner, policy, deployment, calls).await?;
     for line in plan.lines() {
         info!(dry_run = options.dry_run, change = %line, "planned");
     }
     let report = if options.dry_run {
         ApplyReport::default()
     } else {
-        patching::apply(ssm, calls, &plan).await
+        patching::apply(ssm, owner, calls, &plan).await
     };
     let sweep = if options.sweep {
         Some(
-            fleet::sweep(&policy.policy, fleet_adapters, calls, options.dry_run)
-                .await
-                .map_err(SyncError::Sweep)?,
+            fleet::sweep(
+                &policy.policy,
+                owner,
+                fleet_adapters,
+                calls,
+                options.dry_run,
+            )
+            .await
+            .map_err(SyncError::Sweep)?,
         )
     } else {
         None

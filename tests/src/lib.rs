@@ -259,10 +259,14 @@ pub struct ExecuteWindow {
     /// Instances that install but need a reboot (InstalledPendingRebootCount > 0).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reboot_pending_instances: Vec<String>,
-    /// Instances the command never reaches (`TimedOut` / `DeliveryTimedOut`, PingStatus
-    /// `ConnectionLost`, no patch state).
+    /// Instances whose agent lost its connection (PingStatus `ConnectionLost`): the
+    /// invocation is never delivered (`Undeliverable`), no patch state.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreachable_instances: Vec<String>,
+    /// Per-instance outcome (`success`, `failed`, `reboot-pending`, `stopped`, `unreachable`,
+    /// `slow`), see [`Outcome`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outcomes: BTreeMap<String, Outcome>,
     /// Forces the final window execution status (e.g. `TIMED_OUT`, `CANCELLED`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -274,6 +278,56 @@ impl ExecuteWindow {
         Self {
             window_id: window_id.into(),
             ..Self::default()
+        }
+    }
+
+    /// Sets one instance's outcome.
+    pub fn with(mut self, instance_id: &str, outcome: Outcome) -> Self {
+        self.outcomes.insert(instance_id.to_owned(), outcome);
+        self
+    }
+}
+
+/// What happens to one instance in an emulated window run (the execute-window hook).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Outcome {
+    /// `success`, `failed`, `reboot-pending`, `stopped` (the hook stops the EC2 instance before
+    /// the run), `unreachable` (agent `ConnectionLost`), `slow` (runs `minutes`).
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_patches: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minutes: Option<u32>,
+}
+
+impl Outcome {
+    pub const SUCCESS: Outcome = Outcome::kind("success");
+    pub const REBOOT_PENDING: Outcome = Outcome::kind("reboot-pending");
+    pub const STOPPED: Outcome = Outcome::kind("stopped");
+    pub const UNREACHABLE: Outcome = Outcome::kind("unreachable");
+
+    const fn kind(outcome: &'static str) -> Outcome {
+        Outcome {
+            outcome,
+            failed_patches: None,
+            minutes: None,
+        }
+    }
+
+    /// The invocation fails with `patches` failed patches.
+    pub fn failed(patches: u32) -> Outcome {
+        Outcome {
+            failed_patches: Some(patches),
+            ..Outcome::kind("failed")
+        }
+    }
+
+    /// The invocation takes `minutes` (to finish after the cutoff or the Duration).
+    pub fn slow(minutes: u32) -> Outcome {
+        Outcome {
+            minutes: Some(minutes),
+            ..Outcome::kind("slow")
         }
     }
 }
@@ -306,6 +360,24 @@ pub struct WindowRunTask {
     pub command_ids: Vec<String>,
     pub invocation_ids: Vec<String>,
     pub instance_ids: Vec<String>,
+    #[serde(default)]
+    pub status_details: String,
+    /// Each targeted instance's invocation result.
+    #[serde(default)]
+    pub instance_results: Vec<InstanceResult>,
+}
+
+/// One instance's invocation in a [`WindowRunTask`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstanceResult {
+    pub instance_id: String,
+    pub command_id: String,
+    /// Invocation `Status` (`Success`, `Failed`, `Cancelled`, `TimedOut`, …).
+    pub status: String,
+    /// `StatusDetails` (`Success`, `Failed`, `Terminated`, `Undeliverable`,
+    /// `DeliveryTimedOut`, …).
+    pub status_details: String,
 }
 
 /// Body of `POST /patchpilot-emulator/register-managed-instance` (an on-prem `mi-*` node).

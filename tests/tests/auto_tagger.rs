@@ -12,6 +12,7 @@ use patchpilot::aws::ec2::{Ec2Fleet, NotFoundRetry};
 use patchpilot::aws::managed::ManagedInstances;
 use patchpilot::aws::CallLog;
 use patchpilot::fleet::{sweep, Action, FleetAdapters};
+use patchpilot::names::Owner;
 use patchpilot::policy::Policy;
 use patchpilot_tests::{ami, emulator, Emulator, Fault, ManagedInstance, ACCOUNT_ID, REGION};
 use serde_json::Value;
@@ -127,7 +128,7 @@ async fn the_articles_12_instances_each_get_the_articles_patch_group() {
         assert_eq!(tags.get("Patch Group"), Some(group), "{name}");
         assert_eq!(
             tags.get("patchpilot:managed").map(String::as_str),
-            Some("true"),
+            Some("patchpilot"),
             "{name}"
         );
     }
@@ -504,7 +505,7 @@ async fn an_on_prem_managed_instance_is_tagged_through_ssm() {
         .map(|t| (t.key(), t.value()))
         .collect();
     assert_eq!(tags.get("Patch Group"), Some(&"patch_prod_0600_batch_1"));
-    assert_eq!(tags.get("patchpilot:managed"), Some(&"true"));
+    assert_eq!(tags.get("patchpilot:managed"), Some(&"patchpilot"));
 }
 
 /// `count` instances of `os` in one RunInstances call, all with `tags`.
@@ -540,7 +541,7 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
 
     emu.reset_request_counts().expect("reset counter");
     let calls = CallLog::new();
-    let dry = sweep(&policy, &adapters, &calls, true)
+    let dry = sweep(&policy, &Owner::default(), &adapters, &calls, true)
         .await
         .expect("dry run");
     assert_eq!(dry.count(Action::WouldTag), 2000);
@@ -548,7 +549,7 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
 
     emu.reset_request_counts().expect("reset counter");
     let calls = CallLog::new();
-    let report = sweep(&policy, &adapters, &calls, false)
+    let report = sweep(&policy, &Owner::default(), &adapters, &calls, false)
         .await
         .expect("sweep");
     assert_eq!(report.instances, 2000);
@@ -577,12 +578,12 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
     );
     assert_eq!(
         tags.get("patchpilot:managed").map(String::as_str),
-        Some("true")
+        Some("patchpilot")
     );
 
     emu.reset_request_counts().expect("reset counter");
     let calls = CallLog::new();
-    let again = sweep(&policy, &adapters, &calls, false)
+    let again = sweep(&policy, &Owner::default(), &adapters, &calls, false)
         .await
         .expect("second sweep");
     assert_eq!(again.count(Action::Unchanged), 2000);
@@ -628,7 +629,7 @@ async fn excluding_a_host_patchpilot_tagged_removes_its_patch_group() {
     );
     assert_eq!(
         tags.get("patchpilot:managed").map(String::as_str),
-        Some("true")
+        Some("patchpilot")
     );
 
     // The operator excludes the fragile host; EventBridge delivers the tag-change event.
@@ -772,9 +773,15 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
         .expect("register");
     let adapters = adapters(emu).await;
     let policy = Policy::reference();
-    let first = sweep(&policy, &adapters, &CallLog::new(), false)
-        .await
-        .expect("first sweep");
+    let first = sweep(
+        &policy,
+        &Owner::default(),
+        &adapters,
+        &CallLog::new(),
+        false,
+    )
+    .await
+    .expect("first sweep");
     assert_eq!(first.count(Action::Tagged), 4, "{first:?}");
 
     // Two EC2 hosts (different patch groups) and the on-prem node are excluded.
@@ -797,7 +804,7 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
         .expect("exclude the node");
 
     emu.reset_request_counts().expect("reset counter");
-    let dry = sweep(&policy, &adapters, &CallLog::new(), true)
+    let dry = sweep(&policy, &Owner::default(), &adapters, &CallLog::new(), true)
         .await
         .expect("dry run");
     assert_eq!(dry.count(Action::WouldUntag), 3, "{dry:?}");
@@ -805,7 +812,7 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
 
     emu.reset_request_counts().expect("reset counter");
     let calls = CallLog::new();
-    let report = sweep(&policy, &adapters, &calls, false)
+    let report = sweep(&policy, &Owner::default(), &adapters, &calls, false)
         .await
         .expect("sweep");
     assert_eq!(report.count(Action::Untagged), 3, "{report:?}");
@@ -861,9 +868,15 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
     );
 
     emu.reset_request_counts().expect("reset counter");
-    let again = sweep(&policy, &adapters, &CallLog::new(), false)
-        .await
-        .expect("second sweep");
+    let again = sweep(
+        &policy,
+        &Owner::default(),
+        &adapters,
+        &CallLog::new(),
+        false,
+    )
+    .await
+    .expect("second sweep");
     assert_eq!(again.count(Action::Excluded), 4);
     assert_eq!(counts(emu).write_count(), 0, "second sweep writes nothing");
 }

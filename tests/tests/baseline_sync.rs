@@ -172,7 +172,7 @@ async fn one_run_builds_the_articles_setup_from_an_empty_account() {
     assert!(tags
         .tag_list()
         .iter()
-        .any(|t| t.key() == "patchpilot:managed" && t.value() == "true"));
+        .any(|t| t.key() == "patchpilot:managed" && t.value() == "patchpilot"));
 
     // 4 patch-group registrations per OS.
     let groups = ssm

@@ -16,7 +16,7 @@ use lambda_runtime::Diagnostic;
 use patchpilot::aws::policy_source::PolicySource;
 use patchpilot::aws::runs::Runs;
 use patchpilot::aws::CallLog;
-use patchpilot::names::{self, PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use patchpilot::names::{self, PatchGroup, DEFAULT_STACK, OWNERSHIP_TAG_KEY};
 use patchpilot::policy::Policy;
 use patchpilot::report::{Keep, RunReport, SNS_MAX_MESSAGE_BYTES};
 use patchpilot_tests::{ami, emulator, Emulator, ExecuteWindow, WindowRun, ACCOUNT_ID, REGION};
@@ -152,7 +152,7 @@ async fn create_window(emu: &Emulator, name: &str, env: &str, owned: bool) -> St
         create = create.tags(
             aws_sdk_ssm::types::Tag::builder()
                 .key(OWNERSHIP_TAG_KEY)
-                .value(OWNERSHIP_TAG_VALUE)
+                .value(DEFAULT_STACK)
                 .build()
                 .expect("tag"),
         );
@@ -699,7 +699,9 @@ async fn a_window_patchpilot_does_not_own_is_ignored() {
         response
             .reason
             .as_deref()
-            .is_some_and(|r| r.contains("db-maintenance") && r.contains("not patchpilot's")),
+            .is_some_and(|r| r.contains("db-maintenance")
+                && r.contains("not this stack's")
+                && r.contains("no patchpilot:managed tag")),
         "{response:?}"
     );
     let counts = emu.request_counts().expect("counter");

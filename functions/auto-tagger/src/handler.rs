@@ -20,11 +20,12 @@ use lambda_runtime::Diagnostic;
 use patchpilot::aws::ec2::Ec2Fleet;
 use patchpilot::aws::managed::ManagedInstances;
 use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
-use patchpilot::aws::{CallLog, CallSummary};
+use patchpilot::aws::{denial_in, CallLog, CallSummary, ACCESS_DENIED_ERROR_TYPE};
 use patchpilot::fleet::{
     tag_instances, FleetAdapters, FleetError, InstancePort, ManagedPort, TagOutcome,
 };
-use patchpilot::names::OWNERSHIP_TAG_KEY;
+use patchpilot::names::{Owner, OWNERSHIP_TAG_KEY};
+use patchpilot::settings::Settings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
@@ -38,18 +39,21 @@ pub const MANAGED_INSTANCE_REGISTRATION: &str = "SSM Managed Instance Registrati
 pub struct Tagger<E = Ec2Fleet, M = ManagedInstances> {
     pub fleet: FleetAdapters<E, M>,
     pub policy: PolicySource,
+    /// The stack whose marker (`patchpilot:managed=<stack>`) the tagger writes and trusts.
+    pub owner: Owner,
 }
 
 impl Tagger {
-    /// Adapters over `config` (the emulator when `AWS_ENDPOINT_URL` is set) and the policy
-    /// from `POLICY_PARAMETER` / `POLICY_CACHE_SECONDS`.
-    pub fn new(config: &aws_config::SdkConfig) -> Tagger {
+    /// Adapters over `config` (the emulator when `AWS_ENDPOINT_URL` is set); policy, stack
+    /// and deployed tag key from `settings` (`Settings::from_env()` in Lambda).
+    pub fn from_settings(config: &aws_config::SdkConfig, settings: Settings) -> Tagger {
         Tagger {
             fleet: FleetAdapters {
                 ec2: Ec2Fleet::new(config),
                 managed: ManagedInstances::new(config),
             },
-            policy: PolicySource::from_env(aws_sdk_ssm::Client::new(config)),
+            policy: PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings),
+            owner: settings.owner,
         }
     }
 }
@@ -63,7 +67,14 @@ impl<E, M> Tagger<E, M> {
         Tagger {
             fleet,
             policy: PolicySource::new(ssm, None, Duration::from_secs(60)),
+            owner: Owner::default(),
         }
+    }
+
+    /// The same tagger for another stack.
+    pub fn with_owner(mut self, owner: Owner) -> Tagger<E, M> {
+        self.owner = owner;
+        self
     }
 }
 
@@ -85,10 +96,10 @@ pub enum HandlerError {
 impl From<HandlerError> for Diagnostic {
     fn from(e: HandlerError) -> Diagnostic {
         let error_type = match &e {
+            _ if denial_in(&e).is_some() => ACCESS_DENIED_ERROR_TYPE,
             HandlerError::MalformedEvent { .. } => "MalformedEvent",
             HandlerError::UnsupportedEvent { .. } => "UnsupportedEvent",
-            HandlerError::Policy(PolicySourceError::Read { .. }) => "PolicyUnreadable",
-            HandlerError::Policy(PolicySourceError::Invalid { .. }) => "PolicyInvalid",
+            HandlerError::Policy(e) => e.error_type(),
             HandlerError::Fleet(FleetError::NotVisible { .. }) => "InstanceNotVisible",
             HandlerError::Fleet(FleetError::UnsupportedId { .. }) => "UnsupportedInstanceId",
             HandlerError::Fleet(FleetError::Aws { .. } | FleetError::Request { .. }) => {
@@ -278,7 +289,7 @@ pub async fn handle<E: InstancePort, M: ManagedPort>(
         }
     };
     let loaded = tagger.policy.get(&calls).await?;
-    let results = tag_instances(&ids, &loaded.policy, &tagger.fleet, &calls).await?;
+    let results = tag_instances(&ids, &loaded.policy, &tagger.owner, &tagger.fleet, &calls).await?;
     let aws_calls = calls.summary();
     info!(
         instances = results.len(),
@@ -618,5 +629,28 @@ mod tests {
         let json = serde_json::to_value(&response).expect("serialisable");
         assert_eq!(json["results"], serde_json::json!([]));
         assert_eq!(json["aws_calls"]["writes"], 0);
+    }
+
+    #[test]
+    fn a_denied_tag_write_is_reported_as_access_denied() {
+        let ids = vec!["i-0123456789abcdef0".to_string()];
+        let e = HandlerError::Fleet(FleetError::aws(
+            "tagging 1 instance(s)",
+            patchpilot::aws::AwsError::from_parts(
+                patchpilot::aws::Service::Ec2,
+                "CreateTags",
+                Some("UnauthorizedOperation".into()),
+                "You are not authorized to perform this operation. Encoded authorization failure message: x".into(),
+            )
+            .on(&ids),
+        ));
+        let d: Diagnostic = e.into();
+        assert_eq!(d.error_type, "AccessDenied");
+        assert!(
+            d.error_message
+                .contains("permission denied: ec2:CreateTags on i-0123456789abcdef0 — the function's IAM role (template.yaml) does not allow it"),
+            "{}",
+            d.error_message
+        );
     }
 }

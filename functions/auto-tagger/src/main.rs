@@ -3,6 +3,7 @@
 
 use auto_tagger::{handle, Tagger};
 use lambda_runtime::{service_fn, LambdaEvent};
+use patchpilot::settings::Settings;
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
@@ -10,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     patchpilot::logging::init();
     // Once per cold start: configuration, SDK clients and the policy cache.
     let config = patchpilot::aws::load_config().await;
-    let tagger = Tagger::new(&config);
+    let tagger = Tagger::from_settings(&config, Settings::from_env());
     let tagger = &tagger;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle(tagger, event.payload).await

@@ -12,10 +12,13 @@ use aws_config::SdkConfig;
 use lambda_runtime::Diagnostic;
 use patchpilot::aws::ec2::Ec2Fleet;
 use patchpilot::aws::managed::ManagedInstances;
+use patchpilot::aws::patching::Outcome;
 use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
-use patchpilot::aws::CallLog;
+use patchpilot::aws::{denial_in, CallLog, ACCESS_DENIED_ERROR_TYPE};
 use patchpilot::fleet::FleetAdapters;
+use patchpilot::names::Owner;
 use patchpilot::plan::Deployment;
+use patchpilot::settings::Settings;
 use patchpilot::sync::{self, SyncError, SyncOptions, SyncResult};
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,18 +31,17 @@ pub struct Syncer {
     fleet: FleetAdapters<Ec2Fleet, ManagedInstances>,
     policy: PolicySource,
     deployment: Deployment,
+    /// The stack whose resources (`patchpilot:managed=<stack>`) this syncer manages.
+    owner: Owner,
 }
 
 impl Syncer {
-    /// From the environment (`POLICY_PARAMETER`, `OUTPUT_BUCKET`, …), as in Lambda.
-    pub fn new(config: &SdkConfig) -> Syncer {
+    /// From `settings` (`Settings::from_env()` in Lambda): policy parameter and cache, stack,
+    /// deployed tag key, output bucket and window role.
+    pub fn from_settings(config: &SdkConfig, settings: Settings) -> Syncer {
         let ssm = aws_sdk_ssm::Client::new(config);
-        Syncer::build(
-            config,
-            PolicySource::from_env(ssm.clone()),
-            ssm,
-            Deployment::from_env(),
-        )
+        let policy = PolicySource::from_settings(ssm.clone(), &settings);
+        Syncer::build(config, policy, ssm, settings.deployment).with_owner(settings.owner)
     }
 
     /// For tests: an explicit policy parameter and deployment settings.
@@ -67,7 +69,19 @@ impl Syncer {
             },
             ssm,
             deployment,
+            owner: Owner::default(),
         }
+    }
+
+    /// The same syncer for another stack.
+    pub fn with_owner(mut self, owner: Owner) -> Syncer {
+        self.owner = owner;
+        self
+    }
+
+    /// The stack this syncer manages.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 }
 
@@ -79,9 +93,11 @@ pub enum HandlerError {
     Policy(#[from] PolicySourceError),
     #[error(transparent)]
     Sync(#[from] SyncError),
-    #[error("sync incomplete: {failed} change(s) failed or were skipped, {conflicts} conflict(s); first: {first}. Everything else was applied; see the logged result")]
+    #[error("sync incomplete: {failed} change(s) failed or were skipped{}, {conflicts} conflict(s); first: {first}. Everything else was applied; see the logged result", if *access_denied > 0 { format!(" ({access_denied} denied by IAM)") } else { String::new() })]
     Incomplete {
         failed: usize,
+        /// Failed changes IAM denied: the role in template.yaml lacks a permission.
+        access_denied: usize,
         conflicts: usize,
         first: String,
     },
@@ -90,6 +106,10 @@ pub enum HandlerError {
 impl From<HandlerError> for Diagnostic {
     fn from(e: HandlerError) -> Diagnostic {
         let error_type = match &e {
+            _ if denial_in(&e).is_some() => ACCESS_DENIED_ERROR_TYPE,
+            HandlerError::Incomplete { access_denied, .. } if *access_denied > 0 => {
+                ACCESS_DENIED_ERROR_TYPE
+            }
             HandlerError::UnsupportedEvent(_) => "UnsupportedEvent",
             HandlerError::Policy(e) => e.error_type(),
             HandlerError::Sync(SyncError::Observe(_)) => "SsmUnreadable",
@@ -190,6 +210,7 @@ pub async fn handle(syncer: &Syncer, event: Value) -> Result<SyncResult, Handler
     let result = sync::run(
         &syncer.ssm,
         &syncer.fleet,
+        &syncer.owner,
         &policy,
         &syncer.deployment,
         trigger.options,
@@ -214,20 +235,33 @@ pub async fn handle(syncer: &Syncer, event: Value) -> Result<SyncResult, Handler
         "sync finished"
     );
     if !result.is_complete() {
+        let denied = |a: &&patchpilot::aws::patching::AppliedChange| {
+            matches!(
+                a.outcome,
+                Outcome::Failed {
+                    access_denied: true,
+                    ..
+                }
+            )
+        };
+        let access_denied = result.applied.iter().filter(denied).count();
+        // A denial first: fixing the role is what the operator must do.
         let first = result
             .applied
             .iter()
-            .find(|a| {
-                !matches!(
-                    a.outcome,
-                    patchpilot::aws::patching::Outcome::Applied { .. }
-                )
+            .find(denied)
+            .or_else(|| {
+                result
+                    .applied
+                    .iter()
+                    .find(|a| !matches!(a.outcome, Outcome::Applied { .. }))
             })
             .map(|a| format!("{} ({:?})", a.line, a.outcome))
             .or_else(|| result.conflicts.first().map(|c| c.to_string()))
             .unwrap_or_default();
         return Err(HandlerError::Incomplete {
             failed: c.failed,
+            access_denied,
             conflicts: c.conflicts,
             first,
         });
@@ -306,5 +340,54 @@ mod tests {
         assert!(e.contains("not a JSON object"), "{e}");
         let d: Diagnostic = HandlerError::UnsupportedEvent("x".into()).into();
         assert_eq!(d.error_type, "UnsupportedEvent");
+    }
+
+    fn denied(action: &'static str) -> patchpilot::aws::AwsError {
+        patchpilot::aws::AwsError::from_parts(
+            patchpilot::aws::Service::Ssm,
+            action,
+            Some("AccessDeniedException".to_string()),
+            "not authorized".to_string(),
+        )
+    }
+
+    #[test]
+    fn a_denial_is_reported_as_access_denied() {
+        let d: Diagnostic =
+            HandlerError::Sync(SyncError::Observe(denied("DescribePatchBaselines"))).into();
+        assert_eq!(d.error_type, "AccessDenied");
+        assert!(
+            d.error_message
+                .contains("permission denied: ssm:DescribePatchBaselines"),
+            "{}",
+            d.error_message
+        );
+        let d: Diagnostic = HandlerError::Policy(PolicySourceError::Read {
+            parameter: "/p".into(),
+            source: denied("GetParameter"),
+        })
+        .into();
+        assert_eq!(d.error_type, "AccessDenied");
+        let d: Diagnostic = HandlerError::Incomplete {
+            failed: 2,
+            access_denied: 1,
+            conflicts: 0,
+            first: "x".into(),
+        }
+        .into();
+        assert_eq!(d.error_type, "AccessDenied");
+        assert!(
+            d.error_message.contains("(1 denied by IAM)"),
+            "{}",
+            d.error_message
+        );
+        let d: Diagnostic = HandlerError::Incomplete {
+            failed: 2,
+            access_denied: 0,
+            conflicts: 0,
+            first: "x".into(),
+        }
+        .into();
+        assert_eq!(d.error_type, "SyncIncomplete");
     }
 }

@@ -4,6 +4,7 @@
 
 use baseline_sync::{handle, Syncer};
 use lambda_runtime::{service_fn, LambdaEvent};
+use patchpilot::settings::Settings;
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
@@ -11,7 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     patchpilot::logging::init();
     // Once per cold start: configuration, SDK clients and the policy cache.
     let config = patchpilot::aws::load_config().await;
-    let syncer = Syncer::new(&config);
+    let syncer = Syncer::from_settings(&config, Settings::from_env());
     let syncer = &syncer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle(syncer, event.payload).await

@@ -17,10 +17,11 @@ use patchpilot::aws::idempotency::{Claim, Idempotency};
 use patchpilot::aws::notify;
 use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
 use patchpilot::aws::runs::{Runs, DOCUMENT};
-use patchpilot::aws::{AwsError, CallLog, CallSummary};
-use patchpilot::names;
+use patchpilot::aws::{denial_in, AwsError, CallLog, CallSummary, ACCESS_DENIED_ERROR_TYPE};
+use patchpilot::names::{self, Owner};
 use patchpilot::policy::{NotifyOn, Policy};
 use patchpilot::report::{RunReport, RunStatus, TooLarge, SNS_MAX_MESSAGE_BYTES};
+use patchpilot::settings::{self, MissingSetting, Settings};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
@@ -51,12 +52,12 @@ pub struct Notifier {
     pub topic: notify::Notifier,
     pub idempotency: Idempotency,
     pub policy: PolicySource,
+    /// Only this stack's windows (`patchpilot:managed=<stack>`) are reported.
+    pub owner: Owner,
 }
 
 /// A required environment variable is missing: the deployment is broken.
-#[derive(Debug, Error)]
-#[error("environment variable {0} is not set; template.yaml sets it for run-notifier (TOPIC_ARN = the report topic, IDEMPOTENCY_TABLE = the idempotency table)")]
-pub struct ConfigError(pub &'static str);
+pub type ConfigError = MissingSetting;
 
 impl Notifier {
     pub fn new(
@@ -71,21 +72,33 @@ impl Notifier {
             topic: notify::Notifier::new(aws_sdk_sns::Client::new(config), topic_arn),
             idempotency: Idempotency::new(aws_sdk_dynamodb::Client::new(config), table),
             policy,
+            owner: Owner::default(),
         }
     }
 
-    /// From `TOPIC_ARN`, `IDEMPOTENCY_TABLE`, `POLICY_PARAMETER`, `POLICY_CACHE_SECONDS`.
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Notifier, ConfigError> {
-        let var = |name: &'static str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(ConfigError(name))
+    /// From `settings` (`Settings::from_env()` in Lambda): `TOPIC_ARN` and
+    /// `IDEMPOTENCY_TABLE` (required), the policy settings and the stack.
+    pub fn from_settings(
+        config: &aws_config::SdkConfig,
+        settings: Settings,
+    ) -> Result<Notifier, ConfigError> {
+        let required = |value, name, meaning| {
+            Settings::required(value, name, "run-notifier", meaning).map(str::to_string)
         };
-        let topic = var("TOPIC_ARN")?;
-        let table = var("IDEMPOTENCY_TABLE")?;
-        let policy = PolicySource::from_env(aws_sdk_ssm::Client::new(config));
-        Ok(Notifier::new(config, &topic, &table, policy))
+        let topic = required(&settings.topic_arn, settings::TOPIC_ARN, "the report topic")?;
+        let table = required(
+            &settings.idempotency_table,
+            settings::IDEMPOTENCY_TABLE,
+            "the idempotency table",
+        )?;
+        let policy = PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings);
+        Ok(Notifier::new(config, &topic, &table, policy).with_owner(settings.owner))
+    }
+
+    /// The same notifier for another stack.
+    pub fn with_owner(mut self, owner: Owner) -> Notifier {
+        self.owner = owner;
+        self
     }
 }
 
@@ -127,10 +140,10 @@ pub enum HandlerError {
 impl From<HandlerError> for Diagnostic {
     fn from(e: HandlerError) -> Diagnostic {
         let error_type = match &e {
+            _ if denial_in(&e).is_some() => ACCESS_DENIED_ERROR_TYPE,
             HandlerError::MalformedEvent { .. } => "MalformedEvent",
             HandlerError::UnsupportedEvent { .. } => "UnsupportedEvent",
-            HandlerError::Policy(PolicySourceError::Read { .. }) => "PolicyUnreadable",
-            HandlerError::Policy(PolicySourceError::Invalid { .. }) => "PolicyInvalid",
+            HandlerError::Policy(e) => e.error_type(),
             HandlerError::Gather { .. } => "RunUnreadable",
             HandlerError::InProgress { .. } => "ReportInProgress",
             HandlerError::Idempotency(_) => "IdempotencyStoreFailed",
@@ -308,17 +321,17 @@ async fn window_event(
     };
     let window = runs.window(&d.window_id).await.map_err(gather)?;
     let Some(environment) = window
-        .environment_if_owned(&environments(&policy))
+        .environment_if_owned(&n.owner, &environments(&policy))
         .map(str::to_string)
     else {
         return Ok(Response::ignored(
             Some(&run_id),
             format!(
-                "maintenance window {} ({}) is not patchpilot's: no {}={} tag and not named {}",
+                "maintenance window {} ({}) is not this stack's: it belongs to {}, and this stack reports windows tagged {} or unmarked windows named {} for an environment of the policy",
                 window.window_id,
                 window.name,
-                names::OWNERSHIP_TAG_KEY,
-                names::OWNERSHIP_TAG_VALUE,
+                n.owner.ownership(window.marker.as_deref()).describe(),
+                n.owner,
                 names::window_name("<environment>")
             ),
             calls,
@@ -602,5 +615,43 @@ mod tests {
         let d = Diagnostic::from(e);
         assert_eq!(d.error_type, "UnsupportedEvent");
         assert!(d.error_message.contains("Scheduled Event"));
+    }
+
+    #[test]
+    fn a_denied_publish_is_reported_as_access_denied() {
+        let e = HandlerError::Publish {
+            run_id: "r-1".into(),
+            source: patchpilot::aws::AwsError::from_parts(
+                patchpilot::aws::Service::Sns,
+                "Publish",
+                Some("AuthorizationError".into()),
+                "User: arn:aws:sts::1:assumed-role/r/f is not authorized to perform: SNS:Publish on resource: arn:aws:sns:eu-west-1:1:patchpilot-reports because no identity-based policy allows the SNS:Publish action".into(),
+            ),
+        };
+        let d: Diagnostic = e.into();
+        assert_eq!(d.error_type, "AccessDenied");
+        assert!(
+            d.error_message.contains(
+                "permission denied: SNS:Publish on arn:aws:sns:eu-west-1:1:patchpilot-reports"
+            ),
+            "{}",
+            d.error_message
+        );
+    }
+
+    #[test]
+    fn the_topic_and_table_are_required() {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let env: std::collections::BTreeMap<String, String> = [(
+            "TOPIC_ARN".to_string(),
+            "arn:aws:sns:eu-west-1:1:t".to_string(),
+        )]
+        .into();
+        let err = Notifier::from_settings(&config, Settings::from_map(&env))
+            .err()
+            .expect("no table");
+        assert!(err.to_string().contains("IDEMPOTENCY_TABLE"), "{err}");
     }
 }

@@ -3,6 +3,7 @@
 //! `patchpilot::report` and `patchpilot::aws::{runs, notify, idempotency}`.
 
 use lambda_runtime::{service_fn, LambdaEvent};
+use patchpilot::settings::Settings;
 use run_notifier::{handle, Notifier};
 use serde_json::Value;
 
@@ -11,7 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     patchpilot::logging::init();
     // Once per cold start: configuration, SDK clients and the policy cache.
     let config = patchpilot::aws::load_config().await;
-    let notifier = Notifier::from_env(&config)?;
+    let notifier = Notifier::from_settings(&config, Settings::from_env())?;
     let notifier = &notifier;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = event.context.deadline();

@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, Instance, Tag};
 use tracing::{info, warn};
 
-use super::{AwsError, CallLog};
+use super::{AwsError, CallLog, Service};
 use crate::classify::{FactsSource, InstanceFacts};
 use crate::fleet::{FleetError, InstancePort, Page, CREATE_TAGS_MAX_IDS, DELETE_TAGS_MAX_IDS};
 
@@ -142,7 +142,7 @@ impl Ec2Fleet {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeInstances", e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ec2, "DescribeInstances", e).on(ids))?;
             for r in out.reservations() {
                 instances.extend(r.instances().iter().cloned());
             }
@@ -207,7 +207,7 @@ impl InstancePort for Ec2Fleet {
             .map_err(|e| {
                 FleetError::aws(
                     "listing instances",
-                    AwsError::from_sdk("DescribeInstances", e),
+                    AwsError::from_sdk(Service::Ec2, "DescribeInstances", e),
                 )
             })?;
         let instances: Vec<InstanceFacts> = out
@@ -243,7 +243,7 @@ impl InstancePort for Ec2Fleet {
                 .map_err(|e| {
                     FleetError::aws(
                         format!("tagging {} instance(s)", chunk.len()),
-                        AwsError::from_sdk("CreateTags", e),
+                        AwsError::from_sdk(Service::Ec2, "CreateTags", e).on(chunk),
                     )
                 })?;
             info!(instances = chunk.len(), "CreateTags");
@@ -277,7 +277,7 @@ impl InstancePort for Ec2Fleet {
                             keys.join(", "),
                             chunk.len()
                         ),
-                        AwsError::from_sdk("DeleteTags", e),
+                        AwsError::from_sdk(Service::Ec2, "DeleteTags", e).on(chunk),
                     )
                 })?;
             info!(instances = chunk.len(), tag_keys = %keys.join(","), "DeleteTags");

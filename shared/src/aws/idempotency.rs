@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use super::{AwsError, CallLog};
+use super::{AwsError, CallLog, Service};
 
 /// A run's COMPLETED record outlives every redelivery: Lambda keeps retrying an async event
 /// for at most 6 hours, EventBridge for `MaximumEventAgeInSeconds` (1 hour in template.yaml).
@@ -95,7 +95,7 @@ impl Idempotency {
                 PutItemError::ConditionalCheckFailedException(failed) => {
                     Ok(existing(failed.item(), now))
                 }
-                other => Err(AwsError::from_sdk("PutItem", other)),
+                other => Err(AwsError::from_sdk(Service::DynamoDb, "PutItem", other)),
             },
         }
     }
@@ -126,7 +126,7 @@ impl Idempotency {
         request
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("PutItem", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::DynamoDb, "PutItem", e))?;
         Ok(())
     }
 
@@ -152,7 +152,7 @@ impl Idempotency {
                     warn!(run_id = %id, "claim not released: the record is no longer in progress");
                     Ok(())
                 } else {
-                    Err(AwsError::from_sdk("DeleteItem", e))
+                    Err(AwsError::from_sdk(Service::DynamoDb, "DeleteItem", e))
                 }
             }
         }

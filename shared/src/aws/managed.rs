@@ -14,7 +14,7 @@ use aws_sdk_ssm::types::{
 use tracing::{info, warn};
 
 use super::ec2::NotFoundRetry;
-use super::{AwsError, CallLog};
+use super::{AwsError, CallLog, Service};
 use crate::classify::{FactsSource, InstanceFacts};
 use crate::fleet::{FleetError, ManagedPort, Page};
 
@@ -73,7 +73,7 @@ impl ManagedInstances {
             .map_err(|e| {
                 FleetError::aws(
                     "listing SSM managed nodes",
-                    AwsError::from_sdk("DescribeInstanceInformation", e),
+                    AwsError::from_sdk(Service::Ssm, "DescribeInstanceInformation", e),
                 )
             })?;
         Ok((
@@ -123,7 +123,7 @@ impl ManagedInstances {
             .map_err(|e| {
                 FleetError::aws(
                     format!("reading the tags of managed node {id}"),
-                    AwsError::from_sdk("ListTagsForResource", e),
+                    AwsError::from_sdk(Service::Ssm, "ListTagsForResource", e).on(&[id]),
                 )
             })?;
         Ok(out
@@ -234,7 +234,7 @@ impl ManagedPort for ManagedInstances {
             .map_err(|e| {
                 FleetError::aws(
                     format!("tagging managed node {id}"),
-                    AwsError::from_sdk("AddTagsToResource", e),
+                    AwsError::from_sdk(Service::Ssm, "AddTagsToResource", e).on(&[id]),
                 )
             })?;
         Ok(())
@@ -264,7 +264,7 @@ impl ManagedPort for ManagedInstances {
             .map_err(|e| {
                 FleetError::aws(
                     format!("removing tags {} from managed node {id}", keys.join(", ")),
-                    AwsError::from_sdk("RemoveTagsFromResource", e),
+                    AwsError::from_sdk(Service::Ssm, "RemoveTagsFromResource", e).on(&[id]),
                 )
             })?;
         info!(instance_id = %id, tag_keys = %keys.join(","), "RemoveTagsFromResource");

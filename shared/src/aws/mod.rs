@@ -58,6 +58,46 @@ pub fn http_client() -> SharedHttpClient {
     })
 }
 
+/// The AWS service an adapter calls: the prefix of its IAM actions (`ssm:CreatePatchBaseline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Ssm,
+    Ec2,
+    Sns,
+    DynamoDb,
+}
+
+impl Service {
+    /// The IAM action prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Service::Ssm => "ssm",
+            Service::Ec2 => "ec2",
+            Service::Sns => "sns",
+            Service::DynamoDb => "dynamodb",
+        }
+    }
+}
+
+/// Error codes AWS answers when IAM (or a KMS key policy) denies a call: SSM, DynamoDB and
+/// most JSON services say `AccessDeniedException`, S3-style services `AccessDenied`, SNS
+/// `AuthorizationError`, EC2 `UnauthorizedOperation` (`Client.` prefixed in some SDK
+/// versions), SNS/SQS with a KMS key `KMSAccessDenied(Exception)`.
+pub const DENIAL_CODES: [&str; 9] = [
+    "AccessDeniedException",
+    "AccessDenied",
+    "AuthorizationError",
+    "AuthorizationErrorException",
+    "UnauthorizedOperation",
+    "Client.UnauthorizedOperation",
+    "KMSAccessDeniedException",
+    "KMSAccessDenied",
+    "KMS.AccessDeniedException",
+];
+
+/// How many resource ids a denial names before "and N more".
+const DENIED_IDS_SHOWN: usize = 5;
+
 /// A failed AWS call, with the operation, the AWS error code and message.
 #[derive(Debug, Error)]
 pub enum AwsError {
@@ -65,6 +105,16 @@ pub enum AwsError {
     Call {
         operation: &'static str,
         code: Option<String>,
+        message: String,
+    },
+    /// IAM (or a KMS key policy) denied the call: the deployment, not the data, must change.
+    #[error("{}", denied_text(action, resource.as_deref(), code, message))]
+    Denied {
+        /// The IAM action with its service prefix, e.g. `ec2:CreateTags`.
+        action: String,
+        /// The resource AWS named in its message, else the ids the adapter sent.
+        resource: Option<String>,
+        code: String,
         message: String,
     },
     /// AWS answered, but without a field the API reference says is always there.
@@ -75,9 +125,41 @@ pub enum AwsError {
     },
 }
 
+fn denied_text(action: &str, resource: Option<&str>, code: &str, message: &str) -> String {
+    let on = resource.map(|r| format!(" on {r}")).unwrap_or_default();
+    let who = if code.starts_with("KMS") {
+        "the KMS key policy or the function's IAM role (template.yaml) does not allow it"
+    } else {
+        "the function's IAM role (template.yaml) does not allow it"
+    };
+    format!("permission denied: {action}{on} — {who}: {message}")
+}
+
+/// `X` in an IAM denial message `… is not authorized to perform: <action> on resource: X
+/// because …` (the form IAM uses for SSM, SNS, DynamoDB, KMS).
+fn resource_in_message(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once(" on resource: ")?;
+    let end = [" because", " with an explicit", ". ", "\n"]
+        .iter()
+        .filter_map(|stop| rest.find(stop))
+        .min()
+        .unwrap_or(rest.len());
+    let resource = rest[..end].trim().trim_end_matches('.');
+    (!resource.is_empty()).then(|| resource.to_string())
+}
+
+/// The action a denial message names (`… not authorized to perform: kms:Decrypt on …`):
+/// it may be another service's than the call's (GetParameter needs kms:Decrypt too).
+fn action_in_message(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("to perform: ")?;
+    let action = rest.split_whitespace().next()?.trim_end_matches(['.', ',']);
+    action.contains(':').then(|| action.to_string())
+}
+
 impl AwsError {
-    /// Convert any SDK error, keeping the AWS error code (e.g. `DoesNotExistException`).
-    pub fn from_sdk<E>(operation: &'static str, err: E) -> AwsError
+    /// Convert any SDK error of `service`'s `operation`, keeping the AWS error code (e.g.
+    /// `DoesNotExistException`); a denial becomes [`AwsError::Denied`] naming the IAM action.
+    pub fn from_sdk<E>(service: Service, operation: &'static str, err: E) -> AwsError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -86,24 +168,97 @@ impl AwsError {
             Some(m) => m.to_string(),
             None => DisplayErrorContext(&err).to_string(),
         };
-        AwsError::Call {
-            operation,
-            code,
-            message,
+        AwsError::from_parts(service, operation, code, message)
+    }
+
+    /// [`AwsError::from_sdk`] from the code and message alone.
+    pub fn from_parts(
+        service: Service,
+        operation: &'static str,
+        code: Option<String>,
+        message: String,
+    ) -> AwsError {
+        match code {
+            Some(code) if DENIAL_CODES.contains(&code.as_str()) => AwsError::Denied {
+                action: action_in_message(&message)
+                    .unwrap_or_else(|| format!("{}:{operation}", service.prefix())),
+                resource: resource_in_message(&message),
+                code,
+                message,
+            },
+            code => AwsError::Call {
+                operation,
+                code,
+                message,
+            },
+        }
+    }
+
+    /// Name the resources the call was about when AWS's message does not (EC2 encodes its
+    /// denial messages): `i-1, i-2 and 3 more`. Other errors are returned unchanged.
+    pub fn on<S: AsRef<str>>(self, ids: &[S]) -> AwsError {
+        match self {
+            AwsError::Denied {
+                action,
+                resource: None,
+                code,
+                message,
+            } if !ids.is_empty() => {
+                let mut text = ids
+                    .iter()
+                    .take(DENIED_IDS_SHOWN)
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if ids.len() > DENIED_IDS_SHOWN {
+                    text.push_str(&format!(" and {} more", ids.len() - DENIED_IDS_SHOWN));
+                }
+                AwsError::Denied {
+                    action,
+                    resource: Some(text),
+                    code,
+                    message,
+                }
+            }
+            other => other,
         }
     }
 
     pub fn code(&self) -> Option<&str> {
         match self {
             AwsError::Call { code, .. } => code.as_deref(),
+            AwsError::Denied { code, .. } => Some(code),
             AwsError::Missing { .. } => None,
         }
+    }
+
+    /// IAM or a key policy denied the call.
+    pub fn is_access_denied(&self) -> bool {
+        matches!(self, AwsError::Denied { .. })
     }
 
     pub fn missing(operation: &'static str, field: &'static str) -> AwsError {
         AwsError::Missing { operation, field }
     }
 }
+
+/// The first [`AwsError`] in `err`'s chain of sources that is a denial: the functions report
+/// it with the Lambda `errorType` `AccessDenied`.
+pub fn denial_in<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e AwsError> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(aws) = e.downcast_ref::<AwsError>() {
+            if aws.is_access_denied() {
+                return Some(aws);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The Lambda `errorType` of a denial.
+pub const ACCESS_DENIED_ERROR_TYPE: &str = "AccessDenied";
 
 /// AWS calls made during one invocation, by operation. Reads (`Describe*`, `Get*`,
 /// `List*`) and writes (everything else) are told apart by the operation name, which is how
@@ -163,6 +318,92 @@ impl fmt::Display for CallSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_iam_denial_names_the_action_the_resource_and_the_role() {
+        let e = AwsError::from_parts(
+            Service::Ssm,
+            "CreatePatchBaseline",
+            Some("AccessDeniedException".to_string()),
+            "User: arn:aws:sts::123456789012:assumed-role/patchpilot-sync/fn is not authorized to perform: ssm:CreatePatchBaseline on resource: arn:aws:ssm:eu-west-1:123456789012:patchbaseline/* because no identity-based policy allows the ssm:CreatePatchBaseline action".to_string(),
+        );
+        assert!(e.is_access_denied());
+        assert_eq!(e.code(), Some("AccessDeniedException"));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("permission denied: ssm:CreatePatchBaseline on arn:aws:ssm:eu-west-1:123456789012:patchbaseline/* — the function's IAM role (template.yaml) does not allow it: User: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_ec2_denial_names_the_action_and_the_instances_sent() {
+        let ids: Vec<String> = (1..=7).map(|n| format!("i-{n:017}")).collect();
+        let e = AwsError::from_parts(
+            Service::Ec2,
+            "CreateTags",
+            Some("UnauthorizedOperation".to_string()),
+            "You are not authorized to perform this operation. Encoded authorization failure message: AbC".to_string(),
+        )
+        .on(&ids);
+        assert_eq!(
+            e.to_string(),
+            "permission denied: ec2:CreateTags on i-00000000000000001, i-00000000000000002, i-00000000000000003, i-00000000000000004, i-00000000000000005 and 2 more — the function's IAM role (template.yaml) does not allow it: You are not authorized to perform this operation. Encoded authorization failure message: AbC"
+        );
+    }
+
+    #[test]
+    fn every_denial_code_is_a_denial_and_others_are_not() {
+        for code in DENIAL_CODES {
+            let e =
+                AwsError::from_parts(Service::Sns, "Publish", Some(code.to_string()), "no".into());
+            assert!(e.is_access_denied(), "{code}");
+            assert!(
+                e.to_string()
+                    .starts_with("permission denied: sns:Publish — "),
+                "{e}"
+            );
+        }
+        let kms = AwsError::from_parts(
+            Service::Ssm,
+            "GetParameter",
+            Some("AccessDeniedException".into()),
+            "User: arn:aws:sts::1:assumed-role/r/f is not authorized to perform: kms:Decrypt on resource: arn:aws:kms:eu-west-1:1:key/k because no identity-based policy allows the kms:Decrypt action".into(),
+        );
+        assert!(
+            kms.to_string()
+                .starts_with("permission denied: kms:Decrypt on arn:aws:kms:eu-west-1:1:key/k — "),
+            "{kms}"
+        );
+        let other = AwsError::from_parts(
+            Service::Ssm,
+            "GetPatchBaseline",
+            Some("DoesNotExistException".into()),
+            "gone".into(),
+        )
+        .on(&["pb-1"]);
+        assert!(!other.is_access_denied());
+        assert_eq!(
+            other.to_string(),
+            "AWS GetPatchBaseline failed (DoesNotExistException): gone"
+        );
+    }
+
+    #[test]
+    fn a_denial_is_found_behind_wrapping_errors() {
+        #[derive(Debug, Error)]
+        #[error("wrapped: {0}")]
+        struct Wrapper(#[source] AwsError);
+        let denied = Wrapper(AwsError::from_parts(
+            Service::DynamoDb,
+            "PutItem",
+            Some("AccessDeniedException".into()),
+            "no".into(),
+        ));
+        assert!(denial_in(&denied).is_some());
+        let other = Wrapper(AwsError::missing("PutItem", "x"));
+        assert!(denial_in(&other).is_none());
+    }
 
     #[test]
     fn reads_and_writes_are_told_apart_by_operation_name() {

@@ -3,7 +3,7 @@
 use aws_sdk_sns::types::MessageAttributeValue;
 use tracing::info;
 
-use super::{AwsError, CallLog};
+use super::{AwsError, CallLog, Service};
 use crate::report::Message;
 
 /// The report topic (`TOPIC_ARN`).
@@ -47,7 +47,7 @@ impl Notifier {
         let out = request
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("Publish", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Sns, "Publish", e))?;
         let id = out
             .message_id()
             .ok_or_else(|| AwsError::missing("Publish", "MessageId"))?

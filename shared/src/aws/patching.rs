@@ -22,8 +22,8 @@ use aws_sdk_ssm::Client;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{AwsError, CallLog};
-use crate::names::{self, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use super::{AwsError, CallLog, Service};
+use crate::names::{self, Owner, OWNERSHIP_TAG_KEY};
 use crate::plan::{
     BaselineSpec, Change, ChangeKind, ObservedBaseline, ObservedRegistration, ObservedState,
     ObservedTarget, ObservedTask, ObservedWindow, Plan, Ref, RuleSpec, TargetSpec, TaskSpec,
@@ -42,10 +42,12 @@ fn build_err(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
     }
 }
 
-fn ownership_tag(operation: &'static str) -> Result<Tag, AwsError> {
+/// `patchpilot:managed=<stack>` on everything patchpilot creates.
+fn ownership_tag(owner: &Owner, operation: &'static str) -> Result<Tag, AwsError> {
+    let (key, value) = owner.tag();
     Tag::builder()
-        .key(OWNERSHIP_TAG_KEY)
-        .value(OWNERSHIP_TAG_VALUE)
+        .key(key)
+        .value(value)
         .build()
         .map_err(|e| build_err(operation, e))
 }
@@ -54,8 +56,13 @@ fn ownership_tag(operation: &'static str) -> Result<Tag, AwsError> {
 // observe
 // ---------------------------------------------------------------------------------------
 
-/// Read the patching setup of the account (region) as the planner needs it.
-pub async fn observe(ssm: &Client, calls: &CallLog) -> Result<ObservedState, AwsError> {
+/// Read the patching setup of the account (region) as the planner needs it. Definitions,
+/// targets and tasks are read only for `owner`'s resources (the only ones it may change).
+pub async fn observe(
+    ssm: &Client,
+    owner: &Owner,
+    calls: &CallLog,
+) -> Result<ObservedState, AwsError> {
     let mut state = ObservedState::default();
 
     for identity in list_own_baselines(ssm, calls).await? {
@@ -72,13 +79,13 @@ pub async fn observe(ssm: &Client, calls: &CallLog) -> Result<ObservedState, Aws
                 id: id.to_string(),
                 name: name.to_string(),
                 os,
-                owned: false,
+                marker: None,
                 spec: None,
             });
             continue;
         };
-        let owned = is_owned(ssm, calls, ResourceTypeForTagging::PatchBaseline, id).await?;
-        let spec = if owned {
+        let marker = marker(ssm, calls, ResourceTypeForTagging::PatchBaseline, id).await?;
+        let spec = if owner.owns(marker.as_deref()) {
             Some(read_baseline(ssm, calls, id, &environment).await?)
         } else {
             None
@@ -87,7 +94,7 @@ pub async fn observe(ssm: &Client, calls: &CallLog) -> Result<ObservedState, Aws
             id: id.to_string(),
             name: name.to_string(),
             os,
-            owned,
+            marker,
             spec,
         });
     }
@@ -101,12 +108,12 @@ pub async fn observe(ssm: &Client, calls: &CallLog) -> Result<ObservedState, Aws
         let Some(environment) = names::parse_window_name(name) else {
             continue;
         };
-        let owned = is_owned(ssm, calls, ResourceTypeForTagging::MaintenanceWindow, id).await?;
-        if !owned {
+        let marker = marker(ssm, calls, ResourceTypeForTagging::MaintenanceWindow, id).await?;
+        if !owner.owns(marker.as_deref()) {
             state.windows.push(ObservedWindow {
                 id: id.to_string(),
                 name: name.to_string(),
-                owned,
+                marker,
                 spec: None,
             });
             continue;
@@ -117,7 +124,7 @@ pub async fn observe(ssm: &Client, calls: &CallLog) -> Result<ObservedState, Aws
         state.windows.push(ObservedWindow {
             id: id.to_string(),
             name: name.to_string(),
-            owned,
+            marker,
             spec: Some(spec),
         });
         state.targets.extend(targets);
@@ -145,7 +152,7 @@ async fn list_own_baselines(
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribePatchBaselines", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, "DescribePatchBaselines", e))?;
         out.extend(page.baseline_identities().iter().cloned());
         token = page.next_token().map(str::to_string);
         if token.is_none() {
@@ -154,12 +161,13 @@ async fn list_own_baselines(
     }
 }
 
-async fn is_owned(
+/// The value of the resource's `patchpilot:managed` tag (the stack that created it).
+async fn marker(
     ssm: &Client,
     calls: &CallLog,
     resource_type: ResourceTypeForTagging,
     id: &str,
-) -> Result<bool, AwsError> {
+) -> Result<Option<String>, AwsError> {
     calls.record("ListTagsForResource");
     let tags = ssm
         .list_tags_for_resource()
@@ -167,11 +175,12 @@ async fn is_owned(
         .resource_id(id)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("ListTagsForResource", e))?;
+        .map_err(|e| AwsError::from_sdk(Service::Ssm, "ListTagsForResource", e).on(&[id]))?;
     Ok(tags
         .tag_list()
         .iter()
-        .any(|t| t.key() == OWNERSHIP_TAG_KEY && t.value() == OWNERSHIP_TAG_VALUE))
+        .find(|t| t.key() == OWNERSHIP_TAG_KEY)
+        .map(|t| t.value().to_string()))
 }
 
 async fn read_baseline(
@@ -187,7 +196,7 @@ async fn read_baseline(
         .baseline_id(id)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk(OP, e))?;
+        .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
     let os = b
         .operating_system()
         .and_then(|o| OperatingSystem::parse(o.as_str()))
@@ -247,7 +256,7 @@ async fn list_registrations(
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribePatchGroups", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, "DescribePatchGroups", e))?;
         for m in page.mappings() {
             let (Some(group), Some(identity)) = (m.patch_group(), m.baseline_identity()) else {
                 continue;
@@ -284,7 +293,7 @@ async fn list_windows(
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindows", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, "DescribeMaintenanceWindows", e))?;
         out.extend(page.window_identities().iter().cloned());
         token = page.next_token().map(str::to_string);
         if token.is_none() {
@@ -306,7 +315,7 @@ async fn read_window(
         .window_id(id)
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk(OP, e))?;
+        .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
     let hours = |v: Option<i32>| v.and_then(|h| u32::try_from(h).ok()).unwrap_or(0);
     Ok(WindowSpec {
         name: w.name().unwrap_or_default().to_string(),
@@ -342,7 +351,7 @@ async fn read_targets(
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindowTargets", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, "DescribeMaintenanceWindowTargets", e))?;
         for t in page.targets() {
             let Some(id) = t.window_target_id() else {
                 continue;
@@ -390,7 +399,7 @@ async fn read_tasks(
             .set_next_token(token)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindowTasks", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, "DescribeMaintenanceWindowTasks", e))?;
         ids.extend(
             page.tasks()
                 .iter()
@@ -411,7 +420,7 @@ async fn read_tasks(
             .window_task_id(&task_id)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk(OP, e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
         let target = t
             .targets()
             .iter()
@@ -466,16 +475,15 @@ async fn read_tasks(
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Outcome {
     /// Done; `id` of the created resource where there is one.
-    Applied {
-        id: Option<String>,
-    },
+    Applied { id: Option<String> },
     Failed {
         error: String,
+        /// IAM denied the call (the error names the action): fix the deployment's role.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        access_denied: bool,
     },
     /// Not attempted because a change it depends on failed.
-    Skipped {
-        reason: String,
-    },
+    Skipped { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -527,13 +535,13 @@ impl Created {
     }
 }
 
-/// Carry out a plan in its order. A failing change does not stop the others; a change
-/// whose prerequisite failed is skipped with the reason.
-pub async fn apply(ssm: &Client, calls: &CallLog, plan: &Plan) -> ApplyReport {
+/// Carry out a plan in its order; what it creates is marked as `owner`'s. A failing change
+/// does not stop the others; a change whose prerequisite failed is skipped with the reason.
+pub async fn apply(ssm: &Client, owner: &Owner, calls: &CallLog, plan: &Plan) -> ApplyReport {
     let mut created = Created::default();
     let mut report = ApplyReport::default();
     for planned in &plan.changes {
-        let outcome = match apply_one(ssm, calls, &planned.change, &mut created).await {
+        let outcome = match apply_one(ssm, owner, calls, &planned.change, &mut created).await {
             Ok(Ok(id)) => {
                 info!(change = %planned.line, "applied");
                 Outcome::Applied { id }
@@ -546,6 +554,7 @@ pub async fn apply(ssm: &Client, calls: &CallLog, plan: &Plan) -> ApplyReport {
                 warn!(change = %planned.line, error = %e, "failed");
                 Outcome::Failed {
                     error: e.to_string(),
+                    access_denied: e.is_access_denied(),
                 }
             }
         };
@@ -561,6 +570,7 @@ pub async fn apply(ssm: &Client, calls: &CallLog, plan: &Plan) -> ApplyReport {
 /// `Ok(Ok(id))` applied, `Ok(Err(reason))` skipped, `Err` failed.
 async fn apply_one(
     ssm: &Client,
+    owner: &Owner,
     calls: &CallLog,
     change: &Change,
     created: &mut Created,
@@ -581,10 +591,10 @@ async fn apply_one(
                 ))
                 .set_rejected_patches(Some(spec.rejected_patches.clone()))
                 .rejected_patches_action(PatchAction::from(spec.rejected_patches_action.as_str()))
-                .tags(ownership_tag(OP)?)
+                .tags(ownership_tag(owner, OP)?)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             let id = out
                 .baseline_id()
                 .ok_or_else(|| AwsError::missing(OP, "BaselineId"))?;
@@ -610,7 +620,7 @@ async fn apply_one(
                 .replace(true)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::DeleteBaseline { id, .. } => {
@@ -620,7 +630,7 @@ async fn apply_one(
                 .baseline_id(id)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::RegisterPatchGroup {
@@ -639,7 +649,7 @@ async fn apply_one(
                 .patch_group(patch_group)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::DeregisterPatchGroup {
@@ -654,7 +664,7 @@ async fn apply_one(
                 .patch_group(patch_group)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::CreateWindow { spec } => {
@@ -670,10 +680,10 @@ async fn apply_one(
                 .duration(hours(spec.duration_hours))
                 .cutoff(hours(spec.cutoff_hours))
                 .allow_unassociated_targets(spec.allow_unassociated_targets)
-                .tags(ownership_tag(OP)?)
+                .tags(ownership_tag(owner, OP)?)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             let id = out
                 .window_id()
                 .ok_or_else(|| AwsError::missing(OP, "WindowId"))?;
@@ -698,7 +708,7 @@ async fn apply_one(
                 .replace(true)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::DeleteWindow { id, .. } => {
@@ -708,7 +718,7 @@ async fn apply_one(
                 .window_id(id)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::RegisterTarget { window, spec } => {
@@ -728,7 +738,7 @@ async fn apply_one(
                 .description(&spec.description)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             let id = out
                 .window_target_id()
                 .ok_or_else(|| AwsError::missing(OP, "WindowTargetId"))?;
@@ -754,7 +764,7 @@ async fn apply_one(
                 .replace(true)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::DeregisterTarget {
@@ -771,7 +781,7 @@ async fn apply_one(
                 .safe(true)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::RegisterTask {
@@ -809,7 +819,7 @@ async fn apply_one(
                 .description(&spec.description)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(out.window_task_id().map(str::to_string)))
         }
         Change::UpdateTask {
@@ -844,7 +854,7 @@ async fn apply_one(
                 .replace(true)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
         Change::DeregisterTask {
@@ -857,7 +867,7 @@ async fn apply_one(
                 .window_task_id(task_id)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk(OP, e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, OP, e))?;
             Ok(Ok(None))
         }
     }

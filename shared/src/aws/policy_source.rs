@@ -1,6 +1,8 @@
 //! Where the functions get the policy: the SSM parameter named by `POLICY_PARAMETER`, cached
 //! across warm invocations for `POLICY_CACHE_SECONDS` (default 60), or the embedded reference
-//! policy when no parameter is configured.
+//! policy when no parameter is configured. A policy whose `tag_key` is not the
+//! `PatchGroupTagKey` the stack was deployed with (`PATCH_GROUP_TAG_KEY`) is refused: IAM lets
+//! the functions write only the deployed key, so every tag write would be denied.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -9,8 +11,9 @@ use chrono::Utc;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use super::{AwsError, CallLog};
+use super::{AwsError, CallLog, Service};
 use crate::policy::{Policy, PolicyError, Problem};
+use crate::settings::Settings;
 
 #[derive(Debug, Error)]
 pub enum PolicySourceError {
@@ -26,6 +29,12 @@ pub enum PolicySourceError {
         #[source]
         source: PolicyError,
     },
+    #[error("the policy from {policy_source} sets tag_key `{policy}`, but the stack was deployed with PatchGroupTagKey `{deployed}` (PATCH_GROUP_TAG_KEY), the only patch-group tag key its IAM role may write; nothing was changed. Set `tag_key: {deployed}` in the policy, or redeploy with PatchGroupTagKey={policy}")]
+    TagKeyMismatch {
+        policy_source: String,
+        policy: String,
+        deployed: String,
+    },
 }
 
 impl PolicySourceError {
@@ -33,7 +42,9 @@ impl PolicySourceError {
     pub fn error_type(&self) -> &'static str {
         match self {
             PolicySourceError::Read { .. } => "PolicyUnreadable",
-            PolicySourceError::Invalid { .. } => "PolicyInvalid",
+            PolicySourceError::Invalid { .. } | PolicySourceError::TagKeyMismatch { .. } => {
+                "PolicyInvalid"
+            }
         }
     }
 }
@@ -51,6 +62,8 @@ pub struct PolicySource {
     ssm: aws_sdk_ssm::Client,
     parameter: Option<String>,
     ttl: Duration,
+    /// `PATCH_GROUP_TAG_KEY`: the policy's `tag_key` must equal it.
+    deployed_tag_key: Option<String>,
     cached: Mutex<Option<(Instant, LoadedPolicy)>>,
 }
 
@@ -60,21 +73,26 @@ impl PolicySource {
             ssm,
             parameter: parameter.filter(|p| !p.trim().is_empty()),
             ttl,
+            deployed_tag_key: None,
             cached: Mutex::new(None),
         }
     }
 
-    /// From `POLICY_PARAMETER` and `POLICY_CACHE_SECONDS`.
-    pub fn from_env(ssm: aws_sdk_ssm::Client) -> PolicySource {
-        let ttl = std::env::var("POLICY_CACHE_SECONDS")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(60);
+    /// From `POLICY_PARAMETER`, `POLICY_CACHE_SECONDS` and `PATCH_GROUP_TAG_KEY`.
+    pub fn from_settings(ssm: aws_sdk_ssm::Client, settings: &Settings) -> PolicySource {
         PolicySource::new(
             ssm,
-            std::env::var("POLICY_PARAMETER").ok(),
-            Duration::from_secs(ttl),
+            settings.policy_parameter.clone(),
+            settings.policy_cache,
         )
+        .with_deployed_tag_key(settings.patch_group_tag_key.clone())
+    }
+
+    /// Refuse policies whose `tag_key` is not `key` (the stack's `PatchGroupTagKey`); `None`
+    /// accepts any.
+    pub fn with_deployed_tag_key(mut self, key: Option<String>) -> PolicySource {
+        self.deployed_tag_key = key.filter(|k| !k.trim().is_empty());
+        self
     }
 
     pub fn parameter(&self) -> Option<&str> {
@@ -101,6 +119,25 @@ impl PolicySource {
 
     /// Read and validate now, bypassing the cache (a policy-change event).
     pub async fn fetch(&self, calls: &CallLog) -> Result<LoadedPolicy, PolicySourceError> {
+        let loaded = self.read(calls).await?;
+        self.check_tag_key(&loaded)?;
+        Ok(loaded)
+    }
+
+    fn check_tag_key(&self, loaded: &LoadedPolicy) -> Result<(), PolicySourceError> {
+        match &self.deployed_tag_key {
+            Some(deployed) if *deployed != loaded.policy.tag_key => {
+                Err(PolicySourceError::TagKeyMismatch {
+                    policy_source: loaded.source.clone(),
+                    policy: loaded.policy.tag_key.clone(),
+                    deployed: deployed.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn read(&self, calls: &CallLog) -> Result<LoadedPolicy, PolicySourceError> {
         let Some(parameter) = self.parameter.clone() else {
             info!(source = "embedded", "using the embedded reference policy");
             return Ok(LoadedPolicy {
@@ -119,7 +156,7 @@ impl PolicySource {
             .await
             .map_err(|e| PolicySourceError::Read {
                 parameter: parameter.clone(),
-                source: AwsError::from_sdk("GetParameter", e),
+                source: AwsError::from_sdk(Service::Ssm, "GetParameter", e),
             })?;
         let p = out.parameter.ok_or_else(|| PolicySourceError::Read {
             parameter: parameter.clone(),
@@ -139,5 +176,49 @@ impl PolicySource {
             warnings,
             source: format!("{parameter} (version {})", p.version),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline_ssm() -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::Config::builder()
+                .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+                .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+                .build(),
+        )
+    }
+
+    fn fetch(source: &PolicySource) -> Result<LoadedPolicy, PolicySourceError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(source.fetch(&CallLog::new()))
+    }
+
+    #[test]
+    fn a_policy_tag_key_other_than_the_deployed_one_is_refused_with_both_values() {
+        let settings = Settings::from_map(
+            &[("PATCH_GROUP_TAG_KEY".to_string(), "PatchGroup".to_string())].into(),
+        );
+        let source = PolicySource::from_settings(offline_ssm(), &settings);
+        let err = fetch(&source).expect_err("Patch Group is not PatchGroup");
+        assert_eq!(err.error_type(), "PolicyInvalid");
+        let text = err.to_string();
+        for part in [
+            "tag_key `Patch Group`",
+            "PatchGroupTagKey `PatchGroup`",
+            "Set `tag_key: PatchGroup` in the policy",
+            "redeploy with PatchGroupTagKey=Patch Group",
+            "embedded",
+        ] {
+            assert!(text.contains(part), "missing {part}: {text}");
+        }
+        let same = PolicySource::new(offline_ssm(), None, Duration::from_secs(60))
+            .with_deployed_tag_key(Some("Patch Group".to_string()));
+        assert!(fetch(&same).is_ok());
     }
 }

@@ -26,9 +26,9 @@ use aws_sdk_ssm::types::{
 use chrono::{DateTime, Utc};
 use tracing::{debug, info};
 
-use super::{AwsError, CallLog};
+use super::{AwsError, CallLog, Service};
 use crate::console;
-use crate::names::{self, PatchGroup, OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE};
+use crate::names::{self, Owner, Ownership, PatchGroup, OWNERSHIP_TAG_KEY};
 use crate::report::{
     BatchRun, InstanceRun, MissReason, MissedTarget, PatchCounts, RunKind, RunReport,
 };
@@ -56,19 +56,25 @@ pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
 pub struct WindowInfo {
     pub window_id: String,
     pub name: String,
-    /// Tagged `patchpilot:managed=true`.
-    pub tagged: bool,
+    /// Value of its `patchpilot:managed` tag: the stack that created it.
+    pub marker: Option<String>,
 }
 
 impl WindowInfo {
-    /// Owned = the ownership tag; a window without it is accepted only when its name is
-    /// `patchpilot-<env>` for an environment of the policy (a window created before tags).
-    pub fn environment_if_owned<'a>(&'a self, environments: &[&str]) -> Option<&'a str> {
+    /// Owned = `owner`'s marker (`patchpilot:managed=<stack>`); a window without any marker
+    /// is accepted only when its name is `patchpilot-<env>` for an environment of the policy
+    /// (a window created before tags). Another stack's window is never this stack's.
+    pub fn environment_if_owned<'a>(
+        &'a self,
+        owner: &Owner,
+        environments: &[&str],
+    ) -> Option<&'a str> {
         let from_name = names::parse_window_name(&self.name);
-        if self.tagged {
-            return Some(from_name.unwrap_or("unknown"));
+        match owner.ownership(self.marker.as_deref()) {
+            Ownership::Ours => Some(from_name.unwrap_or("unknown")),
+            Ownership::Stack(_) => None,
+            Ownership::Unmarked => from_name.filter(|e| environments.contains(e)),
         }
-        from_name.filter(|e| environments.contains(e))
     }
 }
 
@@ -216,7 +222,7 @@ impl<'a> Runs<'a> {
             .window_id(window_id)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("GetMaintenanceWindow", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, "GetMaintenanceWindow", e))?;
         self.calls.record("ListTagsForResource");
         let tags = self
             .ssm
@@ -225,15 +231,18 @@ impl<'a> Runs<'a> {
             .resource_id(window_id)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ListTagsForResource", e))?;
-        let tagged = tags
+            .map_err(|e| {
+                AwsError::from_sdk(Service::Ssm, "ListTagsForResource", e).on(&[window_id])
+            })?;
+        let marker = tags
             .tag_list()
             .iter()
-            .any(|t| t.key() == OWNERSHIP_TAG_KEY && t.value() == OWNERSHIP_TAG_VALUE);
+            .find(|t| t.key() == OWNERSHIP_TAG_KEY)
+            .map(|t| t.value().to_string());
         Ok(WindowInfo {
             window_id: window_id.to_string(),
             name: w.name().unwrap_or_default().to_string(),
-            tagged,
+            marker,
         })
     }
 
@@ -246,7 +255,7 @@ impl<'a> Runs<'a> {
             .command_id(command_id)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ListCommands", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, "ListCommands", e))?;
         let c = out
             .commands()
             .first()
@@ -309,7 +318,7 @@ impl<'a> Runs<'a> {
                 .max_results(WINDOW_PAGE)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindows", e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, "DescribeMaintenanceWindows", e))?;
             for w in windows.window_identities() {
                 let Some(window_id) = w.window_id() else {
                     continue;
@@ -342,7 +351,11 @@ impl<'a> Runs<'a> {
                         .send()
                         .await
                         .map_err(|e| {
-                            AwsError::from_sdk("DescribeMaintenanceWindowExecutions", e)
+                            AwsError::from_sdk(
+                                Service::Ssm,
+                                "DescribeMaintenanceWindowExecutions",
+                                e,
+                            )
                         })?;
                     for ex in page.window_executions() {
                         let Some(execution_id) = ex.window_execution_id() else {
@@ -380,7 +393,9 @@ impl<'a> Runs<'a> {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindowExecutionTasks", e))?;
+                .map_err(|e| {
+                    AwsError::from_sdk(Service::Ssm, "DescribeMaintenanceWindowExecutionTasks", e)
+                })?;
             for t in page.window_execution_task_identities() {
                 tasks.push(ExecTask {
                     task_id: t.task_execution_id().unwrap_or_default().to_string(),
@@ -426,7 +441,11 @@ impl<'a> Runs<'a> {
                 .send()
                 .await
                 .map_err(|e| {
-                    AwsError::from_sdk("DescribeMaintenanceWindowExecutionTaskInvocations", e)
+                    AwsError::from_sdk(
+                        Service::Ssm,
+                        "DescribeMaintenanceWindowExecutionTaskInvocations",
+                        e,
+                    )
                 })?;
             for i in page.window_execution_task_invocation_identities() {
                 if let Some(command_id) = i.execution_id() {
@@ -462,7 +481,9 @@ impl<'a> Runs<'a> {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeMaintenanceWindowTargets", e))?;
+                .map_err(|e| {
+                    AwsError::from_sdk(Service::Ssm, "DescribeMaintenanceWindowTargets", e)
+                })?;
             for t in page.targets() {
                 let groups = t
                     .targets()
@@ -503,7 +524,7 @@ impl<'a> Runs<'a> {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("ListCommandInvocations", e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, "ListCommandInvocations", e))?;
             for i in page.command_invocations() {
                 let Some(instance_id) = i.instance_id() else {
                     continue;
@@ -572,7 +593,7 @@ impl<'a> Runs<'a> {
                     .set_next_token(token)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("ListCommandInvocations", e))?;
+                    .map_err(|e| AwsError::from_sdk(Service::Ssm, "ListCommandInvocations", e))?;
                 for i in page.command_invocations() {
                     let Some(k) = i.instance_id().and_then(|id| index.get(id)) else {
                         continue;
@@ -617,7 +638,9 @@ impl<'a> Runs<'a> {
                     .set_next_token(token)
                     .send()
                     .await
-                    .map_err(|e| AwsError::from_sdk("DescribeInstancePatchStates", e))?;
+                    .map_err(|e| {
+                        AwsError::from_sdk(Service::Ssm, "DescribeInstancePatchStates", e)
+                    })?;
                 for s in page.instance_patch_states() {
                     out.insert(
                         s.instance_id().to_string(),
@@ -725,7 +748,7 @@ impl<'a> Runs<'a> {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeInstances", e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ec2, "DescribeInstances", e))?;
             for i in page.reservations().iter().flat_map(|r| r.instances()) {
                 let state = i
                     .state()
@@ -779,7 +802,7 @@ impl<'a> Runs<'a> {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| AwsError::from_sdk("DescribeInstanceInformation", e))?;
+                .map_err(|e| AwsError::from_sdk(Service::Ssm, "DescribeInstanceInformation", e))?;
             for i in page.instance_information_list() {
                 out.push(NodeInfo {
                     instance_id: i.instance_id().unwrap_or_default().to_string(),
@@ -898,7 +921,7 @@ impl<'a> Runs<'a> {
             .window_execution_id(execution_id)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("GetMaintenanceWindowExecution", e))?;
+            .map_err(|e| AwsError::from_sdk(Service::Ssm, "GetMaintenanceWindowExecution", e))?;
         let tasks = self.execution_tasks(execution_id).await?;
         let targets = self.window_targets(&window.window_id).await?;
         let mut batches = Vec::new();
@@ -1200,28 +1223,40 @@ mod tests {
     #[test]
     fn window_ownership_prefers_the_tag_and_accepts_a_policy_name() {
         let envs = ["test", "prod"];
+        let owner = Owner::default();
         let tagged = WindowInfo {
             window_id: "mw-1".into(),
             name: "patchpilot-test".into(),
-            tagged: true,
+            marker: Some("patchpilot".into()),
         };
-        assert_eq!(tagged.environment_if_owned(&envs), Some("test"));
+        assert_eq!(tagged.environment_if_owned(&owner, &envs), Some("test"));
         let by_name = WindowInfo {
-            tagged: false,
+            marker: None,
             ..tagged.clone()
         };
-        assert_eq!(by_name.environment_if_owned(&envs), Some("test"));
+        assert_eq!(by_name.environment_if_owned(&owner, &envs), Some("test"));
         let foreign = WindowInfo {
             name: "db-maintenance".into(),
-            tagged: false,
+            marker: None,
             ..tagged.clone()
         };
-        assert_eq!(foreign.environment_if_owned(&envs), None);
+        assert_eq!(foreign.environment_if_owned(&owner, &envs), None);
         let unknown_env = WindowInfo {
             name: "patchpilot-staging".into(),
-            tagged: false,
-            ..tagged
+            marker: None,
+            ..tagged.clone()
         };
-        assert_eq!(unknown_env.environment_if_owned(&envs), None);
+        assert_eq!(unknown_env.environment_if_owned(&owner, &envs), None);
+        // Another stack's window, even one named like ours, is not reported here; that
+        // stack's run-notifier reports it.
+        let other_stack = WindowInfo {
+            marker: Some("patchpilot-dev".into()),
+            ..tagged.clone()
+        };
+        assert_eq!(other_stack.environment_if_owned(&owner, &envs), None);
+        assert_eq!(
+            other_stack.environment_if_owned(&Owner::new("patchpilot-dev"), &envs),
+            Some("test")
+        );
     }
 }

@@ -13,7 +13,8 @@ use crate::schedule::Schedule;
 /// The document every patch task runs.
 pub const RUN_PATCH_BASELINE: &str = "AWS-RunPatchBaseline";
 
-/// Settings that come from the deployment, not the policy (template.yaml environment).
+/// Settings that come from the deployment, not the policy (template.yaml environment, read by
+/// `settings::Settings`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Deployment {
     /// `OUTPUT_BUCKET`: used when the policy names no bucket.
@@ -21,16 +22,6 @@ pub struct Deployment {
     /// `MAINTENANCE_WINDOW_ROLE_ARN`: the role window tasks run with; `None` = SSM's
     /// service-linked role.
     pub window_role_arn: Option<String>,
-}
-
-impl Deployment {
-    pub fn from_env() -> Deployment {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        Deployment {
-            output_bucket: var("OUTPUT_BUCKET"),
-            window_role_arn: var("MAINTENANCE_WINDOW_ROLE_ARN"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

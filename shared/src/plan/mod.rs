@@ -1,8 +1,10 @@
 //! The planner: a pure function from (desired, observed) to an ordered list of changes.
 //!
 //! Dry-run is the plan; apply executes it (see `aws::patching`). Rules that keep it safe:
-//! - only resources carrying the ownership marker (`patchpilot:managed=true`) are updated or
-//!   deleted; a foreign resource with a clashing name is a [`Conflict`], never touched;
+//! - only resources carrying this stack's ownership marker (`patchpilot:managed=<stack>`,
+//!   see [`Owner`]) are updated or deleted; a resource with a clashing name that is unmarked
+//!   or another stack's is a [`Conflict`], never touched, and so are two resources of this
+//!   stack with the same name (which one is meant cannot be decided);
 //! - a baseline that exists is **updated in place** (its id and its patch-group
 //!   registrations survive), never deleted and recreated;
 //! - with no drift the plan is empty, so a second run makes no write call.
@@ -19,7 +21,7 @@ pub use desired::{
     TaskSpec, WindowSpec,
 };
 
-use crate::names::{self, PatchGroup};
+use crate::names::{Owner, Ownership, PatchGroup, LEGACY_MARKER_VALUE};
 use crate::policy::OperatingSystem;
 
 /// A patch baseline as it exists in the account.
@@ -28,8 +30,9 @@ pub struct ObservedBaseline {
     pub id: String,
     pub name: String,
     pub os: Option<OperatingSystem>,
-    pub owned: bool,
-    /// Full definition, read (GetPatchBaseline) only for owned baselines.
+    /// Value of its `patchpilot:managed` tag: the stack that created it.
+    pub marker: Option<String>,
+    /// Full definition, read (GetPatchBaseline) only for this stack's baselines.
     pub spec: Option<BaselineSpec>,
 }
 
@@ -44,8 +47,9 @@ pub struct ObservedRegistration {
 pub struct ObservedWindow {
     pub id: String,
     pub name: String,
-    pub owned: bool,
-    /// Full definition, read only for owned windows.
+    /// Value of its `patchpilot:managed` tag: the stack that created it.
+    pub marker: Option<String>,
+    /// Full definition, read only for this stack's windows.
     pub spec: Option<WindowSpec>,
 }
 
@@ -66,7 +70,8 @@ pub struct ObservedTask {
     pub document: String,
 }
 
-/// Everything patchpilot reads before planning. Targets and tasks only of owned windows.
+/// Everything patchpilot reads before planning. Targets and tasks only of this stack's
+/// windows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ObservedState {
     pub baselines: Vec<ObservedBaseline>,
@@ -259,31 +264,42 @@ impl fmt::Display for Plan {
     }
 }
 
-/// Compute the changes that turn `observed` into `desired`, in apply order: baselines,
-/// registrations, baseline deletions (after their groups are deregistered), windows,
-/// targets, tasks, then task/target/window removals (a target cannot go while a task
-/// still points at it).
-pub fn plan(desired: &DesiredState, observed: &ObservedState) -> Plan {
+/// Compute the changes that turn `observed` into `desired` for `owner`'s stack, in apply
+/// order: baselines, registrations, baseline deletions (after their groups are
+/// deregistered), windows, targets, tasks, then task/target/window removals (a target
+/// cannot go while a task still points at it).
+pub fn plan(desired: &DesiredState, observed: &ObservedState, owner: &Owner) -> Plan {
     let mut p = Plan::default();
-    let baseline_ids = plan_baselines(desired, observed, &mut p);
+    let baseline_ids = plan_baselines(desired, observed, owner, &mut p);
     let mut deletes = Vec::new();
-    plan_registrations(desired, observed, &baseline_ids, &mut p);
+    plan_registrations(desired, observed, owner, &baseline_ids, &mut p);
     // Baseline deletions go after the deregistrations above.
     let desired_names: BTreeSet<&str> = desired.baselines.iter().map(|b| b.name.as_str()).collect();
-    for b in observed
+    let gone = observed
         .baselines
         .iter()
-        .filter(|b| b.owned && !desired_names.contains(b.name.as_str()))
-    {
-        p.push(
-            format!("- baseline {} ({}): no longer in the policy", b.name, b.id),
-            Change::DeleteBaseline {
-                id: b.id.clone(),
-                name: b.name.clone(),
-            },
-        );
+        .filter(|b| owner.owns(b.marker.as_deref()) && !desired_names.contains(b.name.as_str()));
+    for (name, same) in by_name(gone, |b| b.name.as_str()) {
+        if same.len() > 1 {
+            p.conflicts.push(duplicates(
+                format!("baseline {name}"),
+                owner,
+                same.iter().map(|b| b.id.as_str()),
+                "no longer in the policy, but which one to delete cannot be decided: neither is deleted; delete them by hand",
+            ));
+            continue;
+        }
+        for b in same {
+            p.push(
+                format!("- baseline {} ({}): no longer in the policy", b.name, b.id),
+                Change::DeleteBaseline {
+                    id: b.id.clone(),
+                    name: b.name.clone(),
+                },
+            );
+        }
     }
-    let windows = plan_windows(desired, observed, &mut p, &mut deletes);
+    let windows = plan_windows(desired, observed, owner, &mut p, &mut deletes);
     plan_targets_and_tasks(desired, observed, &windows, &mut p);
     for (line, change) in deletes {
         p.push(line, change);
@@ -291,11 +307,62 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState) -> Plan {
     p
 }
 
+/// Items grouped by name, names in order.
+fn by_name<'a, T>(
+    items: impl Iterator<Item = &'a T>,
+    name: impl Fn(&'a T) -> &'a str,
+) -> BTreeMap<&'a str, Vec<&'a T>> {
+    let mut groups: BTreeMap<&str, Vec<&T>> = BTreeMap::new();
+    for item in items {
+        groups.entry(name(item)).or_default().push(item);
+    }
+    groups
+}
+
+/// Two or more resources of this stack share a name: none of them is changed.
+fn duplicates<'a>(
+    resource: String,
+    owner: &Owner,
+    ids: impl Iterator<Item = &'a str>,
+    consequence: &str,
+) -> Conflict {
+    Conflict {
+        resource,
+        message: format!(
+            "{} all carry {owner}: {consequence}",
+            ids.collect::<Vec<_>>().join(" and ")
+        ),
+    }
+}
+
+/// Why resources with the desired name are not this stack's and what to do: each id with
+/// its owner (e.g. ``pb-1 belongs to patchpilot stack `dev` (patchpilot:managed=dev)``).
+fn not_ours<'a>(owner: &Owner, items: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> String {
+    let mut live_stack = false;
+    let owners: Vec<String> = items
+        .map(|(id, marker)| {
+            let ownership = owner.ownership(marker);
+            live_stack |= matches!(&ownership, Ownership::Stack(v) if v != LEGACY_MARKER_VALUE);
+            format!("{id} belongs to {}", ownership.describe())
+        })
+        .collect();
+    let hint = if live_stack {
+        "two stacks cannot manage environments of the same name in one account and Region: rename the environment in one of the policies".to_string()
+    } else {
+        format!("rename it, or tag it {owner} to let this stack manage it")
+    };
+    format!(
+        "exists but is not this stack's ({}; this stack marks its resources {owner}): left alone; {hint}",
+        owners.join("; ")
+    )
+}
+
 /// Desired baseline name → how to reach it (existing id or created in this plan). Names
 /// missing from the map are blocked by a conflict.
 fn plan_baselines(
     desired: &DesiredState,
     observed: &ObservedState,
+    owner: &Owner,
     p: &mut Plan,
 ) -> BTreeMap<String, Ref> {
     let mut ids = BTreeMap::new();
@@ -305,8 +372,12 @@ fn plan_baselines(
             .iter()
             .filter(|b| b.name == spec.name)
             .collect();
-        match same_name.iter().find(|b| b.owned) {
-            Some(existing) => {
+        let ours: Vec<_> = same_name
+            .iter()
+            .filter(|b| owner.owns(b.marker.as_deref()))
+            .collect();
+        match ours.as_slice() {
+            [existing] => {
                 ids.insert(spec.name.clone(), Ref::Id(existing.id.clone()));
                 match &existing.spec {
                     Some(current) if current == spec => p.unchanged += 1,
@@ -325,19 +396,24 @@ fn plan_baselines(
                     }
                 }
             }
-            None if !same_name.is_empty() => {
-                let ids_text: Vec<_> = same_name.iter().map(|b| b.id.as_str()).collect();
+            [_, _, ..] => p.conflicts.push(duplicates(
+                format!("baseline {}", spec.name),
+                owner,
+                ours.iter().map(|b| b.id.as_str()),
+                "which one is meant cannot be decided, so neither is updated nor registered with its patch groups; delete the extra one",
+            )),
+            [] if !same_name.is_empty() => {
                 p.conflicts.push(Conflict {
                     resource: format!("baseline {}", spec.name),
-                    message: format!(
-                        "{} exists but is not patchpilot's (no {}={} tag): left alone; rename it or tag it to let patchpilot manage it",
-                        ids_text.join(", "),
-                        names::OWNERSHIP_TAG_KEY,
-                        names::OWNERSHIP_TAG_VALUE
+                    message: not_ours(
+                        owner,
+                        same_name
+                            .iter()
+                            .map(|b| (b.id.as_str(), b.marker.as_deref())),
                     ),
                 });
             }
-            None => {
+            [] => {
                 ids.insert(spec.name.clone(), Ref::Created(spec.name.clone()));
                 p.push(
                     format!(
@@ -480,6 +556,7 @@ fn list(v: Option<&Vec<String>>) -> String {
 fn plan_registrations(
     desired: &DesiredState,
     observed: &ObservedState,
+    owner: &Owner,
     baseline_ids: &BTreeMap<String, Ref>,
     p: &mut Plan,
 ) {
@@ -494,7 +571,27 @@ fn plan_registrations(
             .map(|b| b.name.clone())
             .unwrap_or_else(|| id.to_string())
     };
-    let owned = |id: &str| by_id.get(id).is_some_and(|b| b.owned);
+    let owned = |id: &str| {
+        by_id
+            .get(id)
+            .is_some_and(|b| owner.owns(b.marker.as_deref()))
+    };
+    let ownership = |id: &str| owner.ownership(by_id.get(id).and_then(|b| b.marker.as_deref()));
+    // Baselines of this stack that share their name with another of this stack's: their
+    // registrations are left as they are (reported with the baselines).
+    let mut own_names: BTreeMap<&str, u32> = BTreeMap::new();
+    for b in observed
+        .baselines
+        .iter()
+        .filter(|b| owner.owns(b.marker.as_deref()))
+    {
+        *own_names.entry(b.name.as_str()).or_insert(0) += 1;
+    }
+    let duplicate = |id: &str| {
+        by_id.get(id).is_some_and(|b| {
+            owner.owns(b.marker.as_deref()) && own_names.get(b.name.as_str()) > Some(&1)
+        })
+    };
     let os_of = |r: &ObservedRegistration| {
         r.os.or_else(|| by_id.get(r.baseline_id.as_str()).and_then(|b| b.os))
     };
@@ -521,7 +618,17 @@ fn plan_registrations(
             Some(r) if !owned(&r.baseline_id) => p.conflicts.push(Conflict {
                 resource: format!("patch group {} ({})", spec.patch_group, spec.os),
                 message: format!(
-                    "is registered with baseline {} ({}), which is not patchpilot's; SSM allows one baseline per group and OS, so {} is not registered",
+                    "is registered with baseline {} ({}), which is not this stack's (it belongs to {}); SSM allows one baseline per group and OS, so {} is not registered",
+                    name_of(&r.baseline_id),
+                    r.baseline_id,
+                    ownership(&r.baseline_id).describe(),
+                    spec.baseline
+                ),
+            }),
+            Some(r) if duplicate(&r.baseline_id) => p.conflicts.push(Conflict {
+                resource: format!("patch group {} ({})", spec.patch_group, spec.os),
+                message: format!(
+                    "is registered with baseline {} ({}), one of two baselines of this stack with that name: left as it is, so {} is not registered",
                     name_of(&r.baseline_id),
                     r.baseline_id,
                     spec.baseline
@@ -542,7 +649,7 @@ fn plan_registrations(
         }
     }
     for r in &observed.registrations {
-        let ours = owned(&r.baseline_id);
+        let ours = owned(&r.baseline_id) && !duplicate(&r.baseline_id);
         let still_wanted =
             os_of(r).is_some_and(|os| wanted.contains(&(r.patch_group.as_str(), os)));
         if ours && !still_wanted {
@@ -581,6 +688,7 @@ fn plan_registrations(
 fn plan_windows(
     desired: &DesiredState,
     observed: &ObservedState,
+    owner: &Owner,
     p: &mut Plan,
     deletes: &mut Vec<(String, Change)>,
 ) -> BTreeMap<String, (Ref, Option<String>)> {
@@ -591,8 +699,12 @@ fn plan_windows(
             .iter()
             .filter(|w| w.name == spec.name)
             .collect();
-        match same_name.iter().find(|w| w.owned) {
-            Some(existing) => {
+        let ours: Vec<_> = same_name
+            .iter()
+            .filter(|w| owner.owns(w.marker.as_deref()))
+            .collect();
+        match ours.as_slice() {
+            [existing] => {
                 refs.insert(
                     spec.name.clone(),
                     (Ref::Id(existing.id.clone()), Some(existing.id.clone())),
@@ -614,19 +726,27 @@ fn plan_windows(
                     }
                 }
             }
-            None if !same_name.is_empty() => {
-                let ids: Vec<_> = same_name.iter().map(|w| w.id.as_str()).collect();
+            [_, _, ..] => p.conflicts.push(duplicates(
+                format!("window {}", spec.name),
+                owner,
+                ours.iter().map(|w| w.id.as_str()),
+                "which one is meant cannot be decided, so neither (nor their targets and tasks) is changed; delete the extra one",
+            )),
+            [] if !same_name.is_empty() => {
                 p.conflicts.push(Conflict {
                     resource: format!("window {}", spec.name),
                     message: format!(
-                        "{} exists but is not patchpilot's (no {}={} tag): left alone, so its targets and tasks are not managed",
-                        ids.join(", "),
-                        names::OWNERSHIP_TAG_KEY,
-                        names::OWNERSHIP_TAG_VALUE
+                        "{} (its targets and tasks are not managed either)",
+                        not_ours(
+                            owner,
+                            same_name
+                                .iter()
+                                .map(|w| (w.id.as_str(), w.marker.as_deref()))
+                        )
                     ),
                 });
             }
-            None => {
+            [] => {
                 refs.insert(spec.name.clone(), (Ref::Created(spec.name.clone()), None));
                 let offset = spec
                     .offset_days
@@ -648,21 +768,32 @@ fn plan_windows(
         }
     }
     let desired_names: BTreeSet<&str> = desired.windows.iter().map(|w| w.name.as_str()).collect();
-    for w in observed
+    let gone = observed
         .windows
         .iter()
-        .filter(|w| w.owned && !desired_names.contains(w.name.as_str()))
-    {
-        deletes.push((
-            format!(
-                "- window {} ({}): no longer in the policy (with its targets and tasks)",
-                w.name, w.id
-            ),
-            Change::DeleteWindow {
-                id: w.id.clone(),
-                name: w.name.clone(),
-            },
-        ));
+        .filter(|w| owner.owns(w.marker.as_deref()) && !desired_names.contains(w.name.as_str()));
+    for (name, same) in by_name(gone, |w| w.name.as_str()) {
+        if same.len() > 1 {
+            p.conflicts.push(duplicates(
+                format!("window {name}"),
+                owner,
+                same.iter().map(|w| w.id.as_str()),
+                "no longer in the policy, but which one to delete cannot be decided: neither is deleted; delete them by hand",
+            ));
+            continue;
+        }
+        for w in same {
+            deletes.push((
+                format!(
+                    "- window {} ({}): no longer in the policy (with its targets and tasks)",
+                    w.name, w.id
+                ),
+                Change::DeleteWindow {
+                    id: w.id.clone(),
+                    name: w.name.clone(),
+                },
+            ));
+        }
     }
     refs
 }

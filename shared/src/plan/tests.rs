@@ -1,6 +1,12 @@
 use super::*;
 use crate::policy::Policy;
 
+const STACK: &str = "patchpilot";
+
+fn owner() -> Owner {
+    Owner::new(STACK)
+}
+
 fn deployment() -> Deployment {
     Deployment {
         output_bucket: Some("patchpilot-output".into()),
@@ -20,7 +26,7 @@ fn applied(d: &DesiredState) -> ObservedState {
             id: format!("pb-{i:017}"),
             name: b.name.clone(),
             os: Some(b.os),
-            owned: true,
+            marker: Some(STACK.to_string()),
             spec: Some(b.clone()),
         });
     }
@@ -41,7 +47,7 @@ fn applied(d: &DesiredState) -> ObservedState {
         o.windows.push(ObservedWindow {
             id: format!("mw-{i:017}"),
             name: w.name.clone(),
-            owned: true,
+            marker: Some(STACK.to_string()),
             spec: Some(w.clone()),
         });
     }
@@ -100,7 +106,7 @@ fn count(p: &Plan, op: &str) -> usize {
 
 #[test]
 fn an_empty_account_gets_the_whole_reference_scenario_in_dependency_order() {
-    let p = plan(&reference(), &ObservedState::default());
+    let p = plan(&reference(), &ObservedState::default(), &owner());
     assert_eq!(count(&p, "create-baseline"), 12);
     assert_eq!(count(&p, "register"), 24);
     assert_eq!(count(&p, "create-window"), 2);
@@ -128,7 +134,7 @@ fn an_empty_account_gets_the_whole_reference_scenario_in_dependency_order() {
 #[test]
 fn with_no_drift_the_plan_is_empty() {
     let d = reference();
-    let p = plan(&d, &applied(&d));
+    let p = plan(&d, &applied(&d), &owner());
     assert!(p.is_empty(), "{p}");
     assert!(p.conflicts.is_empty());
     // 12 baselines + 24 registrations + 2 windows + 4 targets + 4 tasks
@@ -143,7 +149,7 @@ fn editing_one_field_updates_exactly_that_baseline_in_place() {
     let mut policy = Policy::reference();
     policy.environments[1].approval.approve_after_days = Some(7);
     let after = desired_state(&policy, &deployment());
-    let p = plan(&after, &observed);
+    let p = plan(&after, &observed, &owner());
     // Every prod baseline whose OS can delay approval changes (5 of 6, Ubuntu cannot).
     assert_eq!(ops(&p), vec!["update-baseline"; 5]);
     let rhel = p
@@ -181,7 +187,7 @@ fn one_rule_filter_change_touches_one_baseline() {
     suse.rules[0]
         .filters
         .insert("SEVERITY".into(), vec!["Critical".into()]);
-    let p = plan(&desired_state(&policy, &deployment()), &observed);
+    let p = plan(&desired_state(&policy, &deployment()), &observed, &owner());
     assert_eq!(ops(&p), ["update-baseline", "update-baseline"]); // test and prod SUSE
     assert!(
         p.changes[0]
@@ -197,7 +203,7 @@ fn a_window_schedule_change_updates_only_that_window() {
     let observed = applied(&reference());
     let mut policy = Policy::reference();
     policy.environments[0].window.duration_hours = 3;
-    let p = plan(&desired_state(&policy, &deployment()), &observed);
+    let p = plan(&desired_state(&policy, &deployment()), &observed, &owner());
     assert_eq!(ops(&p), ["update-window"]);
     assert_eq!(
         p.changes[0].line,
@@ -214,10 +220,10 @@ fn a_foreign_baseline_with_a_clashing_name_is_left_alone_and_reported() {
         .iter_mut()
         .find(|b| b.name == "patchpilot-test-WINDOWS")
         .expect("exists");
-    foreign.owned = false;
+    foreign.marker = None;
     foreign.spec = None;
     let foreign_id = foreign.id.clone();
-    let p = plan(&d, &observed);
+    let p = plan(&d, &observed, &owner());
     assert!(
         p.changes
             .iter()
@@ -230,7 +236,15 @@ fn a_foreign_baseline_with_a_clashing_name_is_left_alone_and_reported() {
         _ => true,
     }));
     assert_eq!(p.conflicts.len(), 1, "{:?}", p.conflicts);
-    assert!(p.conflicts[0].message.contains("not patchpilot's"));
+    assert!(
+        p.conflicts[0].message.contains("not this stack's")
+            && p.conflicts[0].message.contains("no patchpilot:managed tag")
+            && p.conflicts[0]
+                .message
+                .contains("tag it patchpilot:managed=patchpilot to let this stack manage it"),
+        "{}",
+        p.conflicts[0]
+    );
     assert!(p.is_empty());
 }
 
@@ -242,7 +256,7 @@ fn a_group_registered_with_a_foreign_baseline_is_a_conflict_not_a_takeover() {
         id: "pb-foreign".into(),
         name: "corp-windows".into(),
         os: Some(OperatingSystem::Windows),
-        owned: false,
+        marker: None,
         spec: None,
     });
     for r in observed.registrations.iter_mut() {
@@ -250,7 +264,7 @@ fn a_group_registered_with_a_foreign_baseline_is_a_conflict_not_a_takeover() {
             r.baseline_id = "pb-foreign".into();
         }
     }
-    let p = plan(&d, &observed);
+    let p = plan(&d, &observed, &owner());
     assert!(p.is_empty(), "{p}");
     assert_eq!(p.conflicts.len(), 1);
     assert!(p.conflicts[0].message.contains("corp-windows"));
@@ -261,7 +275,7 @@ fn removing_an_environment_removes_only_its_resources() {
     let observed = applied(&reference());
     let mut policy = Policy::reference();
     policy.environments.retain(|e| e.name != "prod");
-    let p = plan(&desired_state(&policy, &deployment()), &observed);
+    let p = plan(&desired_state(&policy, &deployment()), &observed, &owner());
     assert_eq!(count(&p, "deregister"), 12);
     assert_eq!(count(&p, "delete-baseline"), 6);
     assert_eq!(count(&p, "delete-window"), 1);
@@ -281,16 +295,16 @@ fn resources_without_the_ownership_marker_are_never_deleted() {
         id: "pb-old".into(),
         name: "patchpilot-stage-WINDOWS".into(),
         os: Some(OperatingSystem::Windows),
-        owned: false,
+        marker: None,
         spec: None,
     });
     observed.windows.push(ObservedWindow {
         id: "mw-other".into(),
         name: "patchpilot-stage".into(),
-        owned: false,
+        marker: None,
         spec: None,
     });
-    let p = plan(&reference(), &observed);
+    let p = plan(&reference(), &observed, &owner());
     assert!(p.is_empty(), "{p}");
     assert!(p.conflicts.is_empty());
 }
@@ -314,7 +328,7 @@ fn a_foreign_target_in_our_window_is_left_alone_but_a_stale_patchpilot_one_goes(
         id: "target-stale".into(),
         spec: stale,
     });
-    let p = plan(&d, &observed);
+    let p = plan(&d, &observed, &owner());
     assert_eq!(ops(&p), ["deregister-target"]);
     assert_eq!(
         p.changes[0].line,
@@ -327,7 +341,7 @@ fn changing_the_batch_order_renames_the_tasks_and_keeps_the_baselines() {
     let observed = applied(&reference());
     let mut policy = Policy::reference();
     policy.batches.reverse();
-    let p = plan(&desired_state(&policy, &deployment()), &observed);
+    let p = plan(&desired_state(&policy, &deployment()), &observed, &owner());
     // Windows becomes batch 1: the group names stay, their targets now describe other
     // platforms (updated in place) and the tasks are named after the new batches.
     assert_eq!(count(&p, "update-target"), 4, "{p}");
@@ -338,4 +352,199 @@ fn changing_the_batch_order_renames_the_tasks_and_keeps_the_baselines() {
         &"- task patchpilot-test-batch-1-linux in patchpilot-test: no longer in the policy"
             .to_string()
     ));
+}
+
+#[test]
+fn another_stacks_baseline_and_window_are_conflicts_and_untouched() {
+    let d = reference();
+    let mut observed = applied(&d);
+    let mut other_ids = Vec::new();
+    for b in observed
+        .baselines
+        .iter_mut()
+        .filter(|b| b.name == "patchpilot-test-WINDOWS")
+    {
+        b.marker = Some("patchpilot-dev".into());
+        b.spec = None;
+        other_ids.push(b.id.clone());
+    }
+    for w in observed
+        .windows
+        .iter_mut()
+        .filter(|w| w.name == "patchpilot-test")
+    {
+        w.marker = Some("patchpilot-dev".into());
+        w.spec = None;
+        other_ids.push(w.id.clone());
+    }
+    // Targets and tasks of another stack's window are not read.
+    let test_window = other_ids[1].clone();
+    observed.targets.retain(|t| t.window_id != test_window);
+    observed.tasks.retain(|t| t.window_id != test_window);
+    let p = plan(&d, &observed, &owner());
+    // Untouched: no change names either resource, and nothing is created in their place
+    // (the baseline's patch groups stay registered with it).
+    assert!(
+        p.changes.iter().all(|c| match &c.change {
+            Change::UpdateBaseline { id, .. } | Change::DeleteBaseline { id, .. } =>
+                !other_ids.contains(id),
+            Change::UpdateWindow { id, .. } | Change::DeleteWindow { id, .. } =>
+                !other_ids.contains(id),
+            Change::DeregisterPatchGroup { baseline_id, .. } => !other_ids.contains(baseline_id),
+            Change::CreateBaseline { spec } => spec.name != "patchpilot-test-WINDOWS",
+            Change::CreateWindow { spec } => spec.name != "patchpilot-test",
+            Change::RegisterTarget { spec, .. } => spec.window != "patchpilot-test",
+            Change::RegisterTask { spec, .. } => spec.window != "patchpilot-test",
+            _ => true,
+        }),
+        "{p}"
+    );
+    assert!(p.is_empty(), "{p}");
+    let lines = p.lines();
+    for resource in ["baseline patchpilot-test-WINDOWS", "window patchpilot-test"] {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("! {resource}:")))
+            .unwrap_or_else(|| panic!("no conflict for {resource}: {p}"));
+        assert!(
+            line.contains("patchpilot stack `patchpilot-dev` (patchpilot:managed=patchpilot-dev)")
+                && line.contains("patchpilot:managed=patchpilot"),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.starts_with("! ") || l.contains("rename the environment")),
+        "{p}"
+    );
+    assert_eq!(p.conflicts.len(), 2, "{p}");
+    // That stack, planning the same account, manages them.
+    let theirs = plan(&d, &observed, &Owner::new("patchpilot-dev"));
+    assert!(theirs
+        .conflicts
+        .iter()
+        .all(|c| !c.resource.contains("patchpilot-test-WINDOWS")));
+}
+
+#[test]
+fn another_stacks_resources_are_never_deleted() {
+    let mut observed = applied(&reference());
+    observed.baselines.push(ObservedBaseline {
+        id: "pb-dev".into(),
+        name: "patchpilot-stage-WINDOWS".into(),
+        os: Some(OperatingSystem::Windows),
+        marker: Some("patchpilot-dev".into()),
+        spec: None,
+    });
+    observed.windows.push(ObservedWindow {
+        id: "mw-dev".into(),
+        name: "patchpilot-stage".into(),
+        marker: Some("patchpilot-dev".into()),
+        spec: None,
+    });
+    let p = plan(&reference(), &observed, &owner());
+    assert!(p.is_empty(), "{p}");
+    assert!(p.conflicts.is_empty());
+}
+
+#[test]
+fn two_same_named_baselines_or_windows_of_this_stack_are_a_conflict_and_neither_changes() {
+    let d = reference();
+    let mut observed = applied(&d);
+    let first = observed
+        .baselines
+        .iter()
+        .find(|b| b.name == "patchpilot-test-WINDOWS")
+        .cloned()
+        .expect("exists");
+    let mut second = first.clone();
+    second.id = "pb-second".into();
+    // Both drifted: neither may be updated.
+    if let Some(spec) = second.spec.as_mut() {
+        spec.description = "edited".into();
+    }
+    observed.baselines.push(second);
+    let window = observed.windows[0].clone();
+    let mut window2 = window.clone();
+    window2.id = "mw-second".into();
+    observed.windows.push(window2);
+    // A policy edit that would change the Windows baseline and the window.
+    let mut policy = Policy::reference();
+    policy.environments[0].window.duration_hours += 1;
+    let p = plan(&desired_state(&policy, &deployment()), &observed, &owner());
+    let touched = |id: &str| {
+        p.changes.iter().any(|c| match &c.change {
+            Change::UpdateBaseline { id: i, .. }
+            | Change::DeleteBaseline { id: i, .. }
+            | Change::UpdateWindow { id: i, .. }
+            | Change::DeleteWindow { id: i, .. } => i == id,
+            Change::DeregisterPatchGroup { baseline_id, .. } => baseline_id == id,
+            Change::RegisterTarget { window, .. } | Change::RegisterTask { window, .. } => {
+                *window == Ref::Id(id.to_string())
+            }
+            Change::UpdateTarget { window_id, .. }
+            | Change::DeregisterTarget { window_id, .. }
+            | Change::UpdateTask { window_id, .. }
+            | Change::DeregisterTask { window_id, .. } => window_id == id,
+            _ => false,
+        })
+    };
+    for id in [
+        first.id.as_str(),
+        "pb-second",
+        window.id.as_str(),
+        "mw-second",
+    ] {
+        assert!(!touched(id), "{id} changed: {p}");
+    }
+    assert!(
+        p.changes.iter().all(|c| !matches!(
+            &c.change,
+            Change::CreateBaseline { .. } | Change::CreateWindow { .. }
+        )),
+        "{p}"
+    );
+    let baseline = p
+        .conflicts
+        .iter()
+        .find(|c| c.resource == "baseline patchpilot-test-WINDOWS")
+        .unwrap_or_else(|| panic!("no baseline conflict: {p}"));
+    assert!(
+        baseline.message.contains(&first.id)
+            && baseline.message.contains("pb-second")
+            && baseline.message.contains("patchpilot:managed=patchpilot"),
+        "{baseline}"
+    );
+    let w = p
+        .conflicts
+        .iter()
+        .find(|c| c.resource == "window patchpilot-test")
+        .unwrap_or_else(|| panic!("no window conflict: {p}"));
+    assert!(
+        w.message.contains(&window.id) && w.message.contains("mw-second"),
+        "{w}"
+    );
+}
+
+#[test]
+fn two_same_named_baselines_of_this_stack_no_longer_in_the_policy_are_not_deleted() {
+    let mut observed = applied(&reference());
+    for id in ["pb-a", "pb-b"] {
+        observed.baselines.push(ObservedBaseline {
+            id: id.into(),
+            name: "patchpilot-stage-WINDOWS".into(),
+            os: Some(OperatingSystem::Windows),
+            marker: Some(STACK.into()),
+            spec: None,
+        });
+    }
+    let p = plan(&reference(), &observed, &owner());
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(p.conflicts.len(), 1, "{p}");
+    assert!(
+        p.conflicts[0].message.contains("pb-a and pb-b"),
+        "{}",
+        p.conflicts[0]
+    );
 }
