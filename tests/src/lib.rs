@@ -512,6 +512,66 @@ impl Stack {
     }
 }
 
+/// `template.yaml` with one IAM action taken out of one function's role (every statement of
+/// that function that grants it loses it; a statement left without actions is dropped), written
+/// to a fresh file: the negative tests deploy it to show that the code needs exactly that
+/// permission. Panics when the function does not grant the action (the test is stale).
+pub fn template_without(function_logical_id: &str, action: &str) -> PathBuf {
+    use serde_norway::Value;
+    let path = repo_root().join("template.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut template: Value = serde_norway::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    let statements = template
+        .get_mut("Resources")
+        .and_then(|r| r.get_mut(function_logical_id))
+        .and_then(|f| f.get_mut("Properties"))
+        .and_then(|p| p.get_mut("Policies"))
+        .and_then(Value::as_sequence_mut)
+        .unwrap_or_else(|| panic!("{function_logical_id} has no Properties.Policies"));
+    let mut removed = 0;
+    for policy in statements.iter_mut() {
+        let Some(list) = policy.get_mut("Statement").and_then(Value::as_sequence_mut) else {
+            continue;
+        };
+        for statement in list.iter_mut() {
+            let Some(actions) = statement.get_mut("Action") else {
+                continue;
+            };
+            match actions {
+                Value::String(a) if a == action => {
+                    *actions = Value::Sequence(Vec::new());
+                    removed += 1;
+                }
+                Value::Sequence(items) => {
+                    let before = items.len();
+                    items.retain(|a| a.as_str() != Some(action));
+                    removed += before - items.len();
+                }
+                _ => {}
+            }
+        }
+        list.retain(|statement| {
+            !matches!(statement.get("Action"), Some(Value::Sequence(a)) if a.is_empty())
+        });
+    }
+    assert!(
+        removed > 0,
+        "{function_logical_id} grants no {action} in template.yaml"
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "patchpilot-template-{}-{}",
+        std::process::id(),
+        action.replace(':', "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let out = dir.join("template.yaml");
+    let yaml = serde_norway::to_string(&template).unwrap_or_else(|e| panic!("cannot write YAML: {e}"));
+    std::fs::write(&out, yaml).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+    out
+}
+
 /// Body of `deploy-stack`.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -193,15 +193,37 @@ async fn executes_a_maintenance_window() {
         .task_arn("AWS-RunPatchBaseline")
         .task_type(MaintenanceWindowTaskType::RunCommand)
         .priority(1)
+        // RegisterTaskWithMaintenanceWindow: a task with targets must give both.
+        .max_concurrency("1")
+        .max_errors("0")
         .targets(
             Target::builder()
                 .key("WindowTargetIds")
-                .values(target_id)
+                .values(&target_id)
                 .build(),
         )
         .send()
         .await
         .expect("RegisterTask");
+    let lenient = ssm
+        .register_task_with_maintenance_window()
+        .window_id(&window_id)
+        .task_arn("AWS-RunPatchBaseline")
+        .task_type(MaintenanceWindowTaskType::RunCommand)
+        .priority(2)
+        .targets(
+            Target::builder()
+                .key("WindowTargetIds")
+                .values(&target_id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("a task with targets and no rate control is rejected, as by AWS");
+    assert_eq!(
+        aws_sdk_ssm::error::ProvideErrorMetadata::code(&lenient),
+        Some("ValidationException")
+    );
     let run = emu
         .execute_window(&ExecuteWindow {
             fail_instances: vec![rhel.clone()],
@@ -255,4 +277,22 @@ async fn counts_requests_of_every_client() {
     assert_eq!(counts.get("dynamodb", "ListTables"), 1, "{counts:?}");
     assert_eq!(counts.get("ssm", "DescribePatchGroups"), 1, "{counts:?}");
     assert_eq!(counts.write_count(), 1);
+}
+
+/// The negative tests' template edit keeps a template the emulator deploys.
+#[tokio::test]
+async fn a_template_without_one_permission_still_deploys() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let path = patchpilot_tests::template_without("AutoTaggerFunction", "ec2:CreateTags");
+    let stack = emu
+        .deploy(&patchpilot_tests::DeployStack {
+            stack_name: "negative".into(),
+            template_path: Some(path.display().to_string()),
+            ..Default::default()
+        })
+        .expect("deploys");
+    assert!(stack.functions.contains_key("auto-tagger"));
+    let full = emu.deploy_stack("patchpilot").expect("the real template deploys");
+    assert_eq!(full.functions.len(), 3);
 }
