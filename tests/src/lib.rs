@@ -822,6 +822,22 @@ impl Emulator {
         Ok(serde_json::from_str(&answer)?)
     }
 
+    /// The body of an S3 object, `None` when the bucket or key does not exist (read as the
+    /// administrator, through the emulator's `s3-object` hook).
+    pub fn s3_object(&self, bucket: &str, key: &str) -> Result<Option<String>, EmulatorError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Answer {
+            body: String,
+        }
+        let request = serde_json::json!({"Bucket": bucket, "Key": key}).to_string();
+        match self.call("POST", "/patchpilot-emulator/s3-object", Some(&request)) {
+            Ok(answer) => Ok(Some(serde_json::from_str::<Answer>(&answer)?.body)),
+            Err(EmulatorError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Registers an on-premises managed instance; returns its `mi-*` id.
     pub fn register_managed_instance(
         &self,

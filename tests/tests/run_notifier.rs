@@ -1,8 +1,11 @@
-//! run-notifier against the local AWS emulator: the reference scenario's test window is
-//! created the way baseline-sync creates it, run with the emulator's execute-window hook, and
-//! the handler is driven in-process with the payloads in `events/run-notifier/` (ids swapped
-//! for the emulated run's). The report is read back through an SQS subscription of the topic
-//! (SNS envelope, `RawMessageDelivery` false).
+//! run-notifier against the local AWS emulator: `template.yaml` is deployed into the emulator
+//! and the handler runs with run-notifier's own key and environment, so every call it makes is
+//! authorized against its role. The reference scenario's test window is created the way
+//! baseline-sync creates it (this stack's marker, the stack's bucket and window role), run with
+//! the emulator's execute-window hook (rate control, statuses, cutoff as AWS documents them),
+//! and the handler is driven in-process with the payloads in `events/run-notifier/` (ids
+//! swapped for the emulated run's). The report is read back through an SQS subscription of the
+//! topic (SNS envelope, `RawMessageDelivery` false).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -13,13 +16,16 @@ use aws_sdk_ssm::types::{
     MaintenanceWindowTaskInvocationParameters, MaintenanceWindowTaskType, Target,
 };
 use lambda_runtime::Diagnostic;
-use patchpilot::aws::policy_source::PolicySource;
 use patchpilot::aws::runs::Runs;
 use patchpilot::aws::CallLog;
-use patchpilot::names::{self, PatchGroup, DEFAULT_STACK, OWNERSHIP_TAG_KEY};
+use patchpilot::names::{self, PatchGroup, OWNERSHIP_TAG_KEY};
+use patchpilot::settings::Settings;
 use patchpilot::policy::Policy;
 use patchpilot::report::{Keep, RunReport, SNS_MAX_MESSAGE_BYTES};
-use patchpilot_tests::{ami, emulator, Emulator, ExecuteWindow, WindowRun, ACCOUNT_ID, REGION};
+use patchpilot_tests::{
+    ami, emulator, Emulator, ExecuteWindow, Outcome as HostOutcome, Stack, WindowRun, ACCOUNT_ID,
+    REGION, STACK,
+};
 use run_notifier::{handle, HandlerError, Notifier, Outcome, Response};
 use serde_json::Value;
 
@@ -28,9 +34,9 @@ const WINDOW_SUCCESS: &str =
     include_str!("../../events/run-notifier/window-execution-success.json");
 const COMMAND_SUCCESS: &str = include_str!("../../events/run-notifier/command-success.json");
 
-const BUCKET: &str = "patchpilot-output-123456789012-us-east-1";
-const PREFIX: &str = "patchpilot/run-command";
-const TABLE: &str = "patchpilot-idempotency";
+/// Where baseline-sync points the test window's output: under the prefix the stack's bucket
+/// policy lets instances write to.
+const PREFIX: &str = "patchpilot/run-command/test";
 
 /// The article's twelve hosts: (AMI catalogue key, name stem, batch).
 const FLEET: [(&str, &str, u32); 6] = [
@@ -47,6 +53,34 @@ struct Setup {
     queue_url: String,
     /// Host name (`redhat-linux-test`) -> instance id.
     hosts: BTreeMap<String, String>,
+    stack: Stack,
+}
+
+impl Setup {
+    fn bucket(&self) -> &str {
+        self.stack.physical_id("OutputBucket")
+    }
+
+    fn table(&self) -> String {
+        self.stack.env("run-notifier", "IDEMPOTENCY_TABLE")
+    }
+}
+
+/// How a test window's tasks are set up (the reference policy's batches unless changed).
+#[derive(Clone)]
+struct WindowSetup {
+    /// Overrides every batch's MaxConcurrency / MaxErrors.
+    rate: Option<(&'static str, &'static str)>,
+    cutoff_behavior: Option<&'static str>,
+    owned: bool,
+}
+
+impl WindowSetup {
+    const REFERENCE: WindowSetup = WindowSetup {
+        rate: None,
+        cutoff_behavior: None,
+        owned: true,
+    };
 }
 
 fn group(env: &str, batch: u32) -> String {
@@ -77,18 +111,19 @@ async fn launch(emu: &Emulator, os: &str, count: i32, tags: &[(&str, &str)]) -> 
         .collect()
 }
 
-/// Topic, queue subscribed to it (SNS envelope), idempotency table, and the notifier.
-async fn infrastructure(emu: &Emulator) -> (Notifier, String) {
+/// The stack (topic, table, bucket, policy parameter `embedded-default`), an SQS queue
+/// subscribed to the topic (SNS envelope), and the notifier with run-notifier's own key and
+/// environment.
+async fn infrastructure(emu: &Emulator) -> (Notifier, String, Stack) {
+    let stack = emu.deploy_stack(STACK).expect("deploy the stack");
+    infrastructure_of(emu, stack).await
+}
+
+async fn infrastructure_of(emu: &Emulator, stack: Stack) -> (Notifier, String, Stack) {
     let config = emu.sdk_config().await;
     let sns = aws_sdk_sns::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let topic = sns
-        .create_topic()
-        .name("patchpilot-reports")
-        .send()
-        .await
-        .expect("CreateTopic");
-    let topic_arn = topic.topic_arn().expect("topic arn").to_string();
+    let topic_arn = stack.env("run-notifier", "TOPIC_ARN");
     let queue = sqs
         .create_queue()
         .queue_name("report-reader")
@@ -105,40 +140,26 @@ async fn infrastructure(emu: &Emulator) -> (Notifier, String) {
         .send()
         .await
         .expect("Subscribe");
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    emu.dynamodb()
-        .await
-        .create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("CreateTable");
-    // No policy parameter: the embedded reference policy, as in a fresh deployment.
-    let policy = PolicySource::new(emu.ssm().await, None, Duration::from_secs(60));
-    (Notifier::new(&config, &topic_arn, TABLE, policy), queue_url)
+    let function = stack.function("run-notifier");
+    let notifier = Notifier::from_settings(
+        &emu.function_config(function).await,
+        Settings::from_map(&function.environment),
+    )
+    .expect("run-notifier's settings are complete");
+    (notifier, queue_url, stack)
 }
 
-/// A maintenance window as baseline-sync creates it: derived names, ownership tag, one target
-/// per batch named after its patch group, one AWS-RunPatchBaseline task per batch with the
-/// batch number as priority and output to S3.
-async fn create_window(emu: &Emulator, name: &str, env: &str, owned: bool) -> String {
+/// A maintenance window as baseline-sync creates it: derived names, this stack's ownership
+/// marker, one target per batch named after its patch group, one AWS-RunPatchBaseline task per
+/// batch with the batch number as priority, the stack's window role, and output to the stack's
+/// bucket.
+async fn create_window(
+    emu: &Emulator,
+    stack: &Stack,
+    name: &str,
+    env: &str,
+    how: &WindowSetup,
+) -> String {
     let ssm = emu.ssm().await;
     let mut create = ssm
         .create_maintenance_window()
@@ -148,11 +169,11 @@ async fn create_window(emu: &Emulator, name: &str, env: &str, owned: bool) -> St
         .duration(4)
         .cutoff(1)
         .allow_unassociated_targets(false);
-    if owned {
+    if how.owned {
         create = create.tags(
             aws_sdk_ssm::types::Tag::builder()
                 .key(OWNERSHIP_TAG_KEY)
-                .value(DEFAULT_STACK)
+                .value(&stack.stack_name)
                 .build()
                 .expect("tag"),
         );
@@ -188,17 +209,27 @@ async fn create_window(emu: &Emulator, name: &str, env: &str, owned: bool) -> St
         let run_command = MaintenanceWindowRunCommandParameters::builder()
             .parameters("Operation", vec![policy.operation.as_str().to_string()])
             .parameters("RebootOption", vec![batch.reboot.as_str().to_string()])
-            .output_s3_bucket_name(BUCKET)
+            .output_s3_bucket_name(stack.physical_id("OutputBucket"))
             .output_s3_key_prefix(PREFIX)
             .build();
-        ssm.register_task_with_maintenance_window()
+        let (concurrency, errors) = how
+            .rate
+            .map(|(c, e)| (c.to_string(), e.to_string()))
+            .unwrap_or_else(|| (batch.max_concurrency.clone(), batch.max_errors.clone()));
+        let mut task = ssm
+            .register_task_with_maintenance_window()
             .window_id(&window_id)
             .name(names::task_name(env, number, &batch.name))
             .task_arn("AWS-RunPatchBaseline")
             .task_type(MaintenanceWindowTaskType::RunCommand)
             .priority(i32::try_from(number).expect("small"))
-            .max_concurrency(&batch.max_concurrency)
-            .max_errors(&batch.max_errors)
+            .service_role_arn(stack.env("baseline-sync", "MAINTENANCE_WINDOW_ROLE_ARN"))
+            .max_concurrency(concurrency)
+            .max_errors(errors);
+        if let Some(behavior) = how.cutoff_behavior {
+            task = task.cutoff_behavior(behavior.into());
+        }
+        task
             .targets(
                 Target::builder()
                     .key("WindowTargetIds")
@@ -219,6 +250,10 @@ async fn create_window(emu: &Emulator, name: &str, env: &str, owned: bool) -> St
 
 /// The reference scenario: twelve hosts tagged as in the article, the test window, the topic.
 async fn reference_scenario(emu: &Emulator) -> (Setup, String) {
+    scenario(emu, &WindowSetup::REFERENCE).await
+}
+
+async fn scenario(emu: &Emulator, how: &WindowSetup) -> (Setup, String) {
     let mut hosts = BTreeMap::new();
     for env in ["test", "prod"] {
         for (os, stem, batch) in FLEET {
@@ -234,13 +269,14 @@ async fn reference_scenario(emu: &Emulator) -> (Setup, String) {
             hosts.insert(name, ids[0].clone());
         }
     }
-    let window_id = create_window(emu, &names::window_name("test"), "test", true).await;
-    let (notifier, queue_url) = infrastructure(emu).await;
+    let (notifier, queue_url, stack) = infrastructure(emu).await;
+    let window_id = create_window(emu, &stack, &names::window_name("test"), "test", how).await;
     (
         Setup {
             notifier,
             queue_url,
             hosts,
+            stack,
         },
         window_id,
     )
@@ -388,12 +424,32 @@ async fn a_failed_windows_host_and_two_pending_reboots_make_exactly_one_clear_re
     assert_eq!(failed["name"], "windows-test");
     assert_eq!(failed["batch"], 2);
     assert_eq!(failed["response_code"], 1);
+    // Links a browser can open: the S3 console page of the log object (the instance uploaded
+    // it under the bucket policy), and the Run Command output page.
     let log = failed["log_url"].as_str().expect("log url");
+    let bucket = setup.bucket();
     assert!(
-        log.starts_with(&format!("https://s3.amazonaws.com/{BUCKET}/{PREFIX}/"))
-            && log.contains(&h("windows-test"))
-            && log.contains("PatchWindows"),
+        log.starts_with(&format!(
+            "https://{REGION}.console.aws.amazon.com/s3/object/{bucket}?region={REGION}&bucketType=general&prefix={PREFIX}/"
+        )) && log.contains(&h("windows-test"))
+            && log.contains("PatchWindows/stdout"),
         "{log}"
+    );
+    let key = log.split("prefix=").nth(1).expect("key in the link");
+    assert!(
+        emu.s3_object(bucket, key)
+            .expect("s3-object hook")
+            .is_some_and(|body| body.contains("Failed")),
+        "the log the link points at exists"
+    );
+    let output = failed["output_url"].as_str().expect("output url");
+    assert_eq!(
+        output,
+        format!(
+            "https://{REGION}.console.aws.amazon.com/systems-manager/run-command/{}/{}?region={REGION}",
+            run.tasks[1].command_ids[0],
+            h("windows-test")
+        )
     );
     assert!(failed["patches"]["failed"].as_u64().is_some_and(|n| n > 0));
     let reboots: Vec<&str> = report["reboot_pending"]
@@ -424,7 +480,10 @@ async fn a_failed_windows_host_and_two_pending_reboots_make_exactly_one_clear_re
             (2, "patch_test_0600_batch_2", "FAILED")
         ]
     );
-    assert_eq!(report["full_report"], format!("s3://{BUCKET}/{PREFIX}/"));
+    assert_eq!(
+        report["full_report"],
+        format!("s3://{}/{PREFIX}/", setup.bucket())
+    );
 
     // The email body (only email subscribers get it) of the same report.
     let again = regather(emu, &run).await;
@@ -446,7 +505,12 @@ async fn a_failed_windows_host_and_two_pending_reboots_make_exactly_one_clear_re
         "{} (windows-test) - batch 2: command Failed, exit code 1",
         h("windows-test")
     )));
-    assert!(body.contains(&format!("    log: {log}")));
+    assert!(body.contains(&format!("    log in S3: {log}")));
+    assert!(body.contains(&format!("    output: {output}")));
+    assert!(
+        !body.contains("s3.amazonaws.com") && !report.to_string().contains("s3.amazonaws.com"),
+        "no bare S3 URL a browser cannot open"
+    );
 
     // Cheap: no per-instance call outside the paginated lists.
     assert_eq!(counts.get("sns", "Publish"), 1);
@@ -507,7 +571,7 @@ async fn a_report_in_progress_elsewhere_fails_so_the_delivery_is_retried() {
     emu.dynamodb()
         .await
         .put_item()
-        .table_name(TABLE)
+        .table_name(setup.table())
         .item("id", AttributeValue::S(run.window_execution_id.clone()))
         .item("status", AttributeValue::S("IN_PROGRESS".into()))
         .item("expires_at", AttributeValue::N(until.to_string()))
@@ -529,7 +593,7 @@ async fn a_report_in_progress_elsewhere_fails_so_the_delivery_is_retried() {
     emu.dynamodb()
         .await
         .put_item()
-        .table_name(TABLE)
+        .table_name(setup.table())
         .item("id", AttributeValue::S(run.window_execution_id.clone()))
         .item("status", AttributeValue::S("IN_PROGRESS".into()))
         .item("expires_at", AttributeValue::N((until - 600).to_string()))
@@ -594,8 +658,8 @@ async fn a_patch_now_command_outside_a_window_is_reported_and_a_window_command_i
         )
         .parameters("Operation", vec!["Install".to_string()])
         .parameters("RebootOption", vec!["RebootIfNeeded".to_string()])
-        .output_s3_bucket_name(BUCKET)
-        .output_s3_key_prefix(PREFIX)
+        .output_s3_bucket_name(setup.bucket())
+        .output_s3_key_prefix("patchpilot/run-command/patch-now")
         .send()
         .await
         .expect("SendCommand");
@@ -636,7 +700,10 @@ async fn a_patch_now_command_outside_a_window_is_reported_and_a_window_command_i
     assert_eq!(report["missed"][0]["detail"], "stopped");
     assert_eq!(
         report["full_report"],
-        format!("s3://{BUCKET}/{PREFIX}/{command_id}/")
+        format!(
+            "s3://{}/patchpilot/run-command/patch-now/{command_id}/",
+            setup.bucket()
+        )
     );
 }
 
@@ -682,7 +749,17 @@ async fn a_window_patchpilot_does_not_own_is_ignored() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
     let (setup, _) = reference_scenario(emu).await;
-    let foreign = create_window(emu, "db-maintenance", "test", false).await;
+    let foreign = create_window(
+        emu,
+        &setup.stack,
+        "db-maintenance",
+        "test",
+        &WindowSetup {
+            owned: false,
+            ..WindowSetup::REFERENCE
+        },
+    )
+    .await;
     let run = emu
         .execute_window(&ExecuteWindow::new(&foreign))
         .expect("execute window");
@@ -728,8 +805,15 @@ async fn five_thousand_instances_make_one_message_within_256_kb_from_paginated_c
         );
     }
     assert_eq!(ids.len(), FLEET_SIZE);
-    let window_id = create_window(emu, &names::window_name("test"), "test", true).await;
-    let (notifier, queue_url) = infrastructure(emu).await;
+    let (notifier, queue_url, stack) = infrastructure(emu).await;
+    let window_id = create_window(
+        emu,
+        &stack,
+        &names::window_name("test"),
+        "test",
+        &WindowSetup::REFERENCE,
+    )
+    .await;
     let fail: Vec<String> = ids.iter().step_by(500).cloned().collect();
     let reboot: Vec<String> = ids.iter().skip(3).step_by(100).cloned().collect();
     let run = emu
@@ -793,7 +877,8 @@ async fn five_thousand_instances_make_one_message_within_256_kb_from_paginated_c
         .expect("fits");
     assert!(
         message.text.contains(&format!(
-            "… and {omitted} more (full report: s3://{BUCKET}/{PREFIX}/{}/)",
+            "… and {omitted} more (full report: s3://{}/{PREFIX}/{}/)",
+            stack.physical_id("OutputBucket"),
             run.command_ids[0]
         )),
         "marker missing"

@@ -154,6 +154,31 @@ struct Member {
     since: Option<DateTime<Utc>>,
 }
 
+/// Who a run's commands reached.
+struct Reached {
+    /// Instances with an invocation that ran, or that Run Command cancelled itself
+    /// (`Terminated`: the error threshold; reported as "not attempted" by the report).
+    delivered: BTreeSet<String>,
+    /// Instances whose invocation was never delivered (`Undeliverable`, `Delivery Timed Out`):
+    /// what EC2 and SSM say of them now (stopped since …, agent offline since …) explains it
+    /// better than the invocation status, so they are looked up like unreached members.
+    undelivered: BTreeSet<String>,
+}
+
+fn reached(runs: &[InstanceRun]) -> Reached {
+    let (undelivered, delivered): (Vec<&InstanceRun>, Vec<&InstanceRun>) =
+        runs.iter().partition(|r| {
+            matches!(
+                r.status_details.replace(' ', "").as_str(),
+                "Undeliverable" | "DeliveryTimedOut"
+            )
+        });
+    Reached {
+        delivered: delivered.iter().map(|r| r.instance_id.clone()).collect(),
+        undelivered: undelivered.iter().map(|r| r.instance_id.clone()).collect(),
+    }
+}
+
 /// A node as `DescribeInstanceInformation` reports it.
 struct NodeInfo {
     instance_id: String,
@@ -827,11 +852,12 @@ impl<'a> Runs<'a> {
     async fn missed(
         &self,
         members: &[Member],
-        reached: &BTreeSet<String>,
+        reached: &Reached,
     ) -> Result<Vec<MissedTarget>, AwsError> {
+        let undelivered_ids = &reached.undelivered;
         let unreached: Vec<&Member> = members
             .iter()
-            .filter(|m| !reached.contains(&m.instance_id))
+            .filter(|m| !reached.delivered.contains(&m.instance_id))
             .collect();
         let running_ec2: Vec<String> = unreached
             .iter()
@@ -856,6 +882,7 @@ impl<'a> Runs<'a> {
                 continue;
             }
             let mut since = m.since;
+            let undelivered = undelivered_ids.contains(&m.instance_id);
             let reason = match (&m.state, &m.ping) {
                 (Some(state), _) if state != "running" => MissReason::NotRunning(state.clone()),
                 (Some(_), _) => match ping.get(&m.instance_id) {
@@ -869,6 +896,11 @@ impl<'a> Runs<'a> {
                 (None, Some(p)) if p != "Online" => MissReason::Offline(p.clone()),
                 (None, _) => MissReason::NotInvoked,
             };
+            if undelivered && reason == MissReason::NotInvoked {
+                // Online now, yet its invocation was not delivered: the invocation's own
+                // status (Undeliverable / Delivery Timed Out) says why (report::missed_targets).
+                continue;
+            }
             out.push(MissedTarget {
                 instance_id: m.instance_id.clone(),
                 name: m.name.clone(),
@@ -988,7 +1020,7 @@ impl<'a> Runs<'a> {
             .filter_map(|m| m.name.clone().map(|n| (m.instance_id.clone(), n)))
             .collect();
         self.enrich(&mut runs, &names).await?;
-        let reached: BTreeSet<String> = runs.iter().map(|r| r.instance_id.clone()).collect();
+        let reached = reached(&runs);
         let missed = self.missed(&members, &reached).await?;
         let label = groups
             .iter()
@@ -1058,7 +1090,7 @@ impl<'a> Runs<'a> {
         let mut groups = self.enrich(&mut runs, &names).await?;
         groups.extend(members.iter().filter_map(|m| m.patch_group.clone()));
         groups.extend(target_groups.iter().cloned());
-        let reached: BTreeSet<String> = runs.iter().map(|r| r.instance_id.clone()).collect();
+        let reached = reached(&runs);
         let candidates: Vec<Member> = if target_groups.is_empty() {
             members
                 .into_iter()

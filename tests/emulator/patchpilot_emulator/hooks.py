@@ -225,6 +225,21 @@ def handle_hook(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         if path == "iam/decisions/reset" and method == "POST":
             stack.reset_decisions()
             return _respond(start_response, 200, {"reset": True})
+        if path == "s3-object" and method == "POST":
+            # What an operator would find in the bucket (tests check that a report's log link
+            # points at an object that exists). Reads moto's S3 directly, as the admin.
+            from .s3_output import s3_backend_for
+
+            bucket, key = body.get("Bucket"), body.get("Key")
+            if not bucket or not key:
+                raise SSMError("ValidationException", "'Bucket' and 'Key' are required")
+            try:
+                obj = s3_backend_for(body.get("AccountId") or "123456789012").get_object(bucket, key)
+            except Exception:  # moto raises MissingBucket / MissingKey
+                obj = None
+            if obj is None:
+                return _respond(start_response, 404, {"__type": "NoSuchKey", "message": f"s3://{bucket}/{key} does not exist"})
+            return _respond(start_response, 200, {"Bucket": bucket, "Key": key, "Size": len(obj.value), "Body": obj.value.decode("utf-8", "replace")})
         if path == "execute-window" and method == "POST":
             return _respond(start_response, 200, execute.execute_window(body))
         if path == "register-managed-instance" and method == "POST":
