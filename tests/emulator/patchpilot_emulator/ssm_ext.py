@@ -92,6 +92,15 @@ class PatchpilotState:
         self.patch_states: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.ping_status: dict[str, str] = {}
+        # instance id -> when its agent was last heard (set with PingStatus ConnectionLost)
+        self.last_ping: dict[str, datetime] = {}
+        # instance id -> managed or not, set by the set-managed hook (overrides the AMI's
+        # ``ssm_agent`` flag)
+        self.managed: dict[str, bool] = {}
+        # OperatingSystem -> baseline id registered with RegisterDefaultPatchBaseline
+        self.default_baselines: dict[str, str] = {}
+        # SettingId -> (value, modified date, modified user) of customized service settings
+        self.service_settings: dict[str, tuple[str, datetime, str]] = {}
         self.counter = 0
 
 
@@ -150,9 +159,24 @@ def all_ec2_instances(ec2: Any) -> list[Any]:
     return [i for r in ec2.all_reservations() for i in r.instances]
 
 
-def default_baseline_id(backend: SimpleSystemManagerBackend, operating_system: str) -> str:
-    defaults = FakePatchGroup("default", backend.region_name).default_associations
+def aws_default_baseline_id(region: str, operating_system: str) -> str:
+    """ARN of the AWS predefined baseline of an OS in a Region (moto's table of the real ids,
+    e.g. CENTOS in us-east-2 = arn:aws:ssm:us-east-2:733109147000:patchbaseline/pb-0574b43a65ea646ed,
+    the example of the RegisterDefaultPatchBaseline API reference)."""
+    defaults = FakePatchGroup("default", region).default_associations
     return str(defaults.get(operating_system, ""))
+
+
+def default_baseline_id(backend: SimpleSystemManagerBackend, operating_system: str) -> str:
+    """The account's default baseline of an OS: the one registered with
+    RegisterDefaultPatchBaseline, else AWS's predefined one ("These predefined patch baselines
+    are used as the default patch baselines for each operating system type unless you create
+    your own patch baseline and designate it as the default", "About predefined and custom
+    patch baselines")."""
+    registered = state(backend).default_baselines.get(operating_system)
+    if registered and registered in backend.baselines:
+        return registered
+    return aws_default_baseline_id(backend.region_name, operating_system)
 
 
 def _baseline_os_from_platform(name: str, version: str) -> str:
@@ -164,9 +188,13 @@ def _baseline_os_from_platform(name: str, version: str) -> str:
     if "ubuntu" in lowered:
         return "UBUNTU"
     if "amazon linux" in lowered:
+        # /etc/os-release VERSION_ID: "2023", "2022", "2"; Amazon Linux (1) reports
+        # "Amazon Linux AMI" / "2018.03" (which starts with "2" too)
         if version.startswith("2023"):
             return "AMAZON_LINUX_2023"
-        if version.startswith("2"):
+        if version.startswith("2022"):
+            return "AMAZON_LINUX_2022"
+        if version == "2" or version.startswith("2."):
             return "AMAZON_LINUX_2"
         return "AMAZON_LINUX"
     if "centos" in lowered:
@@ -198,6 +226,7 @@ class NodeView:
         self.patch_os: str = kwargs["patch_os"]
         self.tags: dict[str, str] = kwargs["tags"]
         self.running: bool = kwargs["running"]
+        self.stopped_at: datetime | None = kwargs.get("stopped_at")
         self.ip_address: str | None = kwargs.get("ip_address")
         self.computer_name: str | None = kwargs.get("computer_name")
         self.name: str | None = kwargs.get("name")
@@ -206,13 +235,44 @@ class NodeView:
         self.activation_id: str | None = kwargs.get("activation_id")
 
 
+def ec2_managed(backend: SimpleSystemManagerBackend, instance: Any) -> bool:
+    """Whether an EC2 instance is a managed node: SSM Agent installed ("Amazon Machine Images
+    (AMIs) with SSM Agent preinstalled": AMIs not on that list need the agent installed by hand,
+    ``ssm_agent: false`` in amis.json) unless the set-managed hook said otherwise (the agent
+    installed by hand, or removed / its instance profile missing)."""
+    override = state(backend).managed.get(instance.id)
+    if override is not None:
+        return override
+    info = getattr(instance, "patchpilot_info", {}) or {}
+    return bool(info.get("ssm_agent", True))
+
+
+_STOP_REASON_RE = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:UTC|GMT)\)")
+
+
+def stopped_at(instance: Any) -> datetime | None:
+    """When moto stopped the instance (its StateTransitionReason "User initiated (<time> UTC)")."""
+    match = _STOP_REASON_RE.search(getattr(instance, "_reason", "") or "")
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+
+
 def nodes(backend: SimpleSystemManagerBackend) -> list[NodeView]:
-    """Every node SSM knows in this account/region (EC2 instances that are not terminated,
-    then registered managed instances)."""
+    """Every node SSM knows in this account/region (EC2 instances that are not terminated
+    and are managed nodes, then registered managed instances).
+
+    An instance that is not a managed node (no SSM Agent) is unknown to SSM: absent from
+    DescribeInstanceInformation, never selected by Run Command or maintenance-window targets,
+    and SendCommand naming it fails with InvalidInstanceId ("Managed nodes": "A managed node is
+    any machine configured for Systems Manager"; SendCommand InvalidInstanceId: "SSM Agent isn't
+    running")."""
     result: list[NodeView] = []
     ec2 = ec2_backend_for(backend)
     for instance in all_ec2_instances(ec2):
         if instance.state in ("terminated", "shutting-down"):
+            continue
+        if not ec2_managed(backend, instance):
             continue
         info = getattr(instance, "patchpilot_info", {}) or {}
         windows = instance.platform == "windows"
@@ -229,6 +289,7 @@ def nodes(backend: SimpleSystemManagerBackend) -> list[NodeView]:
                 patch_os=info.get("patch_os", "WINDOWS" if windows else "AMAZON_LINUX_2"),
                 tags=ec2_instance_tags(ec2, instance.id),
                 running=instance.state == "running",
+                stopped_at=stopped_at(instance) if instance.state in ("stopped", "stopping") else None,
                 ip_address=instance.private_ip,
                 computer_name=instance.private_dns_name,
             )
@@ -1243,14 +1304,37 @@ def list_command_invocations(self: R) -> ActionResult:
 # --- instance information & patch states ---------------------------------------------------
 
 
+# The agent's health ping: an Online agent was heard within this interval; a node whose agent
+# stopped answering was last heard at least this long ago.
+PING_INTERVAL = timedelta(minutes=5)
+
+
+def ping_of(backend: SimpleSystemManagerBackend, node: NodeView) -> tuple[str, datetime]:
+    """(PingStatus, LastPingDateTime) of a managed node (InstanceInformation: PingStatus
+    "Connection status of SSM Agent", Online | ConnectionLost | Inactive (deprecated);
+    LastPingDateTime "The date and time when the agent last pinged the Systems Manager
+    service"). A stopped EC2 instance has no running agent: ConnectionLost, last heard when it
+    stopped. A node set ConnectionLost was last heard at the time given to the hook (default:
+    when it was set)."""
+    pp = state(backend)
+    status = pp.ping_status.get(node.instance_id)
+    if not node.running:
+        # a stopped instance's agent is down whatever was set before
+        last = node.stopped_at or pp.last_ping.get(node.instance_id) or now() - PING_INTERVAL
+        if node.instance_id in pp.last_ping:
+            last = min(last, pp.last_ping[node.instance_id])
+        return "ConnectionLost", last
+    if status and status != "Online":
+        return status, pp.last_ping.get(node.instance_id) or now() - PING_INTERVAL
+    return "Online", now()
+
+
 def _node_info(node: NodeView, backend: SimpleSystemManagerBackend) -> dict[str, Any]:
-    ping = state(backend).ping_status.get(node.instance_id) or (
-        "Online" if node.running else "ConnectionLost"
-    )
+    ping, last_ping = ping_of(backend, node)
     data: dict[str, Any] = {
         "InstanceId": node.instance_id,
         "PingStatus": ping,
-        "LastPingDateTime": now(),
+        "LastPingDateTime": last_ping,
         "AgentVersion": AGENT_VERSION,
         "IsLatestVersion": True,
         "PlatformType": node.platform_type,
