@@ -249,3 +249,160 @@ def test_set_ping_on_unmanaged_instance_rejected(emu: Emulator) -> None:
     debian = run(emu, NEW_AMIS["debian-12"][0])
     status, answer = emu.post("/patchpilot-emulator/set-managed", {"InstanceId": debian, "PingStatus": "ConnectionLost"})
     assert status == 400 and answer["__type"] == "ValidationException"
+
+
+# --- AWS predefined baselines and the account's defaults ---------------------------------------
+
+
+PREDEFINED = {
+    "WINDOWS": ("AWS-DefaultPatchBaseline", "pb-09ca3fb51f0412ec3"),
+    "AMAZON_LINUX_2023": ("AWS-AmazonLinux2023DefaultPatchBaseline", "pb-05c9c9bf778d4c4d0"),
+    "AMAZON_LINUX": ("AWS-AmazonLinuxDefaultPatchBaseline", "pb-0c10e657807c7a700"),
+    "UBUNTU": ("AWS-UbuntuDefaultPatchBaseline", "pb-0c7e89f711c3095f4"),
+    "DEBIAN": ("AWS-DebianDefaultPatchBaseline", "pb-09a5f8eb62bde80b1"),
+    "ROCKY_LINUX": ("AWS-RockyLinuxDefaultPatchBaseline", "pb-03ec98bc512aa3ac0"),
+    "ALMA_LINUX": ("AWS-AlmaLinuxDefaultPatchBaseline", "pb-0cb0c4966f86b059b"),
+    "ORACLE_LINUX": ("AWS-OracleLinuxDefaultPatchBaseline", "pb-06bff38e95fe85c02"),
+    "MACOS": ("AWS-MacOSDefaultPatchBaseline", "pb-0ee4f94581368c0d4"),
+}
+
+
+def _filters(rule: dict[str, Any]) -> dict[str, list[str]]:
+    return {f["Key"]: f["Values"] for f in rule["PatchFilterGroup"]["PatchFilters"]}
+
+
+@pytest.mark.parametrize("os_name", sorted(PREDEFINED))
+def test_predefined_baselines(emu: Emulator, os_name: str) -> None:
+    """GetPatchBaseline on AWS's predefined baselines (by ARN, as in RegisterDefaultPatchBaseline's
+    example) answers the rules of "About predefined and custom patch baselines"; every rule has
+    ComplianceLevel UNSPECIFIED ("the predefined baselines assign a compliance level of
+    Unspecified")."""
+    ssm = emu.client("ssm")
+    name, pb = PREDEFINED[os_name]
+    default = ssm.get_default_patch_baseline(OperatingSystem=os_name)
+    assert default == {"BaselineId": US_EAST_1 + pb, "OperatingSystem": os_name, "ResponseMetadata": default["ResponseMetadata"]}
+    got = ssm.get_patch_baseline(BaselineId=US_EAST_1 + pb)
+    assert got["Name"] == name and got["OperatingSystem"] == os_name and got["BaselineId"] == US_EAST_1 + pb
+    rules = got["ApprovalRules"]["PatchRules"]
+    assert rules and all(r["ComplianceLevel"] == "UNSPECIFIED" for r in rules)
+    first = _filters(rules[0])
+    if os_name == "WINDOWS":
+        assert first == {"CLASSIFICATION": ["CriticalUpdates", "SecurityUpdates"], "MSRC_SEVERITY": ["Critical", "Important"]}
+        assert rules[0]["ApproveAfterDays"] == 7
+    elif os_name in ("UBUNTU", "DEBIAN"):
+        assert first == {"PRIORITY": ["Required", "Important", "Standard", "Optional", "Extra"]}
+        assert "ApproveAfterDays" not in rules[0] and "ApproveUntilDate" not in rules[0]
+    elif os_name == "ORACLE_LINUX":
+        assert first == {"CLASSIFICATION": ["Security"], "SEVERITY": ["Important", "Moderate"]}
+        assert _filters(rules[1]) == {"CLASSIFICATION": ["Bugfix"]} and rules[1]["ApproveAfterDays"] == 7
+    elif os_name == "MACOS":
+        assert first == {"CLASSIFICATION": ["Security"]}
+    else:
+        assert first == {"CLASSIFICATION": ["Security"], "SEVERITY": ["Critical", "Important"]}
+        assert _filters(rules[1]) == {"CLASSIFICATION": ["Bugfix"]}
+        assert [r["ApproveAfterDays"] for r in rules] == [7, 7]
+
+
+def test_get_default_patch_baseline_defaults_to_windows(emu: Emulator) -> None:
+    """GetDefaultPatchBaseline: "If you don't specify an operating system value, the default
+    patch baseline for Windows is returned." """
+    got = emu.client("ssm").get_default_patch_baseline()
+    assert got["OperatingSystem"] == "WINDOWS" and got["BaselineId"] == US_EAST_1 + "pb-09ca3fb51f0412ec3"
+
+
+def test_register_default_patch_baseline(emu: Emulator) -> None:
+    """RegisterDefaultPatchBaseline sets the account's default for the baseline's OS; the
+    predefined one comes back by its full ARN (not its pb- id); DescribePatchBaselines'
+    DefaultBaseline follows; nodes without a patch group patch with it."""
+    ssm = emu.client("ssm")
+    custom = ssm.create_patch_baseline(Name="al2023-prod", OperatingSystem="AMAZON_LINUX_2023", ApprovalRules=RULES)["BaselineId"]
+    assert ssm.register_default_patch_baseline(BaselineId=custom)["BaselineId"] == custom
+    assert ssm.get_default_patch_baseline(OperatingSystem="AMAZON_LINUX_2023")["BaselineId"] == custom
+    assert ssm.get_default_patch_baseline()["BaselineId"] == US_EAST_1 + "pb-09ca3fb51f0412ec3"  # other OSes unchanged
+    assert ssm.get_patch_baseline_for_patch_group(PatchGroup="none", OperatingSystem="AMAZON_LINUX_2023")["BaselineId"] == custom
+    ids = {b["BaselineId"]: b for b in ssm.describe_patch_baselines(Filters=[{"Key": "OPERATING_SYSTEM", "Values": ["AMAZON_LINUX_2023"]}])["BaselineIdentities"]}
+    assert ids[custom]["DefaultBaseline"] is True
+    assert ids[US_EAST_1 + "pb-05c9c9bf778d4c4d0"]["DefaultBaseline"] is False
+    # the default can't be deleted while it is the default
+    with pytest.raises(ClientError) as err:
+        ssm.delete_patch_baseline(BaselineId=custom)
+    assert code(err) == "ResourceInUseException"
+    # a node with no patch group patches with the account default
+    al = run(emu, NEW_AMIS["amazon-linux-2023"][0], group="")
+    wid = window(emu)
+    ssm.register_task_with_maintenance_window(
+        WindowId=wid, TaskArn="AWS-RunPatchBaseline", TaskType="RUN_COMMAND", Priority=1,
+        Targets=[{"Key": "InstanceIds", "Values": [al]}], MaxConcurrency="1", MaxErrors="0",
+    )
+    emu.post("/patchpilot-emulator/execute-window", {"WindowId": wid})
+    assert ssm.describe_instance_patch_states(InstanceIds=[al])["InstancePatchStates"][0]["BaselineId"] == custom
+    # back to AWS's: the full ARN; the bare pb- id of a predefined baseline is not the account's
+    with pytest.raises(ClientError) as err:
+        ssm.register_default_patch_baseline(BaselineId="pb-05c9c9bf778d4c4d0")
+    assert code(err) == "DoesNotExistException"
+    ssm.register_default_patch_baseline(BaselineId=US_EAST_1 + "pb-05c9c9bf778d4c4d0")
+    assert ssm.get_default_patch_baseline(OperatingSystem="AMAZON_LINUX_2023")["BaselineId"] == US_EAST_1 + "pb-05c9c9bf778d4c4d0"
+    ssm.delete_patch_baseline(BaselineId=custom)
+    with pytest.raises(ClientError) as err:
+        ssm.register_default_patch_baseline(BaselineId="pb-0123456789abcdef0")
+    assert code(err) == "DoesNotExistException"
+
+
+# --- Default Host Management Configuration ------------------------------------------------------
+
+DHMC = "/ssm/managed-instance/default-ec2-instance-management-role"
+DHMC_ARN = "arn:aws:ssm:us-east-1:123456789012:servicesetting" + DHMC
+
+
+def test_default_host_management_setting(emu: Emulator) -> None:
+    """GetServiceSetting / UpdateServiceSetting / ResetServiceSetting (API reference) on the
+    DHMC setting ("Default Host Management Configuration": the value is the name of an IAM
+    role); SettingId as the path or the setting's ARN; Status Default / Customized."""
+    ssm = emu.client("ssm")
+    setting = ssm.get_service_setting(SettingId=DHMC)["ServiceSetting"]
+    assert setting["SettingId"] == DHMC and setting["ARN"] == DHMC_ARN
+    assert setting["Status"] == "Default" and setting["SettingValue"] == "$None"
+    assert "LastModifiedUser" not in setting
+    ssm.update_service_setting(SettingId=DHMC_ARN, SettingValue="service-role/AWSSystemsManagerDefaultEC2InstanceManagementRole")
+    setting = ssm.get_service_setting(SettingId=DHMC_ARN)["ServiceSetting"]
+    assert setting["Status"] == "Customized"
+    assert setting["SettingValue"] == "service-role/AWSSystemsManagerDefaultEC2InstanceManagementRole"
+    assert setting["LastModifiedUser"].startswith("arn:aws:") and "LastModifiedDate" in setting
+    reset = ssm.reset_service_setting(SettingId=DHMC)["ServiceSetting"]
+    assert reset["Status"] == "Default" and reset["SettingValue"] == "$None"
+    assert ssm.get_service_setting(SettingId=DHMC)["ServiceSetting"]["Status"] == "Default"
+
+
+@pytest.mark.parametrize(
+    "setting_id,value,error",
+    [
+        ("/ssm/managed-instance/default-ec2-instance-role", "MyRole", "ServiceSettingNotFound"),
+        ("arn:aws:ssm:eu-west-1:123456789012:servicesetting" + DHMC, "MyRole", "ServiceSettingNotFound"),
+        ("arn:aws:ssm:us-east-1:210987654321:servicesetting" + DHMC, "MyRole", "ServiceSettingNotFound"),
+        (DHMC, "arn:aws:iam::123456789012:role/MyRole", "ValidationException"),
+        ("/ssm/parameter-store/default-parameter-tier", "Premium", "ValidationException"),
+    ],
+)
+def test_service_setting_errors(emu: Emulator, setting_id: str, value: str, error: str) -> None:
+    ssm = emu.client("ssm")
+    with pytest.raises(ClientError) as err:
+        ssm.update_service_setting(SettingId=setting_id, SettingValue=value)
+    assert code(err) == error
+    if error == "ServiceSettingNotFound":
+        with pytest.raises(ClientError) as err:
+            ssm.get_service_setting(SettingId=setting_id)
+        assert code(err) == error
+        with pytest.raises(ClientError) as err:
+            ssm.reset_service_setting(SettingId=setting_id)
+        assert code(err) == error
+
+
+def test_reset_clears_coverage_state(emu: Emulator) -> None:
+    """POST /moto-api/reset forgets set-managed, ping, default baselines and service settings."""
+    ssm = emu.client("ssm")
+    ssm.update_service_setting(SettingId=DHMC, SettingValue="MyRole")
+    custom = ssm.create_patch_baseline(Name="win-default", ApprovalRules=RULES)["BaselineId"]
+    ssm.register_default_patch_baseline(BaselineId=custom)
+    emu.reset()
+    assert ssm.get_service_setting(SettingId=DHMC)["ServiceSetting"]["Status"] == "Default"
+    assert ssm.get_default_patch_baseline()["BaselineId"] == US_EAST_1 + "pb-09ca3fb51f0412ec3"

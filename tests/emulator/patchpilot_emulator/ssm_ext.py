@@ -64,6 +64,61 @@ DEFAULT_BASELINE_NAMES = {
 NO_APPROVE_AFTER_DAYS = ("UBUNTU", "DEBIAN")
 
 
+# AWS predefined baselines, per "About predefined and custom patch baselines" (SSM User Guide,
+# patch-manager-predefined-and-custom-patch-baselines): the approval rules each describes;
+# "the predefined baselines assign a compliance level of Unspecified to all patches".
+def _rule(filters: dict[str, list[str]], days: int | None = 7, non_security: bool = False) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "PatchFilterGroup": {"PatchFilters": [{"Key": k, "Values": v} for k, v in filters.items()]},
+        "ComplianceLevel": "UNSPECIFIED",
+        "EnableNonSecurity": non_security,
+    }
+    if days is not None:
+        rule["ApproveAfterDays"] = days
+    return rule
+
+
+_SEC_CRIT_IMP_PLUS_BUGFIX = [
+    # "classified as "Security" and that have a severity level of "Critical" or "Important".
+    # Also approves all patches with a classification of "Bugfix". ... 7 days"
+    _rule({"CLASSIFICATION": ["Security"], "SEVERITY": ["Critical", "Important"]}),
+    _rule({"CLASSIFICATION": ["Bugfix"]}),
+]
+# Debian/Ubuntu/Raspberry Pi OS: "Immediately approves all operating system security-related
+# patches that have a priority of "Required", "Important", "Standard," "Optional," or "Extra."
+# There is no wait before approval" (and PatchRule: ApproveAfterDays not supported).
+_APT_PRIORITIES = [_rule({"PRIORITY": ["Required", "Important", "Standard", "Optional", "Extra"]}, days=None)]
+PREDEFINED_RULES: dict[str, list[dict[str, Any]]] = {
+    # "CriticalUpdates" or "SecurityUpdates" with MSRC severity "Critical" or "Important", 7 days
+    "WINDOWS": [_rule({"CLASSIFICATION": ["CriticalUpdates", "SecurityUpdates"], "MSRC_SEVERITY": ["Critical", "Important"]})],
+    "AMAZON_LINUX": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "AMAZON_LINUX_2": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "AMAZON_LINUX_2022": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "AMAZON_LINUX_2023": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "REDHAT_ENTERPRISE_LINUX": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "ROCKY_LINUX": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "ALMA_LINUX": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    # "Approves all updates 7 days after they become available, including nonsecurity updates"
+    "CENTOS": [_rule({}, non_security=True)],
+    # "Security" with severity "Important" or "Moderate"; "Bugfix" 7 days after release
+    "ORACLE_LINUX": [
+        _rule({"CLASSIFICATION": ["Security"], "SEVERITY": ["Important", "Moderate"]}),
+        _rule({"CLASSIFICATION": ["Bugfix"]}),
+    ],
+    # "Security" with severity "Critical" or "Important", 7 days
+    "SUSE": [_rule({"CLASSIFICATION": ["Security"], "SEVERITY": ["Critical", "Important"]})],
+    "UBUNTU": _APT_PRIORITIES,
+    "DEBIAN": _APT_PRIORITIES,
+    "RASPBIAN": _APT_PRIORITIES,
+    # "Approves all operating system patches that are classified as "Security". Also approves
+    # all packages with a current update." (no delay stated)
+    "MACOS": [_rule({"CLASSIFICATION": ["Security"]}, days=0), _rule({}, days=0, non_security=True)],
+}
+PREDEFINED_DESCRIPTIONS = {
+    "WINDOWS": "Default Patch Baseline for Windows Provided by AWS.",
+}
+
+
 class SSMError(ServiceException):
     """An SSM error in the awsJson1.1 wire format (``__type`` + ``message``)."""
 
@@ -445,13 +500,15 @@ _original_validate = SimpleSystemManagerBackend._validate_resource_type_and_id
 # --------------------------------------------------------------------------------------------
 
 
-def baseline_identity(b: FakePatchBaseline) -> dict[str, Any]:
+def baseline_identity(b: FakePatchBaseline, backend: SimpleSystemManagerBackend) -> dict[str, Any]:
     return {
         "BaselineId": b.id,
         "BaselineName": b.name,
         "OperatingSystem": b.operating_system,
         "BaselineDescription": b.description,
-        "DefaultBaseline": bool(b.default_baseline),
+        # DefaultBaseline: "Whether this is the default baseline", i.e. the account's default
+        # for its OS (RegisterDefaultPatchBaseline)
+        "DefaultBaseline": is_default_baseline(backend, b.id, b.operating_system),
     }
 
 
@@ -611,25 +668,36 @@ def get_patch_baseline(self: R) -> ActionResult:
     if baseline is None:
         for os_name, default_id in FakePatchGroup("d", backend.region_name).default_associations.items():
             if baseline_id in (default_id, default_id.split("/")[-1]):
-                return ActionResult(
-                    {
-                        "BaselineId": default_id,
-                        "Name": DEFAULT_BASELINE_NAMES.get(os_name, "AWS-DefaultPatchBaseline"),
-                        "OperatingSystem": os_name,
-                        "GlobalFilters": {"PatchFilters": []},
-                        "ApprovalRules": {"PatchRules": []},
-                        "ApprovedPatches": [],
-                        "RejectedPatches": [],
-                        "PatchGroups": [],
-                        "Description": f"Default Patch Baseline for {os_name} provided by AWS.",
-                    }
-                )
+                return ActionResult(predefined_baseline_json(backend, os_name))
         raise does_not_exist(f"Patch Baseline {baseline_id} does not exist.")
     data = baseline_json(baseline)
     data["PatchGroups"] = [
         group for (group, _os), bid in state(backend).patch_groups.items() if bid == baseline_id
     ]
     return ActionResult(data)
+
+
+def predefined_baseline_json(backend: SimpleSystemManagerBackend, os_name: str) -> dict[str, Any]:
+    """GetPatchBaseline of an AWS predefined baseline (answers by ARN or bare id)."""
+    return {
+        "BaselineId": aws_default_baseline_id(backend.region_name, os_name),
+        "Name": DEFAULT_BASELINE_NAMES.get(os_name, "AWS-DefaultPatchBaseline"),
+        "OperatingSystem": os_name,
+        "GlobalFilters": {"PatchFilters": []},
+        "ApprovalRules": {"PatchRules": PREDEFINED_RULES.get(os_name, [])},
+        "ApprovedPatches": [],
+        "ApprovedPatchesComplianceLevel": "UNSPECIFIED",
+        "ApprovedPatchesEnableNonSecurity": False,
+        "RejectedPatches": [],
+        "RejectedPatchesAction": "ALLOW_AS_DEPENDENCY",
+        "PatchGroups": [],
+        "Description": PREDEFINED_DESCRIPTIONS.get(os_name, f"Default Patch Baseline for {os_name} Provided by AWS."),
+        "Sources": [],
+    }
+
+
+def is_default_baseline(backend: SimpleSystemManagerBackend, baseline_id: str, os_name: str) -> bool:
+    return default_baseline_id(backend, os_name) == baseline_id
 
 
 def update_patch_baseline(self: R) -> ActionResult:
@@ -681,6 +749,15 @@ def delete_patch_baseline(self: R) -> ActionResult:
             f"Patch baseline {baseline_id} is registered with patch group(s) "
             f"{', '.join(groups)}; deregister it first.",
         )
+    baseline = backend.baselines.get(baseline_id)
+    if baseline is not None and is_default_baseline(backend, baseline_id, baseline.operating_system):
+        # README: verified only in the emulator (the default baseline is in use by every node
+        # without a patch group)
+        raise SSMError(
+            "ResourceInUseException",
+            f"Patch baseline {baseline_id} is the default patch baseline for "
+            f"{baseline.operating_system}; register another default first.",
+        )
     if baseline_id in backend.baselines:
         del backend.baselines[baseline_id]
         backend._resource_tags["PatchBaseline"].pop(baseline_id, None)
@@ -691,14 +768,14 @@ def describe_patch_baselines(self: R) -> ActionResult:
     backend = _b(self)
     filters = self._get_param("Filters", []) or []
     owner = "All"
-    items: list[dict[str, Any]] = [baseline_identity(b) for b in backend.baselines.values()]
+    items: list[dict[str, Any]] = [baseline_identity(b, backend) for b in backend.baselines.values()]
     defaults = [
         {
             "BaselineId": default_id,
             "BaselineName": DEFAULT_BASELINE_NAMES.get(os_name, "AWS-DefaultPatchBaseline"),
             "OperatingSystem": os_name,
             "BaselineDescription": f"Default Patch Baseline for {os_name} provided by AWS.",
-            "DefaultBaseline": True,
+            "DefaultBaseline": is_default_baseline(backend, default_id, os_name),
         }
         for os_name, default_id in FakePatchGroup("d", backend.region_name).default_associations.items()
     ]
@@ -722,6 +799,133 @@ def describe_patch_baselines(self: R) -> ActionResult:
         result = defaults + items
     page, token = paginate(result, self._get_param("MaxResults"), self._get_param("NextToken"), 100)
     return ActionResult(prune({"BaselineIdentities": page, "NextToken": token}))
+
+
+def get_default_patch_baseline(self: R) -> ActionResult:
+    """GetDefaultPatchBaseline: "If you don't specify an operating system value, the default
+    patch baseline for Windows is returned." """
+    backend = _b(self)
+    operating_system = self._get_param("OperatingSystem") or "WINDOWS"
+    return ActionResult(
+        {"BaselineId": default_baseline_id(backend, operating_system), "OperatingSystem": operating_system}
+    )
+
+
+def register_default_patch_baseline(self: R) -> ActionResult:
+    """RegisterDefaultPatchBaseline: "Defines the default patch baseline for the relevant
+    operating system. To reset the Amazon Web Services-predefined patch baseline as the
+    default, specify the full patch baseline ARN as the baseline ID value ... instead of
+    pb-…". A bare id of a predefined baseline is not a baseline of the account:
+    DoesNotExistException."""
+    backend = _b(self)
+    baseline_id = self._get_param("BaselineId")
+    pp = state(backend)
+    if baseline_id.startswith("arn:"):
+        for os_name, default_id in FakePatchGroup("d", backend.region_name).default_associations.items():
+            if baseline_id == default_id:
+                pp.default_baselines.pop(os_name, None)
+                return ActionResult({"BaselineId": baseline_id})
+        if re.match(r"^arn:aws:ssm:[a-z0-9-]+:\d{12}:patchbaseline/pb-[0-9a-f]{17}$", baseline_id) is None:
+            raise SSMError("InvalidResourceId", f"Invalid patch baseline ARN {baseline_id}.")
+        raise does_not_exist(f"Patch Baseline {baseline_id} does not exist.")
+    if re.match(r"^pb-[0-9a-f]{17}$", baseline_id) is None:
+        raise SSMError("InvalidResourceId", f"Invalid patch baseline id {baseline_id}.")
+    baseline = backend.baselines.get(baseline_id)
+    if baseline is None:
+        raise does_not_exist(f"Patch Baseline {baseline_id} does not exist.")
+    pp.default_baselines[baseline.operating_system] = baseline_id
+    return ActionResult({"BaselineId": baseline_id})
+
+
+# --- service settings ----------------------------------------------------------------------
+
+# GetServiceSetting / UpdateServiceSetting / ResetServiceSetting: "You can't create a new
+# SettingId"; the ids the API reference lists, with the values UpdateServiceSetting accepts
+# (None = free text: a role name, a log group name). Defaults: README "Verified only in the
+# emulator" (the API reference states none).
+DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
+SERVICE_SETTINGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "/ssm/appmanager/appmanager-enabled": ("False", ("True", "False")),
+    "/ssm/automation/customer-script-log-destination": ("none", ("CloudWatch",)),
+    "/ssm/automation/customer-script-log-group-name": ("/aws/ssm/automation/executeScript", None),
+    "/ssm/automation/enable-adaptive-concurrency": ("False", ("True", "False")),
+    "/ssm/documents/console/public-sharing-permission": ("Enable", ("Enable", "Disable")),
+    "/ssm/managed-instance/activation-tier": ("standard", ("standard", "advanced")),
+    # Default Host Management Configuration: off until a role is set ("$None")
+    DHMC_SETTING: ("$None", None),
+    "/ssm/opsinsights/opscenter": ("Disabled", ("Enabled", "Disabled")),
+    "/ssm/parameter-store/default-parameter-tier": ("Standard", ("Standard", "Advanced", "Intelligent-Tiering")),
+    "/ssm/parameter-store/high-throughput-enabled": ("false", ("true", "false")),
+}
+# IAM role name, optionally with its path ("service-role/AWSSystemsManagerDefaultEC2InstanceManagementRole"
+# as the console's Quick Setup sets it); an ARN is not a role name.
+_ROLE_NAME_RE = re.compile(r"^(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
+
+
+def _setting_id(backend: SimpleSystemManagerBackend, raw: str) -> str:
+    """SettingId as a path or as the setting's ARN
+    (arn:aws:ssm:<region>:<account>:servicesetting/ssm/...), e.g. "arn:aws:ssm:us-east-1:111122223333:servicesetting/ssm/parameter-store/high-throughput-enabled"."""
+    setting = raw
+    prefix = f"arn:aws:ssm:{backend.region_name}:{backend.account_id}:servicesetting"
+    if raw.startswith("arn:"):
+        setting = raw[len(prefix):] if raw.startswith(prefix + "/") else ""
+    if setting not in SERVICE_SETTINGS:
+        raise SSMError(
+            "ServiceSettingNotFound",
+            f"The specified service setting wasn't found: {raw}.",
+        )
+    return setting
+
+
+def _setting_json(backend: SimpleSystemManagerBackend, setting: str) -> dict[str, Any]:
+    custom = state(backend).service_settings.get(setting)
+    data: dict[str, Any] = {
+        "SettingId": setting,
+        "ARN": f"arn:aws:ssm:{backend.region_name}:{backend.account_id}:servicesetting{setting}",
+    }
+    if custom is None:
+        data.update({"SettingValue": SERVICE_SETTINGS[setting][0], "Status": "Default"})
+    else:
+        value, modified, user = custom
+        # LastModifiedUser: "populated only if the setting value was overwritten"
+        data.update({"SettingValue": value, "Status": "Customized", "LastModifiedDate": modified, "LastModifiedUser": user})
+    return data
+
+
+def get_service_setting(self: R) -> ActionResult:
+    backend = _b(self)
+    return ActionResult({"ServiceSetting": _setting_json(backend, _setting_id(backend, self._get_param("SettingId")))})
+
+
+def update_service_setting(self: R) -> ActionResult:
+    backend = _b(self)
+    setting = _setting_id(backend, self._get_param("SettingId"))
+    value = self._get_param("SettingValue")
+    allowed = SERVICE_SETTINGS[setting][1]
+    if allowed is not None and value not in allowed:
+        raise validation(f"Invalid value {value} for setting {setting}; valid values: {', '.join(allowed)}.")
+    if setting == DHMC_SETTING and not _ROLE_NAME_RE.match(value):
+        # "For /ssm/managed-instance/default-ec2-instance-management-role, enter the name of an
+        # IAM role."
+        raise validation(f"Invalid value {value} for setting {setting}: enter the name of an IAM role.")
+    if setting == "/ssm/parameter-store/default-parameter-tier":
+        backend.default_parameter_tier = value
+    user = f"arn:aws:iam::{backend.account_id}:root"
+    state(backend).service_settings[setting] = (value, now(), user)
+    return EmptyResult()
+
+
+def reset_service_setting(self: R) -> ActionResult:
+    """ResetServiceSetting: "Reset the service setting for the account to the default value as
+    provisioned by the Amazon Web Services service team"; answers the reset setting."""
+    backend = _b(self)
+    setting = _setting_id(backend, self._get_param("SettingId"))
+    state(backend).service_settings.pop(setting, None)
+    if setting == "/ssm/parameter-store/default-parameter-tier":
+        backend.default_parameter_tier = "Standard"
+    data = _setting_json(backend, setting)
+    data.update({"LastModifiedDate": now(), "LastModifiedUser": f"arn:aws:iam::{backend.account_id}:root"})
+    return ActionResult({"ServiceSetting": data})
 
 
 # --- patch groups --------------------------------------------------------------------------
@@ -783,7 +987,7 @@ def describe_patch_groups(self: R) -> ActionResult:
         baseline = backend.baselines.get(baseline_id)
         if baseline is None:
             continue
-        mappings.append({"PatchGroup": group, "BaselineIdentity": baseline_identity(baseline)})
+        mappings.append({"PatchGroup": group, "BaselineIdentity": baseline_identity(baseline, backend)})
     for f in self._get_param("Filters", []) or []:
         key, values = f.get("Key"), f.get("Values", [])
         if key == "NAME_PREFIX":
@@ -1614,6 +1818,11 @@ RESPONSE_METHODS: list[Callable[..., Any]] = [
     deregister_patch_baseline_for_patch_group,
     get_patch_baseline_for_patch_group,
     describe_patch_groups,
+    get_default_patch_baseline,
+    register_default_patch_baseline,
+    get_service_setting,
+    update_service_setting,
+    reset_service_setting,
     create_maintenance_window,
     get_maintenance_window,
     describe_maintenance_windows,
