@@ -14,7 +14,7 @@ import hashlib
 import json
 import random
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from moto.ssm.models import FakeMaintenanceWindow, FakeMaintenanceWindowTask
@@ -29,12 +29,15 @@ from .commands import (
     reachability,
 )
 from .ssm_ext import (
+    DEFAULT_BASELINE_NAMES,
     SSMError,
     _baseline_os_from_platform,
     backend_for,
+    all_ec2_instances,
     default_baseline_id,
     does_not_exist,
     ec2_backend_for,
+    ec2_managed,
     nodes,
     now,
     patch_group_of,
@@ -214,6 +217,7 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
     for iid, o in outcomes.items():
         if o["kind"] == "unreachable":
             pp.ping_status[iid] = "ConnectionLost"
+            pp.last_ping.setdefault(iid, now())
     node_index = {n.instance_id: n for n in nodes(backend)}
 
     # Window timeline (CreateMaintenanceWindow: "Duration: The duration of the maintenance
@@ -273,6 +277,10 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
         started = datetime.fromisoformat(str(body["StartTime"]).replace("Z", "+00:00")).replace(tzinfo=None)
     else:
         started = now() - timedelta(seconds=span_total)
+    for iid, o in outcomes.items():
+        if o["kind"] == "unreachable":
+            # the agent was already silent when the window started
+            pp.last_ping[iid] = min(pp.last_ping.get(iid, started), started - timedelta(minutes=5))
     execution_id = str(uuid.uuid4())
     tasks_out: list[dict[str, Any]] = []
     for entry in sim_tasks:
@@ -547,6 +555,91 @@ def _summary(patch_state: dict[str, Any], failed: bool) -> str:
     return "\n".join(lines)
 
 
+PING_STATUSES = ("Online", "ConnectionLost")
+
+
+def _parse_time(value: Any, field: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise validation(f"{field} must be an ISO 8601 time, got {value!r}.")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def set_managed(body: dict[str, Any]) -> dict[str, Any]:
+    """Whether an EC2 instance is a managed node, and how its agent answers.
+
+    * ``Managed: false``: the instance is not a managed node (no SSM Agent, or no instance
+      profile): SSM does not know it (DescribeInstanceInformation, targets, SendCommand
+      InvalidInstanceId). ``Managed: true``: the agent was installed by hand on an AMI that has
+      none ("Amazon Machine Images (AMIs) with SSM Agent preinstalled").
+    * ``PingStatus: ConnectionLost`` (with ``LastPingDateTime``, default now − 5 min): the agent
+      stopped answering; invocations to it end ``Undeliverable``. ``Online`` brings it back.
+      A stopped EC2 instance is ConnectionLost whatever is set here.
+    Works on ``mi-*`` nodes for PingStatus only (a registered node is managed by registration).
+    """
+    account = body.get("AccountId") or "123456789012"
+    region = body.get("Region") or "us-east-1"
+    backend = backend_for(account, region)
+    pp = state(backend)
+    instance_id = body.get("InstanceId")
+    if not instance_id:
+        raise validation("InstanceId is required.")
+    managed = body.get("Managed")
+    ping = body.get("PingStatus")
+    last_ping = body.get("LastPingDateTime")
+    if managed is None and ping is None:
+        raise validation("Give Managed and/or PingStatus.")
+    if managed is not None and not isinstance(managed, bool):
+        raise validation("Managed must be true or false.")
+    if ping is not None and ping not in PING_STATUSES:
+        # Inactive: "The status Inactive has been deprecated and is no longer in use."
+        raise validation(f"PingStatus must be one of {', '.join(PING_STATUSES)}, got {ping}.")
+    if last_ping is not None and ping != "ConnectionLost":
+        raise validation("LastPingDateTime can only be given with PingStatus ConnectionLost.")
+    if managed is False and ping is not None:
+        raise validation("A node that is not managed has no PingStatus.")
+    if instance_id.startswith("mi-"):
+        if instance_id not in pp.managed_instances:
+            raise validation(f"{instance_id} is not a registered managed instance of this account and Region.")
+        if managed is not None:
+            raise validation(
+                "A registered managed instance (mi-*) is a managed node by registration; only "
+                "PingStatus can be set."
+            )
+        instance = None
+    else:
+        ec2 = ec2_backend_for(backend)
+        found = [i for i in all_ec2_instances(ec2) if i.id == instance_id]
+        if not found or found[0].state in ("terminated", "shutting-down"):
+            raise validation(f"{instance_id} is not an EC2 instance of this account and Region (or it is terminated).")
+        instance = found[0]
+        if managed is not None:
+            pp.managed[instance_id] = managed
+        if not ec2_managed(backend, instance):
+            if ping is not None:
+                raise validation(f"{instance_id} is not a managed node; set Managed true first.")
+            pp.ping_status.pop(instance_id, None)
+            pp.last_ping.pop(instance_id, None)
+            return {"InstanceId": instance_id, "Managed": False}
+    if ping == "ConnectionLost":
+        moment = _parse_time(last_ping, "LastPingDateTime") if last_ping is not None else now() - timedelta(minutes=5)
+        if moment > now():
+            raise validation("LastPingDateTime must not be in the future.")
+        pp.ping_status[instance_id] = "ConnectionLost"
+        pp.last_ping[instance_id] = moment
+    elif ping == "Online":
+        pp.ping_status.pop(instance_id, None)
+        pp.last_ping.pop(instance_id, None)
+    node = next(n for n in nodes(backend) if n.instance_id == instance_id)
+    from .ssm_ext import ping_of
+
+    status, last = ping_of(backend, node)
+    return {"InstanceId": instance_id, "Managed": True, "PingStatus": status, "LastPingDateTime": last.isoformat()}
+
+
 def register_managed_instance(body: dict[str, Any]) -> dict[str, Any]:
     account = body.get("AccountId") or "123456789012"
     region = body.get("Region") or "us-east-1"
@@ -554,10 +647,18 @@ def register_managed_instance(body: dict[str, Any]) -> dict[str, Any]:
     platform_type = body.get("PlatformType") or "Linux"
     if platform_type not in ("Windows", "Linux", "MacOS"):
         raise validation("PlatformType must be one of Windows, Linux, MacOS.")
-    platform_name = body.get("PlatformName") or (
-        "Microsoft Windows Server 2022 Datacenter" if platform_type == "Windows" else "Ubuntu"
-    )
+    # PlatformName / PlatformVersion as the agent reports them: /etc/os-release NAME and
+    # VERSION_ID on Linux ("Amazon Linux" 2023, "Amazon Linux AMI" 2018.03, "Debian GNU/Linux"
+    # 12, "Rocky Linux" 9.3, "AlmaLinux" 9.3, "Oracle Linux Server" 8.9), sw_vers on macOS
+    # ("macOS"), the product name on Windows (amazon-ssm-agent agent/platform).
+    platform_name = body.get("PlatformName") or {
+        "Windows": "Microsoft Windows Server 2022 Datacenter",
+        "MacOS": "macOS",
+    }.get(platform_type, "Ubuntu")
     platform_version = str(body.get("PlatformVersion") or "")
+    patch_os = body.get("PatchOperatingSystem")
+    if patch_os is not None and patch_os not in DEFAULT_BASELINE_NAMES:
+        raise validation(f"PatchOperatingSystem must be one of {', '.join(DEFAULT_BASELINE_NAMES)}, got {patch_os}.")
     instance_id = body.get("InstanceId") or "mi-" + "".join(
         random.choice("0123456789abcdef") for _ in range(17)
     )
@@ -571,8 +672,7 @@ def register_managed_instance(body: dict[str, Any]) -> dict[str, Any]:
         "PlatformType": platform_type,
         "PlatformName": platform_name,
         "PlatformVersion": platform_version,
-        "PatchOperatingSystem": body.get("PatchOperatingSystem")
-        or _baseline_os_from_platform(platform_name, platform_version),
+        "PatchOperatingSystem": patch_os or _baseline_os_from_platform(platform_name, platform_version),
         "Name": body.get("Name"),
         "IPAddress": body.get("IPAddress") or f"192.168.{_h(instance_id) % 250}.{(_h(instance_id) >> 8) % 250 + 2}",
         "ComputerName": body.get("ComputerName") or (body.get("Name") or instance_id) + ".corp.local",

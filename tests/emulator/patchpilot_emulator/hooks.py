@@ -244,6 +244,8 @@ def handle_hook(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
             return _respond(start_response, 200, execute.execute_window(body))
         if path == "register-managed-instance" and method == "POST":
             return _respond(start_response, 200, execute.register_managed_instance(body))
+        if path == "set-managed" and method == "POST":
+            return _respond(start_response, 200, execute.set_managed(body))
     except SSMError as exc:
         status = 404 if exc.code == "DoesNotExistException" else 400
         return _respond(start_response, status, {"__type": exc.code, "message": exc.message})

@@ -64,6 +64,61 @@ DEFAULT_BASELINE_NAMES = {
 NO_APPROVE_AFTER_DAYS = ("UBUNTU", "DEBIAN")
 
 
+# AWS predefined baselines, per "About predefined and custom patch baselines" (SSM User Guide,
+# patch-manager-predefined-and-custom-patch-baselines): the approval rules each describes;
+# "the predefined baselines assign a compliance level of Unspecified to all patches".
+def _rule(filters: dict[str, list[str]], days: int | None = 7, non_security: bool = False) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "PatchFilterGroup": {"PatchFilters": [{"Key": k, "Values": v} for k, v in filters.items()]},
+        "ComplianceLevel": "UNSPECIFIED",
+        "EnableNonSecurity": non_security,
+    }
+    if days is not None:
+        rule["ApproveAfterDays"] = days
+    return rule
+
+
+_SEC_CRIT_IMP_PLUS_BUGFIX = [
+    # "classified as "Security" and that have a severity level of "Critical" or "Important".
+    # Also approves all patches with a classification of "Bugfix". ... 7 days"
+    _rule({"CLASSIFICATION": ["Security"], "SEVERITY": ["Critical", "Important"]}),
+    _rule({"CLASSIFICATION": ["Bugfix"]}),
+]
+# Debian/Ubuntu/Raspberry Pi OS: "Immediately approves all operating system security-related
+# patches that have a priority of "Required", "Important", "Standard," "Optional," or "Extra."
+# There is no wait before approval" (and PatchRule: ApproveAfterDays not supported).
+_APT_PRIORITIES = [_rule({"PRIORITY": ["Required", "Important", "Standard", "Optional", "Extra"]}, days=None)]
+PREDEFINED_RULES: dict[str, list[dict[str, Any]]] = {
+    # "CriticalUpdates" or "SecurityUpdates" with MSRC severity "Critical" or "Important", 7 days
+    "WINDOWS": [_rule({"CLASSIFICATION": ["CriticalUpdates", "SecurityUpdates"], "MSRC_SEVERITY": ["Critical", "Important"]})],
+    "AMAZON_LINUX": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "AMAZON_LINUX_2": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "AMAZON_LINUX_2022": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "AMAZON_LINUX_2023": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "REDHAT_ENTERPRISE_LINUX": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "ROCKY_LINUX": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    "ALMA_LINUX": _SEC_CRIT_IMP_PLUS_BUGFIX,
+    # "Approves all updates 7 days after they become available, including nonsecurity updates"
+    "CENTOS": [_rule({}, non_security=True)],
+    # "Security" with severity "Important" or "Moderate"; "Bugfix" 7 days after release
+    "ORACLE_LINUX": [
+        _rule({"CLASSIFICATION": ["Security"], "SEVERITY": ["Important", "Moderate"]}),
+        _rule({"CLASSIFICATION": ["Bugfix"]}),
+    ],
+    # "Security" with severity "Critical" or "Important", 7 days
+    "SUSE": [_rule({"CLASSIFICATION": ["Security"], "SEVERITY": ["Critical", "Important"]})],
+    "UBUNTU": _APT_PRIORITIES,
+    "DEBIAN": _APT_PRIORITIES,
+    "RASPBIAN": _APT_PRIORITIES,
+    # "Approves all operating system patches that are classified as "Security". Also approves
+    # all packages with a current update." (no delay stated)
+    "MACOS": [_rule({"CLASSIFICATION": ["Security"]}, days=0), _rule({}, days=0, non_security=True)],
+}
+PREDEFINED_DESCRIPTIONS = {
+    "WINDOWS": "Default Patch Baseline for Windows Provided by AWS.",
+}
+
+
 class SSMError(ServiceException):
     """An SSM error in the awsJson1.1 wire format (``__type`` + ``message``)."""
 
@@ -92,6 +147,15 @@ class PatchpilotState:
         self.patch_states: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.ping_status: dict[str, str] = {}
+        # instance id -> when its agent was last heard (set with PingStatus ConnectionLost)
+        self.last_ping: dict[str, datetime] = {}
+        # instance id -> managed or not, set by the set-managed hook (overrides the AMI's
+        # ``ssm_agent`` flag)
+        self.managed: dict[str, bool] = {}
+        # OperatingSystem -> baseline id registered with RegisterDefaultPatchBaseline
+        self.default_baselines: dict[str, str] = {}
+        # SettingId -> (value, modified date, modified user) of customized service settings
+        self.service_settings: dict[str, tuple[str, datetime, str]] = {}
         self.counter = 0
 
 
@@ -150,9 +214,24 @@ def all_ec2_instances(ec2: Any) -> list[Any]:
     return [i for r in ec2.all_reservations() for i in r.instances]
 
 
-def default_baseline_id(backend: SimpleSystemManagerBackend, operating_system: str) -> str:
-    defaults = FakePatchGroup("default", backend.region_name).default_associations
+def aws_default_baseline_id(region: str, operating_system: str) -> str:
+    """ARN of the AWS predefined baseline of an OS in a Region (moto's table of the real ids,
+    e.g. CENTOS in us-east-2 = arn:aws:ssm:us-east-2:733109147000:patchbaseline/pb-0574b43a65ea646ed,
+    the example of the RegisterDefaultPatchBaseline API reference)."""
+    defaults = FakePatchGroup("default", region).default_associations
     return str(defaults.get(operating_system, ""))
+
+
+def default_baseline_id(backend: SimpleSystemManagerBackend, operating_system: str) -> str:
+    """The account's default baseline of an OS: the one registered with
+    RegisterDefaultPatchBaseline, else AWS's predefined one ("These predefined patch baselines
+    are used as the default patch baselines for each operating system type unless you create
+    your own patch baseline and designate it as the default", "About predefined and custom
+    patch baselines")."""
+    registered = state(backend).default_baselines.get(operating_system)
+    if registered and registered in backend.baselines:
+        return registered
+    return aws_default_baseline_id(backend.region_name, operating_system)
 
 
 def _baseline_os_from_platform(name: str, version: str) -> str:
@@ -164,9 +243,13 @@ def _baseline_os_from_platform(name: str, version: str) -> str:
     if "ubuntu" in lowered:
         return "UBUNTU"
     if "amazon linux" in lowered:
+        # /etc/os-release VERSION_ID: "2023", "2022", "2"; Amazon Linux (1) reports
+        # "Amazon Linux AMI" / "2018.03" (which starts with "2" too)
         if version.startswith("2023"):
             return "AMAZON_LINUX_2023"
-        if version.startswith("2"):
+        if version.startswith("2022"):
+            return "AMAZON_LINUX_2022"
+        if version == "2" or version.startswith("2."):
             return "AMAZON_LINUX_2"
         return "AMAZON_LINUX"
     if "centos" in lowered:
@@ -198,6 +281,7 @@ class NodeView:
         self.patch_os: str = kwargs["patch_os"]
         self.tags: dict[str, str] = kwargs["tags"]
         self.running: bool = kwargs["running"]
+        self.stopped_at: datetime | None = kwargs.get("stopped_at")
         self.ip_address: str | None = kwargs.get("ip_address")
         self.computer_name: str | None = kwargs.get("computer_name")
         self.name: str | None = kwargs.get("name")
@@ -206,13 +290,44 @@ class NodeView:
         self.activation_id: str | None = kwargs.get("activation_id")
 
 
+def ec2_managed(backend: SimpleSystemManagerBackend, instance: Any) -> bool:
+    """Whether an EC2 instance is a managed node: SSM Agent installed ("Amazon Machine Images
+    (AMIs) with SSM Agent preinstalled": AMIs not on that list need the agent installed by hand,
+    ``ssm_agent: false`` in amis.json) unless the set-managed hook said otherwise (the agent
+    installed by hand, or removed / its instance profile missing)."""
+    override = state(backend).managed.get(instance.id)
+    if override is not None:
+        return override
+    info = getattr(instance, "patchpilot_info", {}) or {}
+    return bool(info.get("ssm_agent", True))
+
+
+_STOP_REASON_RE = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:UTC|GMT)\)")
+
+
+def stopped_at(instance: Any) -> datetime | None:
+    """When moto stopped the instance (its StateTransitionReason "User initiated (<time> UTC)")."""
+    match = _STOP_REASON_RE.search(getattr(instance, "_reason", "") or "")
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+
+
 def nodes(backend: SimpleSystemManagerBackend) -> list[NodeView]:
-    """Every node SSM knows in this account/region (EC2 instances that are not terminated,
-    then registered managed instances)."""
+    """Every node SSM knows in this account/region (EC2 instances that are not terminated
+    and are managed nodes, then registered managed instances).
+
+    An instance that is not a managed node (no SSM Agent) is unknown to SSM: absent from
+    DescribeInstanceInformation, never selected by Run Command or maintenance-window targets,
+    and SendCommand naming it fails with InvalidInstanceId ("Managed nodes": "A managed node is
+    any machine configured for Systems Manager"; SendCommand InvalidInstanceId: "SSM Agent isn't
+    running")."""
     result: list[NodeView] = []
     ec2 = ec2_backend_for(backend)
     for instance in all_ec2_instances(ec2):
         if instance.state in ("terminated", "shutting-down"):
+            continue
+        if not ec2_managed(backend, instance):
             continue
         info = getattr(instance, "patchpilot_info", {}) or {}
         windows = instance.platform == "windows"
@@ -229,6 +344,7 @@ def nodes(backend: SimpleSystemManagerBackend) -> list[NodeView]:
                 patch_os=info.get("patch_os", "WINDOWS" if windows else "AMAZON_LINUX_2"),
                 tags=ec2_instance_tags(ec2, instance.id),
                 running=instance.state == "running",
+                stopped_at=stopped_at(instance) if instance.state in ("stopped", "stopping") else None,
                 ip_address=instance.private_ip,
                 computer_name=instance.private_dns_name,
             )
@@ -384,13 +500,15 @@ _original_validate = SimpleSystemManagerBackend._validate_resource_type_and_id
 # --------------------------------------------------------------------------------------------
 
 
-def baseline_identity(b: FakePatchBaseline) -> dict[str, Any]:
+def baseline_identity(b: FakePatchBaseline, backend: SimpleSystemManagerBackend) -> dict[str, Any]:
     return {
         "BaselineId": b.id,
         "BaselineName": b.name,
         "OperatingSystem": b.operating_system,
         "BaselineDescription": b.description,
-        "DefaultBaseline": bool(b.default_baseline),
+        # DefaultBaseline: "Whether this is the default baseline", i.e. the account's default
+        # for its OS (RegisterDefaultPatchBaseline)
+        "DefaultBaseline": is_default_baseline(backend, b.id, b.operating_system),
     }
 
 
@@ -550,25 +668,36 @@ def get_patch_baseline(self: R) -> ActionResult:
     if baseline is None:
         for os_name, default_id in FakePatchGroup("d", backend.region_name).default_associations.items():
             if baseline_id in (default_id, default_id.split("/")[-1]):
-                return ActionResult(
-                    {
-                        "BaselineId": default_id,
-                        "Name": DEFAULT_BASELINE_NAMES.get(os_name, "AWS-DefaultPatchBaseline"),
-                        "OperatingSystem": os_name,
-                        "GlobalFilters": {"PatchFilters": []},
-                        "ApprovalRules": {"PatchRules": []},
-                        "ApprovedPatches": [],
-                        "RejectedPatches": [],
-                        "PatchGroups": [],
-                        "Description": f"Default Patch Baseline for {os_name} provided by AWS.",
-                    }
-                )
+                return ActionResult(predefined_baseline_json(backend, os_name))
         raise does_not_exist(f"Patch Baseline {baseline_id} does not exist.")
     data = baseline_json(baseline)
     data["PatchGroups"] = [
         group for (group, _os), bid in state(backend).patch_groups.items() if bid == baseline_id
     ]
     return ActionResult(data)
+
+
+def predefined_baseline_json(backend: SimpleSystemManagerBackend, os_name: str) -> dict[str, Any]:
+    """GetPatchBaseline of an AWS predefined baseline (answers by ARN or bare id)."""
+    return {
+        "BaselineId": aws_default_baseline_id(backend.region_name, os_name),
+        "Name": DEFAULT_BASELINE_NAMES.get(os_name, "AWS-DefaultPatchBaseline"),
+        "OperatingSystem": os_name,
+        "GlobalFilters": {"PatchFilters": []},
+        "ApprovalRules": {"PatchRules": PREDEFINED_RULES.get(os_name, [])},
+        "ApprovedPatches": [],
+        "ApprovedPatchesComplianceLevel": "UNSPECIFIED",
+        "ApprovedPatchesEnableNonSecurity": False,
+        "RejectedPatches": [],
+        "RejectedPatchesAction": "ALLOW_AS_DEPENDENCY",
+        "PatchGroups": [],
+        "Description": PREDEFINED_DESCRIPTIONS.get(os_name, f"Default Patch Baseline for {os_name} Provided by AWS."),
+        "Sources": [],
+    }
+
+
+def is_default_baseline(backend: SimpleSystemManagerBackend, baseline_id: str, os_name: str) -> bool:
+    return default_baseline_id(backend, os_name) == baseline_id
 
 
 def update_patch_baseline(self: R) -> ActionResult:
@@ -620,6 +749,15 @@ def delete_patch_baseline(self: R) -> ActionResult:
             f"Patch baseline {baseline_id} is registered with patch group(s) "
             f"{', '.join(groups)}; deregister it first.",
         )
+    baseline = backend.baselines.get(baseline_id)
+    if baseline is not None and is_default_baseline(backend, baseline_id, baseline.operating_system):
+        # README: verified only in the emulator (the default baseline is in use by every node
+        # without a patch group)
+        raise SSMError(
+            "ResourceInUseException",
+            f"Patch baseline {baseline_id} is the default patch baseline for "
+            f"{baseline.operating_system}; register another default first.",
+        )
     if baseline_id in backend.baselines:
         del backend.baselines[baseline_id]
         backend._resource_tags["PatchBaseline"].pop(baseline_id, None)
@@ -630,14 +768,14 @@ def describe_patch_baselines(self: R) -> ActionResult:
     backend = _b(self)
     filters = self._get_param("Filters", []) or []
     owner = "All"
-    items: list[dict[str, Any]] = [baseline_identity(b) for b in backend.baselines.values()]
+    items: list[dict[str, Any]] = [baseline_identity(b, backend) for b in backend.baselines.values()]
     defaults = [
         {
             "BaselineId": default_id,
             "BaselineName": DEFAULT_BASELINE_NAMES.get(os_name, "AWS-DefaultPatchBaseline"),
             "OperatingSystem": os_name,
             "BaselineDescription": f"Default Patch Baseline for {os_name} provided by AWS.",
-            "DefaultBaseline": True,
+            "DefaultBaseline": is_default_baseline(backend, default_id, os_name),
         }
         for os_name, default_id in FakePatchGroup("d", backend.region_name).default_associations.items()
     ]
@@ -661,6 +799,133 @@ def describe_patch_baselines(self: R) -> ActionResult:
         result = defaults + items
     page, token = paginate(result, self._get_param("MaxResults"), self._get_param("NextToken"), 100)
     return ActionResult(prune({"BaselineIdentities": page, "NextToken": token}))
+
+
+def get_default_patch_baseline(self: R) -> ActionResult:
+    """GetDefaultPatchBaseline: "If you don't specify an operating system value, the default
+    patch baseline for Windows is returned." """
+    backend = _b(self)
+    operating_system = self._get_param("OperatingSystem") or "WINDOWS"
+    return ActionResult(
+        {"BaselineId": default_baseline_id(backend, operating_system), "OperatingSystem": operating_system}
+    )
+
+
+def register_default_patch_baseline(self: R) -> ActionResult:
+    """RegisterDefaultPatchBaseline: "Defines the default patch baseline for the relevant
+    operating system. To reset the Amazon Web Services-predefined patch baseline as the
+    default, specify the full patch baseline ARN as the baseline ID value ... instead of
+    pb-…". A bare id of a predefined baseline is not a baseline of the account:
+    DoesNotExistException."""
+    backend = _b(self)
+    baseline_id = self._get_param("BaselineId")
+    pp = state(backend)
+    if baseline_id.startswith("arn:"):
+        for os_name, default_id in FakePatchGroup("d", backend.region_name).default_associations.items():
+            if baseline_id == default_id:
+                pp.default_baselines.pop(os_name, None)
+                return ActionResult({"BaselineId": baseline_id})
+        if re.match(r"^arn:aws:ssm:[a-z0-9-]+:\d{12}:patchbaseline/pb-[0-9a-f]{17}$", baseline_id) is None:
+            raise SSMError("InvalidResourceId", f"Invalid patch baseline ARN {baseline_id}.")
+        raise does_not_exist(f"Patch Baseline {baseline_id} does not exist.")
+    if re.match(r"^pb-[0-9a-f]{17}$", baseline_id) is None:
+        raise SSMError("InvalidResourceId", f"Invalid patch baseline id {baseline_id}.")
+    baseline = backend.baselines.get(baseline_id)
+    if baseline is None:
+        raise does_not_exist(f"Patch Baseline {baseline_id} does not exist.")
+    pp.default_baselines[baseline.operating_system] = baseline_id
+    return ActionResult({"BaselineId": baseline_id})
+
+
+# --- service settings ----------------------------------------------------------------------
+
+# GetServiceSetting / UpdateServiceSetting / ResetServiceSetting: "You can't create a new
+# SettingId"; the ids the API reference lists, with the values UpdateServiceSetting accepts
+# (None = free text: a role name, a log group name). Defaults: README "Verified only in the
+# emulator" (the API reference states none).
+DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
+SERVICE_SETTINGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "/ssm/appmanager/appmanager-enabled": ("False", ("True", "False")),
+    "/ssm/automation/customer-script-log-destination": ("none", ("CloudWatch",)),
+    "/ssm/automation/customer-script-log-group-name": ("/aws/ssm/automation/executeScript", None),
+    "/ssm/automation/enable-adaptive-concurrency": ("False", ("True", "False")),
+    "/ssm/documents/console/public-sharing-permission": ("Enable", ("Enable", "Disable")),
+    "/ssm/managed-instance/activation-tier": ("standard", ("standard", "advanced")),
+    # Default Host Management Configuration: off until a role is set ("$None")
+    DHMC_SETTING: ("$None", None),
+    "/ssm/opsinsights/opscenter": ("Disabled", ("Enabled", "Disabled")),
+    "/ssm/parameter-store/default-parameter-tier": ("Standard", ("Standard", "Advanced", "Intelligent-Tiering")),
+    "/ssm/parameter-store/high-throughput-enabled": ("false", ("true", "false")),
+}
+# IAM role name, optionally with its path ("service-role/AWSSystemsManagerDefaultEC2InstanceManagementRole"
+# as the console's Quick Setup sets it); an ARN is not a role name.
+_ROLE_NAME_RE = re.compile(r"^(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
+
+
+def _setting_id(backend: SimpleSystemManagerBackend, raw: str) -> str:
+    """SettingId as a path or as the setting's ARN
+    (arn:aws:ssm:<region>:<account>:servicesetting/ssm/...), e.g. "arn:aws:ssm:us-east-1:111122223333:servicesetting/ssm/parameter-store/high-throughput-enabled"."""
+    setting = raw
+    prefix = f"arn:aws:ssm:{backend.region_name}:{backend.account_id}:servicesetting"
+    if raw.startswith("arn:"):
+        setting = raw[len(prefix):] if raw.startswith(prefix + "/") else ""
+    if setting not in SERVICE_SETTINGS:
+        raise SSMError(
+            "ServiceSettingNotFound",
+            f"The specified service setting wasn't found: {raw}.",
+        )
+    return setting
+
+
+def _setting_json(backend: SimpleSystemManagerBackend, setting: str) -> dict[str, Any]:
+    custom = state(backend).service_settings.get(setting)
+    data: dict[str, Any] = {
+        "SettingId": setting,
+        "ARN": f"arn:aws:ssm:{backend.region_name}:{backend.account_id}:servicesetting{setting}",
+    }
+    if custom is None:
+        data.update({"SettingValue": SERVICE_SETTINGS[setting][0], "Status": "Default"})
+    else:
+        value, modified, user = custom
+        # LastModifiedUser: "populated only if the setting value was overwritten"
+        data.update({"SettingValue": value, "Status": "Customized", "LastModifiedDate": modified, "LastModifiedUser": user})
+    return data
+
+
+def get_service_setting(self: R) -> ActionResult:
+    backend = _b(self)
+    return ActionResult({"ServiceSetting": _setting_json(backend, _setting_id(backend, self._get_param("SettingId")))})
+
+
+def update_service_setting(self: R) -> ActionResult:
+    backend = _b(self)
+    setting = _setting_id(backend, self._get_param("SettingId"))
+    value = self._get_param("SettingValue")
+    allowed = SERVICE_SETTINGS[setting][1]
+    if allowed is not None and value not in allowed:
+        raise validation(f"Invalid value {value} for setting {setting}; valid values: {', '.join(allowed)}.")
+    if setting == DHMC_SETTING and not _ROLE_NAME_RE.match(value):
+        # "For /ssm/managed-instance/default-ec2-instance-management-role, enter the name of an
+        # IAM role."
+        raise validation(f"Invalid value {value} for setting {setting}: enter the name of an IAM role.")
+    if setting == "/ssm/parameter-store/default-parameter-tier":
+        backend.default_parameter_tier = value
+    user = f"arn:aws:iam::{backend.account_id}:root"
+    state(backend).service_settings[setting] = (value, now(), user)
+    return EmptyResult()
+
+
+def reset_service_setting(self: R) -> ActionResult:
+    """ResetServiceSetting: "Reset the service setting for the account to the default value as
+    provisioned by the Amazon Web Services service team"; answers the reset setting."""
+    backend = _b(self)
+    setting = _setting_id(backend, self._get_param("SettingId"))
+    state(backend).service_settings.pop(setting, None)
+    if setting == "/ssm/parameter-store/default-parameter-tier":
+        backend.default_parameter_tier = "Standard"
+    data = _setting_json(backend, setting)
+    data.update({"LastModifiedDate": now(), "LastModifiedUser": f"arn:aws:iam::{backend.account_id}:root"})
+    return ActionResult({"ServiceSetting": data})
 
 
 # --- patch groups --------------------------------------------------------------------------
@@ -722,7 +987,7 @@ def describe_patch_groups(self: R) -> ActionResult:
         baseline = backend.baselines.get(baseline_id)
         if baseline is None:
             continue
-        mappings.append({"PatchGroup": group, "BaselineIdentity": baseline_identity(baseline)})
+        mappings.append({"PatchGroup": group, "BaselineIdentity": baseline_identity(baseline, backend)})
     for f in self._get_param("Filters", []) or []:
         key, values = f.get("Key"), f.get("Values", [])
         if key == "NAME_PREFIX":
@@ -1243,14 +1508,37 @@ def list_command_invocations(self: R) -> ActionResult:
 # --- instance information & patch states ---------------------------------------------------
 
 
+# The agent's health ping: an Online agent was heard within this interval; a node whose agent
+# stopped answering was last heard at least this long ago.
+PING_INTERVAL = timedelta(minutes=5)
+
+
+def ping_of(backend: SimpleSystemManagerBackend, node: NodeView) -> tuple[str, datetime]:
+    """(PingStatus, LastPingDateTime) of a managed node (InstanceInformation: PingStatus
+    "Connection status of SSM Agent", Online | ConnectionLost | Inactive (deprecated);
+    LastPingDateTime "The date and time when the agent last pinged the Systems Manager
+    service"). A stopped EC2 instance has no running agent: ConnectionLost, last heard when it
+    stopped. A node set ConnectionLost was last heard at the time given to the hook (default:
+    when it was set)."""
+    pp = state(backend)
+    status = pp.ping_status.get(node.instance_id)
+    if not node.running:
+        # a stopped instance's agent is down whatever was set before
+        last = node.stopped_at or pp.last_ping.get(node.instance_id) or now() - PING_INTERVAL
+        if node.instance_id in pp.last_ping:
+            last = min(last, pp.last_ping[node.instance_id])
+        return "ConnectionLost", last
+    if status and status != "Online":
+        return status, pp.last_ping.get(node.instance_id) or now() - PING_INTERVAL
+    return "Online", now()
+
+
 def _node_info(node: NodeView, backend: SimpleSystemManagerBackend) -> dict[str, Any]:
-    ping = state(backend).ping_status.get(node.instance_id) or (
-        "Online" if node.running else "ConnectionLost"
-    )
+    ping, last_ping = ping_of(backend, node)
     data: dict[str, Any] = {
         "InstanceId": node.instance_id,
         "PingStatus": ping,
-        "LastPingDateTime": now(),
+        "LastPingDateTime": last_ping,
         "AgentVersion": AGENT_VERSION,
         "IsLatestVersion": True,
         "PlatformType": node.platform_type,
@@ -1530,6 +1818,11 @@ RESPONSE_METHODS: list[Callable[..., Any]] = [
     deregister_patch_baseline_for_patch_group,
     get_patch_baseline_for_patch_group,
     describe_patch_groups,
+    get_default_patch_baseline,
+    register_default_patch_baseline,
+    get_service_setting,
+    update_service_setting,
+    reset_service_setting,
     create_maintenance_window,
     get_maintenance_window,
     describe_maintenance_windows,
