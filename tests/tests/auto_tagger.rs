@@ -1,20 +1,28 @@
-//! The auto-tagger against the local AWS emulator: the handler is driven in-process with the
-//! payloads in `events/auto-tagger/` (ids swapped for the emulator's), and the AWS requests
-//! are counted by the emulator.
+//! The auto-tagger against the local AWS emulator: template.yaml is deployed, the handler is
+//! built from the function's settings and driven in-process with the payloads in
+//! `events/auto-tagger/` (ids swapped for the emulator's), every request signed with the
+//! function's own key (the emulator enforces its role), and the AWS requests are counted by
+//! the emulator. The fleet sweep runs as baseline-sync, which runs it in production. The
+//! administrator key only sets up fixtures (instances, other people's tags) and reads back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use auto_tagger::{handle, Tagger};
+use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
 use lambda_runtime::Diagnostic;
 use patchpilot::aws::ec2::{Ec2Fleet, NotFoundRetry};
 use patchpilot::aws::managed::ManagedInstances;
+use patchpilot::aws::policy_source::PolicySource;
 use patchpilot::aws::CallLog;
 use patchpilot::fleet::{sweep, Action, FleetAdapters};
 use patchpilot::names::Owner;
 use patchpilot::policy::Policy;
-use patchpilot_tests::{ami, emulator, Emulator, Fault, ManagedInstance, ACCOUNT_ID, REGION};
+use patchpilot::settings::Settings;
+use patchpilot_tests::{
+    ami, emulator, DeployStack, Emulator, Fault, ManagedInstance, Stack, ACCOUNT_ID, REGION, STACK,
+};
 use serde_json::Value;
 
 const RUNNING: &str = include_str!("../../events/auto-tagger/ec2-state-running.json");
@@ -31,16 +39,67 @@ const FAST_RETRY: NotFoundRetry = NotFoundRetry {
     max_delay: Duration::from_millis(40),
 };
 
-async fn adapters(emu: &Emulator) -> FleetAdapters<Ec2Fleet, ManagedInstances> {
-    let config = emu.sdk_config().await;
+/// The deployed stack's function `name`: its settings (its environment as template.yaml
+/// resolves it) and the SDK configuration signed with its own key, so every request is
+/// authorized against its role.
+async fn function(emu: &Emulator, stack: &Stack, name: &str) -> (SdkConfig, Settings) {
+    let f = stack.function(name);
+    (
+        emu.function_config(f).await,
+        Settings::from_map(&f.environment),
+    )
+}
+
+/// Fleet adapters over `config`, with the short NotFound backoff.
+fn adapters(config: &SdkConfig) -> FleetAdapters<Ec2Fleet, ManagedInstances> {
     FleetAdapters {
-        ec2: Ec2Fleet::new(&config).with_not_found_retry(FAST_RETRY),
-        managed: ManagedInstances::new(&config).with_not_found_retry(FAST_RETRY),
+        ec2: Ec2Fleet::new(config).with_not_found_retry(FAST_RETRY),
+        managed: ManagedInstances::new(config).with_not_found_retry(FAST_RETRY),
     }
 }
 
+/// Deploys stack `name` and builds its auto-tagger as Lambda does
+/// (`Tagger::from_settings`), warm: the policy parameter has been read once, and the
+/// request counter is zeroed after that read.
+async fn deployed_tagger(emu: &Emulator, name: &str) -> (Stack, Tagger) {
+    let stack = emu.deploy_stack(name).expect("stack");
+    let (config, settings) = function(emu, &stack, "auto-tagger").await;
+    let mut tagger = Tagger::from_settings(&config, settings);
+    tagger.fleet = adapters(&config);
+    tagger
+        .policy
+        .get(&CallLog::new())
+        .await
+        .expect("the stack's policy parameter is readable by the auto-tagger");
+    emu.reset_request_counts().expect("reset counter");
+    (stack, tagger)
+}
+
 async fn tagger(emu: &Emulator) -> Tagger {
-    Tagger::with_embedded_policy(adapters(emu).await, emu.ssm().await)
+    deployed_tagger(emu, STACK).await.1
+}
+
+/// What the fleet sweep runs with in production: baseline-sync's key and settings, and
+/// the policy read from the stack's parameter with that key.
+struct Sweeper {
+    policy: Policy,
+    owner: Owner,
+    adapters: FleetAdapters<Ec2Fleet, ManagedInstances>,
+}
+
+async fn sweeper(emu: &Emulator) -> Sweeper {
+    let stack = emu.deploy_stack(STACK).expect("stack");
+    let (config, settings) = function(emu, &stack, "baseline-sync").await;
+    let loaded = PolicySource::from_settings(aws_sdk_ssm::Client::new(&config), &settings)
+        .fetch(&CallLog::new())
+        .await
+        .expect("the stack's policy parameter is readable by baseline-sync");
+    assert_eq!(loaded.policy, Policy::reference(), "embedded-default");
+    Sweeper {
+        policy: loaded.policy,
+        owner: settings.owner,
+        adapters: adapters(&config),
+    }
 }
 
 fn json(text: &str) -> Value {
@@ -536,12 +595,15 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
         launch_many(emu, "amazon-linux-2", 500, &[("Environment", "test")]).await;
         launch_many(emu, "windows-2022", 500, &[("Environment", "prod")]).await;
     }
-    let adapters = adapters(emu).await;
-    let policy = Policy::reference();
+    let Sweeper {
+        policy,
+        owner,
+        adapters,
+    } = sweeper(emu).await;
 
     emu.reset_request_counts().expect("reset counter");
     let calls = CallLog::new();
-    let dry = sweep(&policy, &Owner::default(), &adapters, &calls, true)
+    let dry = sweep(&policy, &owner, &adapters, &calls, true)
         .await
         .expect("dry run");
     assert_eq!(dry.count(Action::WouldTag), 2000);
@@ -549,7 +611,7 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
 
     emu.reset_request_counts().expect("reset counter");
     let calls = CallLog::new();
-    let report = sweep(&policy, &Owner::default(), &adapters, &calls, false)
+    let report = sweep(&policy, &owner, &adapters, &calls, false)
         .await
         .expect("sweep");
     assert_eq!(report.instances, 2000);
@@ -583,7 +645,7 @@ async fn the_sweep_tags_2000_untagged_instances_with_at_most_4_create_tags_calls
 
     emu.reset_request_counts().expect("reset counter");
     let calls = CallLog::new();
-    let again = sweep(&policy, &Owner::default(), &adapters, &calls, false)
+    let again = sweep(&policy, &owner, &adapters, &calls, false)
         .await
         .expect("second sweep");
     assert_eq!(again.count(Action::Unchanged), 2000);
@@ -771,17 +833,14 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
             tags: BTreeMap::new(),
         })
         .expect("register");
-    let adapters = adapters(emu).await;
-    let policy = Policy::reference();
-    let first = sweep(
-        &policy,
-        &Owner::default(),
-        &adapters,
-        &CallLog::new(),
-        false,
-    )
-    .await
-    .expect("first sweep");
+    let Sweeper {
+        policy,
+        owner,
+        adapters,
+    } = sweeper(emu).await;
+    let first = sweep(&policy, &owner, &adapters, &CallLog::new(), false)
+        .await
+        .expect("first sweep");
     assert_eq!(first.count(Action::Tagged), 4, "{first:?}");
 
     // Two EC2 hosts (different patch groups) and the on-prem node are excluded.
@@ -804,7 +863,7 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
         .expect("exclude the node");
 
     emu.reset_request_counts().expect("reset counter");
-    let dry = sweep(&policy, &Owner::default(), &adapters, &CallLog::new(), true)
+    let dry = sweep(&policy, &owner, &adapters, &CallLog::new(), true)
         .await
         .expect("dry run");
     assert_eq!(dry.count(Action::WouldUntag), 3, "{dry:?}");
@@ -812,7 +871,7 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
 
     emu.reset_request_counts().expect("reset counter");
     let calls = CallLog::new();
-    let report = sweep(&policy, &Owner::default(), &adapters, &calls, false)
+    let report = sweep(&policy, &owner, &adapters, &calls, false)
         .await
         .expect("sweep");
     assert_eq!(report.count(Action::Untagged), 3, "{report:?}");
@@ -868,15 +927,58 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
     );
 
     emu.reset_request_counts().expect("reset counter");
-    let again = sweep(
-        &policy,
-        &Owner::default(),
-        &adapters,
-        &CallLog::new(),
-        false,
-    )
-    .await
-    .expect("second sweep");
+    let again = sweep(&policy, &owner, &adapters, &CallLog::new(), false)
+        .await
+        .expect("second sweep");
     assert_eq!(again.count(Action::Excluded), 4);
     assert_eq!(counts(emu).write_count(), 0, "second sweep writes nothing");
+}
+
+/// Without `ec2:CreateTags` in its role the auto-tagger cannot tag a launch: the invocation
+/// fails as AccessDenied naming the action (so EventBridge retries and the DLQ keeps it),
+/// and the instance has no Patch Group tag.
+#[tokio::test]
+async fn without_create_tags_a_launch_fails_as_access_denied_naming_the_action() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let template = patchpilot_tests::template_without("AutoTaggerFunction", "ec2:CreateTags");
+    let stack = emu
+        .deploy(&DeployStack {
+            stack_name: STACK.to_string(),
+            template_path: Some(template.display().to_string()),
+            ..DeployStack::default()
+        })
+        .expect("stack without ec2:CreateTags");
+    let (config, settings) = function(emu, &stack, "auto-tagger").await;
+    let mut tagger = Tagger::from_settings(&config, settings);
+    tagger.fleet = adapters(&config);
+    let id = emu
+        .launch_instance("amazon-linux-2", "web-01-test", &[("Environment", "test")])
+        .await
+        .expect("launch");
+    emu.reset_request_counts().expect("reset counter");
+    let err = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect_err("tagging is denied");
+    let text = err.to_string();
+    assert!(
+        text.contains("ec2:CreateTags") && text.contains(&id),
+        "{text}"
+    );
+    let requests = counts(emu);
+    assert_eq!(
+        requests.get("ec2", "CreateTags"),
+        1,
+        "{:?}",
+        requests.counts
+    );
+    let diagnostic = Diagnostic::from(err);
+    assert_eq!(diagnostic.error_type, "AccessDenied", "{diagnostic:?}");
+    assert!(
+        diagnostic.error_message.contains("ec2:CreateTags"),
+        "{diagnostic:?}"
+    );
+    let tags = tags_of(emu, &id).await;
+    assert!(!tags.contains_key("Patch Group"), "{tags:?}");
+    assert!(!tags.contains_key("patchpilot:managed"), "{tags:?}");
 }

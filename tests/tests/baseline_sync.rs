@@ -6,33 +6,40 @@ use aws_sdk_ssm::types::{
     PatchRuleGroup,
 };
 use baseline_sync::{handle, HandlerError, Syncer};
-use patchpilot::plan::Deployment;
 use patchpilot::policy::REFERENCE_POLICY_YAML;
+use patchpilot::settings::Settings;
 use patchpilot::sync::SyncResult;
-use patchpilot_tests::{emulator, Emulator};
+use patchpilot_tests::{emulator, DeployStack, Emulator, Stack, STACK};
 use serde_json::json;
 
-const POLICY_PARAMETER: &str = "/patchpilot/policy";
-const BUCKET: &str = "patchpilot-output-123456789012";
-const ROLE: &str = "arn:aws:iam::123456789012:role/patchpilot-maintenance-window";
+/// Deploys stack `name` and builds its baseline-sync as Lambda does
+/// (`Syncer::from_settings`): the function's environment as template.yaml resolves it, every
+/// request signed with the function's own key. The policy is the stack's parameter
+/// (`embedded-default` = the reference policy until a test overwrites it).
+async fn deployed_syncer(emu: &Emulator, name: &str) -> (Stack, Syncer) {
+    let stack = emu.deploy_stack(name).expect("stack");
+    let syncer = syncer_of(emu, &stack).await;
+    (stack, syncer)
+}
 
-async fn syncer(emu: &Emulator, policy_yaml: &str) -> Syncer {
-    put_policy(emu, policy_yaml).await;
-    Syncer::with(
-        &emu.sdk_config().await,
-        Some(POLICY_PARAMETER.to_string()),
-        Deployment {
-            output_bucket: Some(BUCKET.to_string()),
-            window_role_arn: Some(ROLE.to_string()),
-        },
+async fn syncer_of(emu: &Emulator, stack: &Stack) -> Syncer {
+    let f = stack.function("baseline-sync");
+    Syncer::from_settings(
+        &emu.function_config(f).await,
+        Settings::from_map(&f.environment),
     )
 }
 
-async fn put_policy(emu: &Emulator, policy_yaml: &str) {
+async fn syncer(emu: &Emulator) -> (Stack, Syncer) {
+    deployed_syncer(emu, STACK).await
+}
+
+/// The administrator overwrites the stack's policy parameter (what an operator does).
+async fn put_policy(emu: &Emulator, stack: &Stack, policy_yaml: &str) {
     emu.ssm()
         .await
         .put_parameter()
-        .name(POLICY_PARAMETER)
+        .name(stack.env("baseline-sync", "POLICY_PARAMETER"))
         .value(policy_yaml)
         .r#type(ParameterType::String)
         .overwrite(true)
@@ -105,7 +112,7 @@ async fn windows(emu: &Emulator) -> Vec<aws_sdk_ssm::types::MaintenanceWindowIde
 async fn one_run_builds_the_articles_setup_from_an_empty_account() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (stack, s) = syncer(emu).await;
     let result = apply(&s).await;
     assert_eq!(
         result.counts.created,
@@ -303,19 +310,29 @@ async fn one_run_builds_the_articles_setup_from_an_empty_account() {
         run.parameters().and_then(|p| p.get("Operation")),
         Some(&vec!["Install".to_string()])
     );
-    assert_eq!(run.output_s3_bucket_name(), Some(BUCKET));
+    assert_eq!(
+        run.output_s3_bucket_name(),
+        Some(stack.env("baseline-sync", "OUTPUT_BUCKET").as_str())
+    );
     assert_eq!(
         run.output_s3_key_prefix(),
         Some("patchpilot/run-command/test")
     );
-    assert_eq!(task.service_role_arn(), Some(ROLE));
+    assert_eq!(
+        task.service_role_arn(),
+        Some(
+            stack
+                .env("baseline-sync", "MAINTENANCE_WINDOW_ROLE_ARN")
+                .as_str()
+        )
+    );
 }
 
 #[tokio::test]
 async fn a_second_run_makes_zero_write_calls() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (_stack, s) = syncer(emu).await;
     apply(&s).await;
     emu.reset_request_counts().expect("reset counter");
     let again = apply(&s).await;
@@ -336,13 +353,13 @@ async fn a_second_run_makes_zero_write_calls() {
 async fn editing_one_field_changes_exactly_that_resource_in_place() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (stack, s) = syncer(emu).await;
     apply(&s).await;
     let before = windows(emu).await;
 
     // The test window gets 3 hours instead of 4.
     let edited = REFERENCE_POLICY_YAML.replacen("duration_hours: 4", "duration_hours: 3", 1);
-    put_policy(emu, &edited).await;
+    put_policy(emu, &stack, &edited).await;
     emu.reset_request_counts().expect("reset counter");
     let result = apply(&s).await;
     assert_eq!(result.plan, ["~ window patchpilot-test: Duration 4 → 3"]);
@@ -362,7 +379,7 @@ async fn editing_one_field_changes_exactly_that_resource_in_place() {
     // A baseline edit: the prod delay changes, ids and registrations survive.
     let id_before = baseline_id(emu, "patchpilot-prod-SUSE").await;
     let edited = edited.replace("approve_after_days: 14", "approve_after_days: 21");
-    put_policy(emu, &edited).await;
+    put_policy(emu, &stack, &edited).await;
     let result = apply(&s).await;
     assert_eq!(result.counts.updated, 5, "{:?}", result.plan); // every prod OS but Ubuntu
     assert!(
@@ -426,7 +443,7 @@ async fn a_foreign_baseline_with_a_clashing_name_is_left_alone_and_reported() {
         .baseline_id()
         .expect("id")
         .to_string();
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (_stack, s) = syncer(emu).await;
     let err = handle(&s, json!({}))
         .await
         .expect_err("a conflict leaves the sync incomplete");
@@ -484,14 +501,14 @@ async fn deleting_an_environment_removes_only_its_resources() {
         .window_id()
         .expect("id")
         .to_string();
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (stack, s) = syncer(emu).await;
     apply(&s).await;
 
     let policy = patchpilot::policy::Policy::reference();
     let mut without_prod = policy.clone();
     without_prod.environments.retain(|e| e.name != "prod");
     let yaml = serde_norway::to_string(&without_prod).expect("policy serialises");
-    put_policy(emu, &yaml).await;
+    put_policy(emu, &stack, &yaml).await;
     let result = apply(&s).await;
     assert_eq!(result.counts.deleted, 12 + 6 + 1, "{:?}", result.plan);
     assert!(
@@ -519,7 +536,7 @@ async fn deleting_an_environment_removes_only_its_resources() {
 async fn dry_run_writes_nothing_and_returns_the_plan() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (_stack, s) = syncer(emu).await;
     emu.reset_request_counts().expect("reset counter");
     let result = handle(&s, json!({"dry_run": true})).await.expect("dry run");
     assert!(result.dry_run);
@@ -534,7 +551,8 @@ async fn an_invalid_policy_writes_nothing() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
     let broken = REFERENCE_POLICY_YAML.replacen("cutoff_hours: 1", "cutoff_hours: 4", 1);
-    let s = syncer(emu, &broken).await;
+    let (stack, s) = syncer(emu).await;
+    put_policy(emu, &stack, &broken).await;
     emu.reset_request_counts().expect("reset counter");
     let err = handle(&s, json!({})).await.expect_err("invalid policy");
     let msg = err.to_string();
@@ -560,7 +578,7 @@ async fn the_sweep_tags_the_fleet_the_auto_tagger_missed() {
                 .expect("launch"),
         );
     }
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (_stack, s) = syncer(emu).await;
     let result = apply(&s).await;
     let sweep = result.sweep.expect("sweep ran");
     assert_eq!(sweep.count(patchpilot::fleet::Action::Tagged), 2);
@@ -594,7 +612,7 @@ async fn the_sweep_tags_the_fleet_the_auto_tagger_missed() {
 async fn a_failing_change_does_not_stop_independent_ones_and_the_next_run_converges() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (_stack, s) = syncer(emu).await;
     // The first CreateMaintenanceWindow (test's) is refused; nothing retries a 400.
     emu.inject_fault(&patchpilot_tests::Fault::new(
         "ssm",
@@ -632,7 +650,7 @@ async fn a_failing_change_does_not_stop_independent_ones_and_the_next_run_conver
 async fn throttling_is_retried_with_backoff_not_dropped() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
-    let s = syncer(emu, REFERENCE_POLICY_YAML).await;
+    let (_stack, s) = syncer(emu).await;
     emu.inject_fault(&patchpilot_tests::Fault::new(
         "ssm",
         "DescribePatchBaselines",
@@ -648,5 +666,68 @@ async fn throttling_is_retried_with_backoff_not_dropped() {
         counts.get("ssm", "DescribePatchBaselines"),
         3,
         "two throttled attempts, then success"
+    );
+}
+
+/// Without `ssm:CreatePatchBaseline` in its role, baseline-sync cannot create a baseline:
+/// every create is denied and reported naming the action (Lambda `errorType`
+/// AccessDenied), the registrations that need those baselines are skipped, and the changes
+/// that do not need them (windows, their targets and tasks) are still applied.
+#[tokio::test]
+async fn without_create_patch_baseline_the_denial_is_reported_and_the_rest_applied() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let template =
+        patchpilot_tests::template_without("BaselineSyncFunction", "ssm:CreatePatchBaseline");
+    let stack = emu
+        .deploy(&DeployStack {
+            stack_name: STACK.to_string(),
+            template_path: Some(template.display().to_string()),
+            ..DeployStack::default()
+        })
+        .expect("stack without ssm:CreatePatchBaseline");
+    let s = syncer_of(emu, &stack).await;
+    emu.reset_request_counts().expect("reset counter");
+    let err = handle(&s, json!({}))
+        .await
+        .expect_err("the baselines cannot be created");
+    let requests = emu.request_counts().expect("request log");
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            HandlerError::Incomplete {
+                access_denied: 12,
+                conflicts: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        text.contains("ssm:CreatePatchBaseline") && text.contains("12 denied by IAM"),
+        "{text}"
+    );
+    let d: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(d.error_type, "AccessDenied", "{d:?}");
+    assert!(d.error_message.contains("ssm:CreatePatchBaseline"), "{d:?}");
+
+    // Each baseline was tried once and denied; nothing that needs one was attempted.
+    assert_eq!(requests.get("ssm", "CreatePatchBaseline"), 12);
+    assert_eq!(requests.get("ssm", "RegisterPatchBaselineForPatchGroup"), 0);
+    assert!(baselines(emu).await.is_empty());
+    // Windows, targets and tasks do not need a baseline: applied.
+    assert_eq!(requests.get("ssm", "CreateMaintenanceWindow"), 2);
+    assert_eq!(
+        requests.get("ssm", "RegisterTargetWithMaintenanceWindow"),
+        4
+    );
+    assert_eq!(requests.get("ssm", "RegisterTaskWithMaintenanceWindow"), 4);
+    let w = windows(emu).await;
+    assert_eq!(
+        w.iter()
+            .map(|w| w.name().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["patchpilot-prod", "patchpilot-test"]
     );
 }
