@@ -565,9 +565,11 @@ pub fn template_without(function_logical_id: &str, action: &str) -> PathBuf {
         std::process::id(),
         action.replace(':', "-")
     ));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let out = dir.join("template.yaml");
-    let yaml = serde_norway::to_string(&template).unwrap_or_else(|e| panic!("cannot write YAML: {e}"));
+    let yaml =
+        serde_norway::to_string(&template).unwrap_or_else(|e| panic!("cannot write YAML: {e}"));
     std::fs::write(&out, yaml).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
     out
 }

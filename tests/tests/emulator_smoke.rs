@@ -293,6 +293,8 @@ async fn a_template_without_one_permission_still_deploys() {
         })
         .expect("deploys");
     assert!(stack.functions.contains_key("auto-tagger"));
-    let full = emu.deploy_stack("patchpilot").expect("the real template deploys");
+    let full = emu
+        .deploy_stack("patchpilot")
+        .expect("the real template deploys");
     assert_eq!(full.functions.len(), 3);
 }

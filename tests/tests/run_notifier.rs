@@ -19,9 +19,9 @@ use lambda_runtime::Diagnostic;
 use patchpilot::aws::runs::Runs;
 use patchpilot::aws::CallLog;
 use patchpilot::names::{self, PatchGroup, OWNERSHIP_TAG_KEY};
-use patchpilot::settings::Settings;
 use patchpilot::policy::Policy;
 use patchpilot::report::{Keep, RunReport, SNS_MAX_MESSAGE_BYTES};
+use patchpilot::settings::Settings;
 use patchpilot_tests::{
     ami, emulator, Emulator, ExecuteWindow, Outcome as HostOutcome, Stack, WindowRun, ACCOUNT_ID,
     REGION, STACK,
@@ -229,21 +229,20 @@ async fn create_window(
         if let Some(behavior) = how.cutoff_behavior {
             task = task.cutoff_behavior(behavior.into());
         }
-        task
-            .targets(
-                Target::builder()
-                    .key("WindowTargetIds")
-                    .values(target_id)
-                    .build(),
-            )
-            .task_invocation_parameters(
-                MaintenanceWindowTaskInvocationParameters::builder()
-                    .run_command(run_command)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("RegisterTaskWithMaintenanceWindow");
+        task.targets(
+            Target::builder()
+                .key("WindowTargetIds")
+                .values(target_id)
+                .build(),
+        )
+        .task_invocation_parameters(
+            MaintenanceWindowTaskInvocationParameters::builder()
+                .run_command(run_command)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RegisterTaskWithMaintenanceWindow");
     }
     window_id
 }
@@ -254,6 +253,12 @@ async fn reference_scenario(emu: &Emulator) -> (Setup, String) {
 }
 
 async fn scenario(emu: &Emulator, how: &WindowSetup) -> (Setup, String) {
+    let stack = emu.deploy_stack(STACK).expect("deploy the stack");
+    scenario_on(emu, how, stack).await
+}
+
+/// The scenario on an already deployed stack (e.g. one with a permission removed).
+async fn scenario_on(emu: &Emulator, how: &WindowSetup, stack: Stack) -> (Setup, String) {
     let mut hosts = BTreeMap::new();
     for env in ["test", "prod"] {
         for (os, stem, batch) in FLEET {
@@ -269,7 +274,7 @@ async fn scenario(emu: &Emulator, how: &WindowSetup) -> (Setup, String) {
             hosts.insert(name, ids[0].clone());
         }
     }
-    let (notifier, queue_url, stack) = infrastructure(emu).await;
+    let (notifier, queue_url, stack) = infrastructure_of(emu, stack).await;
     let window_id = create_window(emu, &stack, &names::window_name("test"), "test", how).await;
     (
         Setup {
@@ -883,4 +888,344 @@ async fn five_thousand_instances_make_one_message_within_256_kb_from_paginated_c
         )),
         "marker missing"
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// What AWS records when a run is cut short or cannot reach a host ("Understanding command
+// statuses", "Run commands at scale", CutoffBehavior), as the emulator now produces it.
+// ------------------------------------------------------------------------------------------
+
+/// The one report published for `run`: (subject, JSON report, email body). Whatever the run,
+/// the subject's counts are the body's and the JSON's.
+async fn the_report(emu: &Emulator, setup: &Setup, run: &WindowRun) -> (String, Value, String) {
+    let mut event = window_event(WINDOW_FAILED, run);
+    event["detail"]["status"] = Value::String(run.status.clone());
+    let response = handle(&setup.notifier, event, deadline())
+        .await
+        .expect("handled");
+    published(&response);
+    let messages = deliveries(emu, &setup.queue_url).await;
+    assert_eq!(messages.len(), 1, "exactly one report: {messages:#?}");
+    let subject = messages[0]["Subject"]
+        .as_str()
+        .expect("subject")
+        .to_string();
+    let report: Value = serde_json::from_str(messages[0]["Message"].as_str().expect("message"))
+        .expect("JSON report");
+    let body = regather(emu, run).await.text_body(Keep::ALL);
+    println!("{subject}\n\n{body}");
+    let c = &report["counts"];
+    let n = |k: &str| c[k].as_u64().expect("count");
+    assert!(
+        subject.contains(&format!("{}/{} patched", n("patched"), n("targets"))),
+        "{subject} vs {c}"
+    );
+    assert!(
+        body.contains(&format!(
+            "Result: {}/{} patched, {} failed, {} need reboot, {} missed",
+            n("patched"),
+            n("targets"),
+            n("failed"),
+            n("reboot_pending"),
+            n("missed")
+        )),
+        "{body}"
+    );
+    for (key, word) in [
+        ("failed", "failed"),
+        ("reboot_pending", "need reboot"),
+        ("missed", "missed"),
+    ] {
+        assert_eq!(
+            subject.contains(&format!(", {} {word}", n(key))),
+            n(key) > 0,
+            "{subject}"
+        );
+    }
+    (subject, report, body)
+}
+
+/// The test Linux hosts in the order Run Command sends to them (sorted ids).
+fn linux_test_hosts(setup: &Setup) -> Vec<String> {
+    let mut ids: Vec<String> = FLEET
+        .iter()
+        .filter(|(_, _, batch)| *batch == 1)
+        .map(|(_, stem, _)| setup.hosts[&format!("{stem}-test")].clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn incomplete_and_failed_commands_are_told_apart() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    // MaxErrors 2: one failure leaves the command Incomplete, two make it Failed.
+    let (setup, window_id) = scenario(
+        emu,
+        &WindowSetup {
+            rate: Some(("50%", "2")),
+            ..WindowSetup::REFERENCE
+        },
+    )
+    .await;
+    let linux = linux_test_hosts(&setup);
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id).with(&linux[0], HostOutcome::failed(2)))
+        .expect("execute window");
+    let (subject, report, body) = the_report(emu, &setup, &run).await;
+    assert_eq!(subject, "[patchpilot] test 06:00 - 5/6 patched, 1 failed");
+    assert!(
+        body.contains("1. patch_test_0600_batch_1: FAILED - command Incomplete: 1 error(s), 0 not delivered, below the error threshold MaxErrors 2"),
+        "{body}"
+    );
+    assert_eq!(report["batches"][0]["command_statuses"][0], "Failed");
+    assert_eq!(report["failed"][0]["patches"]["failed"], 2);
+
+    let run = emu
+        .execute_window(
+            &ExecuteWindow::new(&window_id)
+                .with(&linux[0], HostOutcome::failed(1))
+                .with(&linux[1], HostOutcome::failed(1)),
+        )
+        .expect("execute window");
+    let (_, _, body) = the_report(emu, &setup, &run).await;
+    assert!(
+        body.contains("1. patch_test_0600_batch_1: FAILED - command Failed: error threshold MaxErrors 2 reached, 2 error(s)"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn hosts_never_attempted_after_the_error_threshold_are_reported_as_such() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    // One at a time, no error allowed: Run Command stops after the first failure.
+    let (setup, window_id) = scenario(
+        emu,
+        &WindowSetup {
+            rate: Some(("1", "0")),
+            ..WindowSetup::REFERENCE
+        },
+    )
+    .await;
+    let linux = linux_test_hosts(&setup);
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id).with(&linux[1], HostOutcome::failed(1)))
+        .expect("execute window");
+    let results: BTreeMap<&str, &str> = run.tasks[0]
+        .instance_results
+        .iter()
+        .map(|r| (r.instance_id.as_str(), r.status_details.as_str()))
+        .collect();
+    assert_eq!(
+        linux
+            .iter()
+            .map(|i| results[i.as_str()])
+            .collect::<Vec<_>>(),
+        [
+            "Success",
+            "Failed",
+            "Terminated",
+            "Terminated",
+            "Terminated"
+        ]
+    );
+    let (subject, report, body) = the_report(emu, &setup, &run).await;
+    assert_eq!(
+        subject,
+        "[patchpilot] test 06:00 - 2/6 patched, 1 failed, 3 missed"
+    );
+    assert_eq!(
+        body.matches("not attempted (error threshold reached)")
+            .count(),
+        3,
+        "{body}"
+    );
+    assert!(
+        body.contains("1. patch_test_0600_batch_1: FAILED - command Failed: error threshold MaxErrors 0 reached, 1 error(s), 3 instance(s) not attempted"),
+        "{body}"
+    );
+    // The Windows batch still ran.
+    assert!(
+        body.contains("2. patch_test_0600_batch_2: SUCCESS"),
+        "{body}"
+    );
+    let reasons: Vec<&str> = report["missed"]
+        .as_array()
+        .expect("missed")
+        .iter()
+        .filter_map(|m| m["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["not-attempted"; 3]);
+}
+
+#[tokio::test]
+async fn stopped_and_unreachable_hosts_are_missed_with_the_reason_and_the_time() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let stopped = setup.hosts["centos-linux-test"].clone();
+    let offline = setup.hosts["suse-linux-test"].clone();
+    let run = emu
+        .execute_window(
+            &ExecuteWindow::new(&window_id)
+                .with(&stopped, HostOutcome::STOPPED)
+                .with(&offline, HostOutcome::UNREACHABLE),
+        )
+        .expect("execute window");
+    let details: BTreeMap<&str, &str> = run.tasks[0]
+        .instance_results
+        .iter()
+        .map(|r| (r.instance_id.as_str(), r.status_details.as_str()))
+        .collect();
+    // AWS tries them: a stopped node's command times out undelivered, an agent that lost its
+    // connection makes it undeliverable; neither counts against MaxErrors.
+    assert_eq!(details[stopped.as_str()], "DeliveryTimedOut");
+    assert_eq!(details[offline.as_str()], "Undeliverable");
+    let (subject, report, body) = the_report(emu, &setup, &run).await;
+    assert_eq!(subject, "[patchpilot] test 06:00 - 4/6 patched, 2 missed");
+    let missed: BTreeMap<&str, &Value> = report["missed"]
+        .as_array()
+        .expect("missed")
+        .iter()
+        .map(|m| (m["instance_id"].as_str().expect("id"), m))
+        .collect();
+    assert_eq!(missed[stopped.as_str()]["reason"], "not-running");
+    assert_eq!(missed[stopped.as_str()]["detail"], "stopped");
+    assert_eq!(missed[offline.as_str()]["reason"], "offline");
+    assert_eq!(missed[offline.as_str()]["detail"], "ConnectionLost");
+    for m in missed.values() {
+        assert!(m["at"].is_string(), "a time for {m}");
+    }
+    assert!(
+        body.contains(&format!(
+            "{stopped} (centos-linux-test): instance is stopped ("
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "{offline} (suse-linux-test): SSM agent ConnectionLost ("
+        )),
+        "{body}"
+    );
+    assert_eq!(report["batches"][0]["status"], "FAILED");
+}
+
+#[tokio::test]
+async fn a_batch_whose_target_selects_no_instance_says_so() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    // The only test Windows host is gone: batch 2's target selects nobody.
+    emu.ec2()
+        .await
+        .terminate_instances()
+        .instance_ids(&setup.hosts["windows-test"])
+        .send()
+        .await
+        .expect("TerminateInstances");
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    assert_eq!(run.tasks[1].status, "FAILED", "{:?}", run.tasks[1]);
+    let (subject, _, body) = the_report(emu, &setup, &run).await;
+    assert_eq!(subject, "[patchpilot] test 06:00 - 5/5 patched");
+    assert!(
+        body.contains("2. patch_test_0600_batch_2: FAILED - no instance selected: its target matched no managed instance, nothing was patched"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn tasks_cancelled_at_the_cutoff_and_batches_never_started_are_reported() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    // CANCEL_TASK: at the cutoff (Duration 4 h - Cutoff 1 h) running invocations are cancelled.
+    let (setup, window_id) = scenario(
+        emu,
+        &WindowSetup {
+            cutoff_behavior: Some("CANCEL_TASK"),
+            ..WindowSetup::REFERENCE
+        },
+    )
+    .await;
+    let mut request = ExecuteWindow::new(&window_id);
+    for id in linux_test_hosts(&setup) {
+        request = request.with(&id, HostOutcome::slow(200));
+    }
+    let run = emu.execute_window(&request).expect("execute window");
+    assert_eq!(run.status, "TIMED_OUT", "{run:?}");
+    let (subject, report, body) = the_report(emu, &setup, &run).await;
+    assert!(subject.ends_with("(TIMED_OUT)"), "{subject}");
+    assert_eq!(report["counts"]["patched"], 0, "{report}");
+    assert!(
+        body.contains("TIMED_OUT - the window's Duration ended before every task finished"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "cancelled before it finished (the window's cutoff with CutoffBehavior CANCEL_TASK"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("2. patch_test_0600_batch_2: TIMED_OUT - not started: the window reached its cutoff before this batch began"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_window_that_overruns_its_duration_ends_timed_out_and_says_so() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let slow = setup.hosts["ubuntu-linux-test"].clone();
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id).with(&slow, HostOutcome::slow(300)))
+        .expect("execute window");
+    assert_eq!(run.status, "TIMED_OUT");
+    let (subject, _, body) = the_report(emu, &setup, &run).await;
+    assert!(subject.ends_with("(TIMED_OUT)"), "{subject}");
+    assert!(
+        body.contains("TIMED_OUT - the window's Duration ended before every task finished"),
+        "{body}"
+    );
+}
+
+/// run-notifier with one permission less: the report cannot be published, the invocation
+/// fails with AccessDenied naming the action (so Lambda retries and the alarm fires), and the
+/// idempotency claim is released for the retry.
+#[tokio::test]
+async fn without_sns_publish_the_report_fails_with_access_denied_naming_it() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let path = patchpilot_tests::template_without("RunNotifierFunction", "sns:Publish");
+    let stack = emu
+        .deploy(&patchpilot_tests::DeployStack {
+            stack_name: STACK.into(),
+            template_path: Some(path.display().to_string()),
+            ..Default::default()
+        })
+        .expect("deploy the stack without sns:Publish");
+    let (setup, window_id) = scenario_on(emu, &WindowSetup::REFERENCE, stack).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    let err = handle(
+        &setup.notifier,
+        window_event(WINDOW_SUCCESS, &run),
+        deadline(),
+    )
+    .await
+    .expect_err("publishing is denied");
+    let message = err.to_string();
+    assert!(
+        message.contains("sns:Publish") || message.contains("SNS:Publish"),
+        "{message}"
+    );
+    assert!(message.contains("permission denied"), "{message}");
+    assert_eq!(Diagnostic::from(err).error_type, "AccessDenied");
+    assert!(deliveries(emu, &setup.queue_url).await.is_empty());
 }
