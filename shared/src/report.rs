@@ -116,6 +116,10 @@ pub struct InstanceRun {
     /// open the `StandardOutputUrl` of a private bucket.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_url: Option<String>,
+    /// Why there is no log in S3 although the command names an output bucket (the agent's
+    /// upload failed), when the invocation says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_missing: Option<String>,
     /// The Run Command console page with this instance's output of the command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_url: Option<String>,
@@ -625,6 +629,19 @@ impl RunReport {
                 .map(|o| format!(" (Operation {o})"))
                 .unwrap_or_default()
         );
+        let missing_logs: Vec<&InstanceRun> = self
+            .instances
+            .iter()
+            .filter(|i| i.log_missing.is_some())
+            .collect();
+        if let Some(first) = missing_logs.first() {
+            let _ = writeln!(
+                t,
+                "Logs: {} instance log(s) missing in S3 - {} (the instance profile or the bucket policy must allow s3:PutObject; see README, Deploy).",
+                missing_logs.len(),
+                first.log_missing.as_deref().unwrap_or_default()
+            );
+        }
         if !self.batches.is_empty() {
             t.push_str("\nBatches, in order:\n");
             for b in &self.batches {
@@ -645,11 +662,15 @@ impl RunReport {
                 if let Some(url) = &i.output_url {
                     let _ = writeln!(t, "    output: {url}");
                 }
-                let _ = writeln!(
-                    t,
-                    "    log in S3: {}",
-                    i.log_url.as_deref().unwrap_or("(no S3 output configured)")
-                );
+                let log = match (&i.log_url, &i.log_missing) {
+                    (Some(url), _) => url.clone(),
+                    (None, Some(why)) => format!("missing - {why}"),
+                    (None, None) if self.full_report.is_some() => {
+                        "none (the invocation wrote no output to S3)".to_string()
+                    }
+                    (None, None) => "(no S3 output configured)".to_string(),
+                };
+                let _ = writeln!(t, "    log in S3: {log}");
             }
             if p.failed.len() > keep.failed {
                 t.push_str(&self.more_marker(p.failed.len() - keep.failed));
@@ -736,6 +757,16 @@ impl RunReport {
                 ),
                 _ => format!("{head} - not run{details}"),
             };
+        }
+        if b.target_count == 0
+            && b.command_statuses
+                .iter()
+                .all(|s| s.replace(' ', "") == "NoInstancesInTag")
+        {
+            return format!(
+                "{head} - no instance selected: its target matched no managed instance, nothing was patched; command {}",
+                b.command_ids.join(", ")
+            );
         }
         let not_attempted = self
             .instances
@@ -971,6 +1002,7 @@ mod tests {
                 id,
             )),
             requested: Some(at(6, 1)),
+            log_missing: None,
             patches: Some(p),
         }
     }

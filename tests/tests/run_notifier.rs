@@ -73,6 +73,8 @@ struct WindowSetup {
     rate: Option<(&'static str, &'static str)>,
     cutoff_behavior: Option<&'static str>,
     owned: bool,
+    /// Output prefix (default [`PREFIX`], where the bucket policy lets instances write).
+    prefix: &'static str,
 }
 
 impl WindowSetup {
@@ -80,6 +82,7 @@ impl WindowSetup {
         rate: None,
         cutoff_behavior: None,
         owned: true,
+        prefix: PREFIX,
     };
 }
 
@@ -210,7 +213,7 @@ async fn create_window(
             .parameters("Operation", vec![policy.operation.as_str().to_string()])
             .parameters("RebootOption", vec![batch.reboot.as_str().to_string()])
             .output_s3_bucket_name(stack.physical_id("OutputBucket"))
-            .output_s3_key_prefix(PREFIX)
+            .output_s3_key_prefix(how.prefix)
             .build();
         let (concurrency, errors) = how
             .rate
@@ -690,7 +693,8 @@ async fn a_patch_now_command_outside_a_window_is_reported_and_a_window_command_i
     let envelope = &messages[0];
     assert_eq!(
         envelope["Subject"],
-        "[patchpilot] prod patch now - 4/5 patched, 1 missed"
+        "[patchpilot] prod patch now - 4/5 patched, 1 missed (TimedOut)",
+        "a command that could not be delivered to every target ends Delivery Timed Out (SendCommand's MaxErrors defaults to 0)"
     );
     assert_eq!(attribute(envelope, "environment"), ("String", "prod"));
     assert_eq!(attribute(envelope, "status"), ("String", "FAILED"));
@@ -979,7 +983,8 @@ async fn incomplete_and_failed_commands_are_told_apart() {
         body.contains("1. patch_test_0600_batch_1: FAILED - command Incomplete: 1 error(s), 0 not delivered, below the error threshold MaxErrors 2"),
         "{body}"
     );
-    assert_eq!(report["batches"][0]["command_statuses"][0], "Failed");
+    // The API has no Incomplete status: Status Failed, StatusDetails Incomplete.
+    assert_eq!(report["batches"][0]["command_statuses"][0], "Incomplete");
     assert_eq!(report["failed"][0]["patches"]["failed"], 2);
 
     let run = emu
@@ -1100,13 +1105,13 @@ async fn stopped_and_unreachable_hosts_are_missed_with_the_reason_and_the_time()
     }
     assert!(
         body.contains(&format!(
-            "{stopped} (centos-linux-test): instance is stopped ("
+            "{stopped} (centos-linux-test) in patch_test_0600_batch_1: instance is stopped ("
         )),
         "{body}"
     );
     assert!(
         body.contains(&format!(
-            "{offline} (suse-linux-test): SSM agent ConnectionLost ("
+            "{offline} (suse-linux-test) in patch_test_0600_batch_1: SSM agent ConnectionLost ("
         )),
         "{body}"
     );
@@ -1161,7 +1166,7 @@ async fn tasks_cancelled_at_the_cutoff_and_batches_never_started_are_reported() 
     assert!(subject.ends_with("(TIMED_OUT)"), "{subject}");
     assert_eq!(report["counts"]["patched"], 0, "{report}");
     assert!(
-        body.contains("TIMED_OUT - the window's Duration ended before every task finished"),
+        body.contains("the window's Duration ended before every task finished"),
         "{body}"
     );
     assert!(
@@ -1189,7 +1194,7 @@ async fn a_window_that_overruns_its_duration_ends_timed_out_and_says_so() {
     let (subject, _, body) = the_report(emu, &setup, &run).await;
     assert!(subject.ends_with("(TIMED_OUT)"), "{subject}");
     assert!(
-        body.contains("TIMED_OUT - the window's Duration ended before every task finished"),
+        body.contains("the window's Duration ended before every task finished"),
         "{body}"
     );
 }
@@ -1228,4 +1233,46 @@ async fn without_sns_publish_the_report_fails_with_access_denied_naming_it() {
     assert!(message.contains("permission denied"), "{message}");
     assert_eq!(Diagnostic::from(err).error_type, "AccessDenied");
     assert!(deliveries(emu, &setup.queue_url).await.is_empty());
+}
+
+/// A policy whose output prefix lies outside what the stack's bucket policy grants: the agents
+/// cannot upload their logs (their instance profile, AmazonSSMManagedInstanceCore, has no S3
+/// write). The run report says the logs are missing and why, instead of linking to nothing.
+#[tokio::test]
+async fn logs_the_instances_could_not_upload_are_reported_missing_with_the_reason() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = scenario(
+        emu,
+        &WindowSetup {
+            prefix: "team-logs/patching",
+            ..WindowSetup::REFERENCE
+        },
+    )
+    .await;
+    let run = emu
+        .execute_window(
+            &ExecuteWindow::new(&window_id)
+                .with(&setup.hosts["windows-test"], HostOutcome::failed(1)),
+        )
+        .expect("execute window");
+    let (_, report, body) = the_report(emu, &setup, &run).await;
+    assert!(
+        body.contains(
+            "Logs: 6 instance log(s) missing in S3 - the instance could not upload it to"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("is not authorized to perform: s3:PutObject"),
+        "{body}"
+    );
+    assert!(
+        body.contains("    log in S3: missing - the instance could not upload it to"),
+        "{body}"
+    );
+    assert!(report["failed"][0]["log_url"].is_null());
+    assert!(report["failed"][0]["log_missing"]
+        .as_str()
+        .is_some_and(|m| m.contains("AccessDenied")));
 }

@@ -102,6 +102,17 @@ pub struct CommandInfo {
 }
 
 impl CommandInfo {
+    /// The status the console shows: `StatusDetails` when it is more precise than `Status`
+    /// (the API has no `Incomplete` status: such a command is `Failed` with `StatusDetails`
+    /// `Incomplete`, "Understanding command statuses").
+    pub fn detailed_status(&self) -> String {
+        if self.status_details.is_empty() {
+            self.status.clone()
+        } else {
+            self.status_details.clone()
+        }
+    }
+
     /// The Region of the output bucket (`OutputS3Region`, else the command's own Region).
     pub fn output_region(&self, default: &str) -> String {
         self.output_region
@@ -154,6 +165,19 @@ struct Member {
     since: Option<DateTime<Utc>>,
 }
 
+/// Why the agent could not upload an invocation's output, as it writes it into the output:
+/// `Failed to upload output to S3 bucket <bucket>: <error>` (the wording is the emulator's; the
+/// agent's exact text is not published, README "Verified only in the emulator").
+fn upload_failure(output: &str) -> Option<String> {
+    output
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Failed to upload output to S3 bucket ")
+        })
+        .map(|rest| format!("the instance could not upload it to {}", rest.trim()))
+}
+
 /// Who a run's commands reached.
 struct Reached {
     /// Instances with an invocation that ran, or that Run Command cancelled itself
@@ -191,7 +215,10 @@ struct NodeInfo {
 /// `User initiated (2026-12-05 05:00:00 GMT)` (EC2 API reference, Instance).
 fn transition_time(reason: &str) -> Option<DateTime<Utc>> {
     let inner = reason.rsplit_once('(')?.1.strip_suffix(')')?;
-    let inner = inner.strip_suffix(" GMT").unwrap_or(inner);
+    let inner = inner
+        .strip_suffix(" GMT")
+        .or_else(|| inner.strip_suffix(" UTC"))
+        .unwrap_or(inner);
     chrono::NaiveDateTime::parse_from_str(inner, "%Y-%m-%d %H:%M:%S")
         .ok()
         .map(|t| t.and_utc())
@@ -578,6 +605,7 @@ impl<'a> Runs<'a> {
                         instance_id,
                     )),
                     requested: i.requested_date_time().and_then(to_chrono),
+                    log_missing: None,
                     patches: None,
                 });
             }
@@ -586,19 +614,46 @@ impl<'a> Runs<'a> {
                 break;
             }
         }
-        // Details (plugins: exit code, per-plugin output URL) only for the failing statuses
-        // actually present — a clean 5,000-instance command makes no such call.
-        let failing: BTreeSet<String> = runs
-            .iter()
-            .filter(|r| matches!(r.status.as_str(), "Failed" | "TimedOut" | "Cancelled"))
-            .map(|r| r.status.clone())
-            .collect();
+        // Details (plugins: exit code, per-plugin output URL, output text) only where needed,
+        // so a clean 5,000-instance command makes no such call: status-filtered for the failing
+        // statuses actually present; the whole command once when an instance that ran has no
+        // log in the output bucket (its output says why the agent could not upload it).
         let index: HashMap<String, usize> = runs
             .iter()
             .enumerate()
             .map(|(k, r)| (r.instance_id.clone(), k))
             .collect();
-        for status in failing {
+        let logs_missing = command
+            .output_bucket
+            .as_deref()
+            .is_some_and(|b| !b.is_empty())
+            && runs.iter().any(|r| {
+                r.log_url.is_none()
+                    && r.outcome() != crate::report::Outcome::Missed
+                    && r.status != "Cancelled"
+            });
+        let passes: Vec<Option<String>> = if logs_missing {
+            vec![None]
+        } else {
+            runs.iter()
+                .filter(|r| matches!(r.status.as_str(), "Failed" | "TimedOut" | "Cancelled"))
+                .map(|r| r.status.clone())
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        for status in passes {
+            let filter = match &status {
+                Some(status) => Some(
+                    CommandFilter::builder()
+                        .key(CommandFilterKey::Status)
+                        .value(status)
+                        .build()
+                        .map_err(|_| AwsError::missing("ListCommandInvocations", "filter"))?,
+                ),
+                None => None,
+            };
             let mut token = None;
             loop {
                 self.calls.record("ListCommandInvocations");
@@ -607,13 +662,7 @@ impl<'a> Runs<'a> {
                     .list_command_invocations()
                     .command_id(&command.command_id)
                     .details(true)
-                    .filters(
-                        CommandFilter::builder()
-                            .key(CommandFilterKey::Status)
-                            .value(&status)
-                            .build()
-                            .map_err(|_| AwsError::missing("ListCommandInvocations", "filter"))?,
-                    )
+                    .set_filters(filter.clone().map(|f| vec![f]))
                     .max_results(COMMAND_PAGE)
                     .set_next_token(token)
                     .send()
@@ -624,16 +673,20 @@ impl<'a> Runs<'a> {
                         continue;
                     };
                     let run = &mut runs[*k];
-                    if let Some(plugin) = i.command_plugins().first() {
+                    let Some(plugin) = i.command_plugins().first() else {
+                        continue;
+                    };
+                    if run.status != "Success" {
                         run.response_code = Some(plugin.response_code());
-                        if run.log_url.is_none() {
-                            run.log_url = plugin
-                                .standard_output_url()
-                                .filter(|u| !u.is_empty())
-                                .map(|u| {
-                                    console::s3_link(&command.output_region(self.region()), u)
-                                });
-                        }
+                    }
+                    if run.log_url.is_none() {
+                        run.log_url = plugin
+                            .standard_output_url()
+                            .filter(|u| !u.is_empty())
+                            .map(|u| console::s3_link(&command.output_region(self.region()), u));
+                    }
+                    if run.log_url.is_none() {
+                        run.log_missing = upload_failure(plugin.output().unwrap_or_default());
                     }
                 }
                 token = page.next_token().map(str::to_string);
@@ -973,13 +1026,21 @@ impl<'a> Runs<'a> {
                 .map(|g| g.batch)
                 .min()
                 .unwrap_or_else(|| u32::try_from(position + 1).unwrap_or(u32::MAX));
+            // A task that sent nothing (not started by the cutoff, denied) has no invocation to
+            // name its target: its batch's target is the one whose patch group has its number.
+            let name = if target_names.is_empty() {
+                targets
+                    .values()
+                    .map(|(name, _)| name)
+                    .find(|name| name.parse::<PatchGroup>().is_ok_and(|g| g.batch == number))
+                    .cloned()
+                    .unwrap_or_else(|| task.task_arn.clone())
+            } else {
+                target_names.into_iter().collect::<Vec<_>>().join(", ")
+            };
             let mut batch = BatchRun {
                 number,
-                name: if target_names.is_empty() {
-                    task.task_arn.clone()
-                } else {
-                    target_names.into_iter().collect::<Vec<_>>().join(", ")
-                },
+                name,
                 status: task.status.clone(),
                 command_ids: Vec::new(),
                 target_count: 0,
@@ -998,8 +1059,9 @@ impl<'a> Runs<'a> {
                 batch.target_count += command.target_count;
                 batch.error_count += command.error_count;
                 batch.delivery_timed_out_count += command.delivery_timed_out_count;
-                if !batch.command_statuses.contains(&command.status) {
-                    batch.command_statuses.push(command.status.clone());
+                let status = command.detailed_status();
+                if !batch.command_statuses.contains(&status) {
+                    batch.command_statuses.push(status);
                 }
                 batch.max_errors = batch.max_errors.take().or(command.max_errors.clone());
                 batch.command_ids.push(command_id);
@@ -1047,7 +1109,14 @@ impl<'a> Runs<'a> {
             batches,
             instances: runs,
             missed,
-            full_report: full_report(&commands),
+            // A command that selected nobody (NoInstancesInTag) wrote no output anywhere.
+            full_report: full_report(
+                &commands
+                    .iter()
+                    .filter(|c| c.target_count > 0)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
         };
         info!(
             execution_id = %execution_id,
@@ -1123,7 +1192,7 @@ impl<'a> Runs<'a> {
             target_count: command.target_count,
             error_count: command.error_count,
             delivery_timed_out_count: command.delivery_timed_out_count,
-            command_statuses: vec![command.status.clone()],
+            command_statuses: vec![command.detailed_status()],
             max_errors: command.max_errors.clone(),
             status_details: None,
         };
@@ -1205,6 +1274,16 @@ mod tests {
             instance_ids: vec![],
             targets: vec![],
         }
+    }
+
+    #[test]
+    fn an_upload_failure_is_read_from_the_invocation_output() {
+        let output = "Patch group: g\nInstalled: 3\n----------ERROR-------\nFailed to upload output to S3 bucket out: AccessDenied: User: x is not authorized to perform: s3:PutObject";
+        assert_eq!(
+            upload_failure(output).as_deref(),
+            Some("the instance could not upload it to out: AccessDenied: User: x is not authorized to perform: s3:PutObject")
+        );
+        assert_eq!(upload_failure("Installed: 3"), None);
     }
 
     #[test]

@@ -281,6 +281,11 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
         if o["kind"] == "unreachable":
             # the agent was already silent when the window started
             pp.last_ping[iid] = min(pp.last_ping.get(iid, started), started - timedelta(minutes=5))
+    # The hook stopped these instances "before the run": EC2's StateTransitionReason carries
+    # the stop time (EC2 API Reference, Instance: "User initiated (YYYY-MM-DD hh:mm:ss GMT)"),
+    # which must then lie before the run's start, not at the moment the hook ran.
+    for instance in ec2_backend_for(backend).get_multi_instances_by_id(stop) if stop else []:
+        instance._reason = f"User initiated ({(started - timedelta(minutes=1)).strftime('%Y-%m-%d %H:%M:%S')} GMT)"
     execution_id = str(uuid.uuid4())
     tasks_out: list[dict[str, Any]] = []
     for entry in sim_tasks:
