@@ -528,6 +528,7 @@ def main() -> int:
             run(notifier_cases(emu, fleet, "success"))
             run_window(emu, fleet, "failed", [fleet.windows_test])
             run(notifier_cases(emu, fleet, "failed"))
+            say(emu.iam_cost())
             passed = sum(1 for _, ok, _ in results if ok)
             failed = len(results) - passed
             missing = every_event_file_is_covered(all_cases)

@@ -207,6 +207,13 @@ class Emulator:
             **f["Environment"],
         }
 
+    def iam_cost(self) -> str:
+        """What IAM enforcement cost this run, from the emulator's own accounting."""
+        stats = self._request("GET", "/patchpilot-emulator/iam/stats", None)
+        n, seconds = int(stats.get("Requests", 0)), float(stats.get("Seconds", 0.0))
+        per = seconds / n * 1000 if n else 0.0
+        return f"IAM checks: {n} requests, {seconds * 1000:.0f} ms in all ({per:.2f} ms each)"
+
     def hook(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._request("POST", "/patchpilot-emulator/" + path, body)
 

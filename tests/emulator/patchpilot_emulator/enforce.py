@@ -659,3 +659,6 @@ def install() -> None:
         return PermissionResult.NEUTRAL
 
     FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
+    # The Service Authorization Reference data is read once, at start-up: a request's check
+    # then costs only the evaluation (GET /patchpilot-emulator/iam/stats measures it).
+    iam.sar()

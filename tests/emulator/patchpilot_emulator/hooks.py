@@ -18,6 +18,7 @@ import io
 import json
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
@@ -49,7 +50,17 @@ _QUERY_XML_NAMESPACES = {
 }
 
 
+_iam_stats: dict[str, float] = {"Requests": 0, "Seconds": 0.0}
+
+
+def _record_iam_time(seconds: float) -> None:
+    with _lock:
+        _iam_stats["Requests"] += 1
+        _iam_stats["Seconds"] += seconds
+
+
 def reset_all() -> None:
+    # The IAM cost figures are kept across resets: they measure a whole test run.
     with _lock:
         _counts.clear()
         _faults.clear()
@@ -222,6 +233,12 @@ def handle_hook(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
                 return _respond(start_response, 400, {"__type": "ValidationError", "message": exc.message})
         if path == "iam/decisions" and method in ("GET", "POST"):
             return _respond(start_response, 200, {"decisions": stack.decisions()})
+        if path == "iam/stats" and method in ("GET", "POST"):
+            # What IAM enforcement costs: every AWS request passes the check (a stack key's is
+            # evaluated, another key's is recognised as the administrator's).
+            with _lock:
+                stats = dict(_iam_stats)
+            return _respond(start_response, 200, stats)
         if path == "iam/decisions/reset" and method == "POST":
             stack.reset_decisions()
             return _respond(start_response, 200, {"reset": True})
@@ -281,7 +298,9 @@ def install() -> None:
                 return _respond(start_response, status, payload, headers)
             # IAM: requests signed with a deploy-stack key are evaluated against that role's
             # policies (enforce.py); a denied request never reaches moto.
+            started = time.perf_counter()
             denied = enforce.authorize_request(environ, body, service, action)
+            _record_iam_time(time.perf_counter() - started)
             if denied is not None:
                 return _respond(start_response, denied.status, denied.body, denied.headers)
         return original_call(self, environ, start_response)
