@@ -132,6 +132,22 @@ def load_event(rel: str) -> Any:
     return json.loads((ROOT / "events" / rel).read_text())
 
 
+def window_event(execution: dict[str, Any]) -> Any:
+    """The `Maintenance Window Execution State-change Notification` AWS sends when the run the
+    execute-window hook answered with ends (events/run-notifier/, with the run's ids)."""
+    event = load_event("run-notifier/window-execution-failed.json")
+    detail = event["detail"]
+    event = json.loads(
+        json.dumps(event)
+        .replace(detail["window-execution-id"], execution["WindowExecutionId"])
+        .replace(detail["window-id"], execution["WindowId"])
+    )
+    event["detail"]["status"] = execution["Status"]
+    event["detail"]["start-time"] = execution["StartTime"][:23] + "Z"
+    event["detail"]["end-time"] = execution["EndTime"][:23] + "Z"
+    return event
+
+
 def sqs_messages(emu: Emulator, queue_url: str) -> list[dict[str, Any]]:
     sqs = emu.client("sqs")
     out = []
@@ -388,16 +404,7 @@ def run(demo: Demo) -> None:
                 f"command {task['CommandIds'][0] if task['CommandIds'] else '-'}"
             )
         demo.say(f"  window execution {execution['WindowExecutionId']}: {execution['Status']}")
-        event = load_event("run-notifier/window-execution-failed.json")
-        detail = event["detail"]
-        event = json.loads(
-            json.dumps(event)
-            .replace(detail["window-execution-id"], execution["WindowExecutionId"])
-            .replace(detail["window-id"], test_window)
-        )
-        event["detail"]["status"] = execution["Status"]
-        event["detail"]["start-time"] = execution["StartTime"][:23] + "Z"
-        event["detail"]["end-time"] = execution["EndTime"][:23] + "Z"
+        event = window_event(execution)
         demo.say("  -> `Maintenance Window Execution State-change Notification` to run-notifier")
         answer = invoke(watch, "run-notifier", event, "notify")
         reports = sqs_messages(emu, queue_url)
@@ -448,15 +455,7 @@ def run(demo: Demo) -> None:
                 f"  task priority {task['Priority']}: {task['Status']:<8} "
                 + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
             )
-        event = load_event("run-notifier/window-execution-failed.json")
-        detail = event["detail"]
-        event = json.loads(
-            json.dumps(event)
-            .replace(detail["window-execution-id"], execution["WindowExecutionId"])
-            .replace(detail["window-id"], prod_window)
-        )
-        event["detail"]["status"] = execution["Status"]
-        answer = invoke(watch, "run-notifier", event, "notify-prod")
+        invoke(watch, "run-notifier", window_event(execution), "notify-prod")
         reports = sqs_messages(emu, queue_url)
         body = ""
         if reports:
