@@ -639,7 +639,7 @@ def set_managed(body: dict[str, Any]) -> dict[str, Any]:
         pp.ping_status.pop(instance_id, None)
         pp.last_ping.pop(instance_id, None)
     node = next(n for n in nodes(backend) if n.instance_id == instance_id)
-    from .ssm_ext import ping_of
+    from .instance_info import ping_of
 
     status, last = ping_of(backend, node)
     return {"InstanceId": instance_id, "Managed": True, "PingStatus": status, "LastPingDateTime": last.isoformat()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -21,7 +21,6 @@ from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 from moto.ec2.models import ec2_backends
 from moto.ssm.models import (
-    Command,
     FakeMaintenanceWindow,
     FakeMaintenanceWindowTarget,
     FakeMaintenanceWindowTask,
@@ -837,97 +836,6 @@ def register_default_patch_baseline(self: R) -> ActionResult:
     return ActionResult({"BaselineId": baseline_id})
 
 
-# --- service settings ----------------------------------------------------------------------
-
-# GetServiceSetting / UpdateServiceSetting / ResetServiceSetting: "You can't create a new
-# SettingId"; the ids the API reference lists, with the values UpdateServiceSetting accepts
-# (None = free text: a role name, a log group name). Defaults: README "Verified only in the
-# emulator" (the API reference states none).
-DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
-SERVICE_SETTINGS: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "/ssm/appmanager/appmanager-enabled": ("False", ("True", "False")),
-    "/ssm/automation/customer-script-log-destination": ("none", ("CloudWatch",)),
-    "/ssm/automation/customer-script-log-group-name": ("/aws/ssm/automation/executeScript", None),
-    "/ssm/automation/enable-adaptive-concurrency": ("False", ("True", "False")),
-    "/ssm/documents/console/public-sharing-permission": ("Enable", ("Enable", "Disable")),
-    "/ssm/managed-instance/activation-tier": ("standard", ("standard", "advanced")),
-    # Default Host Management Configuration: off until a role is set ("$None")
-    DHMC_SETTING: ("$None", None),
-    "/ssm/opsinsights/opscenter": ("Disabled", ("Enabled", "Disabled")),
-    "/ssm/parameter-store/default-parameter-tier": ("Standard", ("Standard", "Advanced", "Intelligent-Tiering")),
-    "/ssm/parameter-store/high-throughput-enabled": ("false", ("true", "false")),
-}
-# IAM role name, optionally with its path ("service-role/AWSSystemsManagerDefaultEC2InstanceManagementRole"
-# as the console's Quick Setup sets it); an ARN is not a role name.
-_ROLE_NAME_RE = re.compile(r"^(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
-
-
-def _setting_id(backend: SimpleSystemManagerBackend, raw: str) -> str:
-    """SettingId as a path or as the setting's ARN
-    (arn:aws:ssm:<region>:<account>:servicesetting/ssm/...), e.g. "arn:aws:ssm:us-east-1:111122223333:servicesetting/ssm/parameter-store/high-throughput-enabled"."""
-    setting = raw
-    prefix = f"arn:aws:ssm:{backend.region_name}:{backend.account_id}:servicesetting"
-    if raw.startswith("arn:"):
-        setting = raw[len(prefix):] if raw.startswith(prefix + "/") else ""
-    if setting not in SERVICE_SETTINGS:
-        raise SSMError(
-            "ServiceSettingNotFound",
-            f"The specified service setting wasn't found: {raw}.",
-        )
-    return setting
-
-
-def _setting_json(backend: SimpleSystemManagerBackend, setting: str) -> dict[str, Any]:
-    custom = state(backend).service_settings.get(setting)
-    data: dict[str, Any] = {
-        "SettingId": setting,
-        "ARN": f"arn:aws:ssm:{backend.region_name}:{backend.account_id}:servicesetting{setting}",
-    }
-    if custom is None:
-        data.update({"SettingValue": SERVICE_SETTINGS[setting][0], "Status": "Default"})
-    else:
-        value, modified, user = custom
-        # LastModifiedUser: "populated only if the setting value was overwritten"
-        data.update({"SettingValue": value, "Status": "Customized", "LastModifiedDate": modified, "LastModifiedUser": user})
-    return data
-
-
-def get_service_setting(self: R) -> ActionResult:
-    backend = _b(self)
-    return ActionResult({"ServiceSetting": _setting_json(backend, _setting_id(backend, self._get_param("SettingId")))})
-
-
-def update_service_setting(self: R) -> ActionResult:
-    backend = _b(self)
-    setting = _setting_id(backend, self._get_param("SettingId"))
-    value = self._get_param("SettingValue")
-    allowed = SERVICE_SETTINGS[setting][1]
-    if allowed is not None and value not in allowed:
-        raise validation(f"Invalid value {value} for setting {setting}; valid values: {', '.join(allowed)}.")
-    if setting == DHMC_SETTING and not _ROLE_NAME_RE.match(value):
-        # "For /ssm/managed-instance/default-ec2-instance-management-role, enter the name of an
-        # IAM role."
-        raise validation(f"Invalid value {value} for setting {setting}: enter the name of an IAM role.")
-    if setting == "/ssm/parameter-store/default-parameter-tier":
-        backend.default_parameter_tier = value
-    user = f"arn:aws:iam::{backend.account_id}:root"
-    state(backend).service_settings[setting] = (value, now(), user)
-    return EmptyResult()
-
-
-def reset_service_setting(self: R) -> ActionResult:
-    """ResetServiceSetting: "Reset the service setting for the account to the default value as
-    provisioned by the Amazon Web Services service team"; answers the reset setting."""
-    backend = _b(self)
-    setting = _setting_id(backend, self._get_param("SettingId"))
-    state(backend).service_settings.pop(setting, None)
-    if setting == "/ssm/parameter-store/default-parameter-tier":
-        backend.default_parameter_tier = "Standard"
-    data = _setting_json(backend, setting)
-    data.update({"LastModifiedDate": now(), "LastModifiedUser": f"arn:aws:iam::{backend.account_id}:root"})
-    return ActionResult({"ServiceSetting": data})
-
-
 # --- patch groups --------------------------------------------------------------------------
 
 
@@ -1382,400 +1290,7 @@ def add_tags_to_resource(self: R) -> ActionResult:
     return EmptyResult()
 
 
-# --- commands ------------------------------------------------------------------------------
-
-
 INSTANCE_ID_RE = re.compile(r"^(i-(\w{8}|\w{17})|mi-\w{17})$")
-
-
-def send_command(self: R) -> ActionResult:
-    from .commands import command_json
-
-    backend = _b(self)
-    instance_ids = self._get_param("InstanceIds", []) or []
-    targets = self._get_param("Targets", []) or []
-    if not instance_ids and not targets:
-        raise validation("Either InstanceIds or Targets must be specified.")
-    if instance_ids and targets:
-        raise validation("InstanceIds and Targets cannot be specified together.")
-    # InvalidInstanceId only for unknown, shutting-down or terminated instances (SendCommand)
-    known = {n.instance_id for n in nodes(backend)}
-    for iid in instance_ids:
-        if iid not in known:
-            raise SSMError("InvalidInstanceId", f"Instances [[{iid}]] not in a valid state for account {backend.account_id}")
-    command = backend.send_command(
-        comment=self._get_param("Comment", ""),
-        document_name=self._get_param("DocumentName"),
-        timeout_seconds=self._get_int_param("TimeoutSeconds"),
-        instance_ids=list(instance_ids),
-        max_concurrency=self._get_param("MaxConcurrency", "50"),
-        max_errors=self._get_param("MaxErrors", "0"),
-        notification_config=self._get_param("NotificationConfig"),
-        output_s3_bucket_name=self._get_param("OutputS3BucketName", ""),
-        output_s3_key_prefix=self._get_param("OutputS3KeyPrefix", ""),
-        output_s3_region=self._get_param("OutputS3Region", ""),
-        parameters=self._get_param("Parameters", {}),
-        service_role_arn=self._get_param("ServiceRoleArn", ""),
-        targets=targets,
-    )
-    data = command_json(command)
-    # SendCommand answers before the command ran: counts are 0 and status Pending (AWS)
-    data.update(
-        {"Status": "Pending", "StatusDetails": "Pending", "CompletedCount": 0, "ErrorCount": 0,
-         "DeliveryTimedOutCount": 0}
-    )
-    return ActionResult({"Command": data})
-
-
-def _command_filters(filters: list[dict[str, str]], for_invocations: bool) -> list[Callable[[dict[str, Any]], bool]]:
-    checks: list[Callable[[dict[str, Any]], bool]] = []
-    for f in filters:
-        key, value = f.get("key"), f.get("value", "")
-        if key in ("InvokedAfter", "InvokedBefore"):
-            try:
-                moment = datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
-            except ValueError:
-                raise SSMError("InvalidFilter", f"Invalid value {value} for filter {key}.")
-            if key == "InvokedAfter":
-                checks.append(lambda d, m=moment: d["RequestedDateTime"].replace(tzinfo=None) >= m)
-            else:
-                checks.append(lambda d, m=moment: d["RequestedDateTime"].replace(tzinfo=None) <= m)
-        elif key == "Status":
-            if value == "TimedOut":
-                checks.append(lambda d: d["Status"] == "TimedOut")
-            elif value in ("DeliveryTimedOut", "ExecutionTimedOut"):
-                checks.append(lambda d, v=value: d["Status"] == "TimedOut" and d["StatusDetails"].replace(" ", "") == v)
-            else:
-                checks.append(lambda d, v=value: d["Status"] == v)
-        elif key == "DocumentName":
-            checks.append(lambda d, v=value: d["DocumentName"] == v)
-        elif key == "ExecutionStage" and not for_invocations:
-            if value not in ("Executing", "Complete"):
-                raise SSMError("InvalidFilter", f"Invalid value {value} for filter ExecutionStage.")
-            terminal = ("Success", "Failed", "TimedOut", "Cancelled")
-            checks.append(
-                lambda d, v=value: (d["Status"] in terminal) == (v == "Complete")
-            )
-        else:
-            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
-    return checks
-
-
-def list_commands(self: R) -> ActionResult:
-    from .commands import command_json
-
-    backend = _b(self)
-    command_id = self._get_param("CommandId")
-    instance_id = self._get_param("InstanceId")
-    commands = list(backend._commands)
-    if command_id:
-        commands = [c for c in commands if c.command_id == command_id]
-        if not commands:
-            raise SSMError("InvalidCommandId", "Invalid command id.")
-    if instance_id:
-        commands = [c for c in commands if instance_id in c.instance_ids]
-    items = [command_json(c) for c in reversed(commands)]
-    for check in _command_filters(self._get_param("Filters", []) or [], False):
-        items = [i for i in items if check(i)]
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    return ActionResult(prune({"Commands": page, "NextToken": token}))
-
-
-def list_command_invocations(self: R) -> ActionResult:
-    from .commands import invocation_json
-
-    backend = _b(self)
-    command_id = self._get_param("CommandId")
-    instance_id = self._get_param("InstanceId")
-    details = bool(self._get_param("Details", False))
-    commands = list(backend._commands)
-    if command_id:
-        commands = [c for c in commands if c.command_id == command_id]
-        if not commands:
-            raise SSMError("InvalidCommandId", "Invalid command id.")
-    items: list[dict[str, Any]] = []
-    for command in reversed(commands):
-        for inv in getattr(command, "pp_invocations", []):
-            if instance_id and inv["InstanceId"] != instance_id:
-                continue
-            items.append(invocation_json(inv, details))
-    for check in _command_filters(self._get_param("Filters", []) or [], True):
-        items = [i for i in items if check(i)]
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    return ActionResult(prune({"CommandInvocations": page, "NextToken": token}))
-
-
-# --- instance information & patch states ---------------------------------------------------
-
-
-# The agent's health ping: an Online agent was heard within this interval; a node whose agent
-# stopped answering was last heard at least this long ago.
-PING_INTERVAL = timedelta(minutes=5)
-
-
-def ping_of(backend: SimpleSystemManagerBackend, node: NodeView) -> tuple[str, datetime]:
-    """(PingStatus, LastPingDateTime) of a managed node (InstanceInformation: PingStatus
-    "Connection status of SSM Agent", Online | ConnectionLost | Inactive (deprecated);
-    LastPingDateTime "The date and time when the agent last pinged the Systems Manager
-    service"). A stopped EC2 instance has no running agent: ConnectionLost, last heard when it
-    stopped. A node set ConnectionLost was last heard at the time given to the hook (default:
-    when it was set)."""
-    pp = state(backend)
-    status = pp.ping_status.get(node.instance_id)
-    if not node.running:
-        # a stopped instance's agent is down whatever was set before
-        last = node.stopped_at or pp.last_ping.get(node.instance_id) or now() - PING_INTERVAL
-        if node.instance_id in pp.last_ping:
-            last = min(last, pp.last_ping[node.instance_id])
-        return "ConnectionLost", last
-    if status and status != "Online":
-        return status, pp.last_ping.get(node.instance_id) or now() - PING_INTERVAL
-    return "Online", now()
-
-
-def _node_info(node: NodeView, backend: SimpleSystemManagerBackend) -> dict[str, Any]:
-    ping, last_ping = ping_of(backend, node)
-    data: dict[str, Any] = {
-        "InstanceId": node.instance_id,
-        "PingStatus": ping,
-        "LastPingDateTime": last_ping,
-        "AgentVersion": AGENT_VERSION,
-        "IsLatestVersion": True,
-        "PlatformType": node.platform_type,
-        "PlatformName": node.platform_name,
-        "PlatformVersion": node.platform_version,
-        "ResourceType": node.resource_type,
-        "IPAddress": node.ip_address,
-        "ComputerName": node.computer_name,
-        "SourceId": node.instance_id,
-        "SourceType": "AWS::EC2::Instance" if node.resource_type == "EC2Instance" else "AWS::SSM::ManagedInstance",
-    }
-    if node.resource_type == "ManagedInstance":
-        data.update(
-            {
-                "Name": node.name,
-                "RegistrationDate": node.registration_date,
-                "IamRole": node.iam_role,
-                "ActivationId": node.activation_id,
-            }
-        )
-    return prune(data)
-
-
-def describe_instance_information(self: R) -> ActionResult:
-    backend = _b(self)
-    legacy = self._get_param("InstanceInformationFilterList")
-    filters = self._get_param("Filters")
-    if legacy and filters:
-        raise SSMError(
-            "InvalidInstanceInformationFilterValue",
-            "InstanceInformationFilterList and Filters cannot be used in the same request.",
-        )
-    normalized: list[tuple[str, list[str]]] = []
-    for f in legacy or []:
-        normalized.append((f.get("key", ""), f.get("valueSet", [])))
-    for f in filters or []:
-        normalized.append((f.get("Key", ""), f.get("Values", [])))
-    items = [_node_info(n, backend) for n in nodes(backend)]
-    node_tags = {n.instance_id: n.tags for n in nodes(backend)}
-    for key, values in normalized:
-        if key == "InstanceIds":
-            for v in values:
-                if not INSTANCE_ID_RE.match(v):
-                    raise SSMError("InvalidInstanceId", f"Instance Id {v} is invalid.")
-            items = [i for i in items if i["InstanceId"] in values]
-        elif key in ("PingStatus", "ResourceType", "AgentVersion"):
-            items = [i for i in items if i.get(key) in values]
-        elif key in ("PlatformTypes", "PlatformType"):
-            items = [i for i in items if i["PlatformType"] in values]
-        elif key == "SourceIds":
-            items = [i for i in items if i["SourceId"] in values]
-        elif key == "SourceTypes":
-            items = [i for i in items if i["SourceType"] in values]
-        elif key == "IamRole":
-            items = [i for i in items if i.get("IamRole") in values]
-        elif key == "ActivationIds":
-            items = [i for i in items if i.get("ActivationId") in values]
-        elif key == "AssociationStatus":
-            items = []
-        elif key.startswith("tag:"):
-            tag_key = key[4:]
-            items = [i for i in items if node_tags[i["InstanceId"]].get(tag_key) in values]
-        elif key == "tag-key":
-            items = [i for i in items if any(v in node_tags[i["InstanceId"]] for v in values)]
-        else:
-            raise SSMError("InvalidFilterKey", f"The filter key {key} isn't valid.")
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    return ActionResult(prune({"InstanceInformationList": page, "NextToken": token}))
-
-
-def describe_instance_patch_states(self: R) -> ActionResult:
-    backend = _b(self)
-    wanted = self._get_param("InstanceIds", []) or []
-    for v in wanted:
-        if not INSTANCE_ID_RE.match(v):
-            raise SSMError("InvalidInstanceId", f"Instance Id {v} is invalid.")
-    states = state(backend).patch_states
-    items = [states[i] for i in wanted if i in states]
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 10)
-    return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
-
-
-_PATCH_STATE_FILTER_KEYS = (
-    "InstalledCount", "InstalledOtherCount", "InstalledPendingRebootCount", "InstalledRejectedCount",
-    "MissingCount", "FailedCount", "UnreportedNotApplicableCount", "NotApplicableCount",
-)
-
-
-def describe_instance_patch_states_for_patch_group(self: R) -> ActionResult:
-    """SSM API Reference: DescribeInstancePatchStatesForPatchGroup; InstancePatchStateFilter
-    (Key one of the counts, one Value "an integer greater than or equal to 0", Type Equal |
-    NotEqual | LessThan | GreaterThan); errors InvalidFilter, InvalidNextToken."""
-    backend = _b(self)
-    group = self._get_param("PatchGroup")
-    items = [p for p in state(backend).patch_states.values() if p.get("PatchGroup") == group]
-    items.sort(key=lambda p: p["InstanceId"])
-    compare = {
-        "Equal": lambda a, b: a == b,
-        "NotEqual": lambda a, b: a != b,
-        "LessThan": lambda a, b: a < b,
-        "GreaterThan": lambda a, b: a > b,
-    }
-    for f in self._get_param("Filters", []) or []:
-        key, values, kind = f.get("Key"), f.get("Values") or [], f.get("Type")
-        if key not in _PATCH_STATE_FILTER_KEYS:
-            raise SSMError("InvalidFilter", f"The filter key {key} isn't valid.")
-        if len(values) != 1 or not str(values[0]).isdigit():
-            raise SSMError("InvalidFilter", f"The filter {key} needs one value, an integer >= 0.")
-        if kind not in compare:
-            raise SSMError("InvalidFilter", f"The filter {key} needs a Type: Equal, NotEqual, LessThan or GreaterThan.")
-        items = [p for p in items if compare[kind](int(p.get(key) or 0), int(values[0]))]
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
-
-
-# --- maintenance window executions ---------------------------------------------------------
-
-
-def _get_execution(backend: SimpleSystemManagerBackend, execution_id: str) -> dict[str, Any]:
-    execution = state(backend).executions.get(execution_id)
-    if execution is None:
-        raise does_not_exist(f"Maintenance window execution {execution_id} does not exist")
-    return execution
-
-
-def _status_filter(items: list[dict[str, Any]], filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for f in filters or []:
-        key, values = f.get("Key"), f.get("Values", [])
-        if key == "STATUS":
-            items = [i for i in items if i["Status"] in values]
-        else:
-            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
-    return items
-
-
-def describe_maintenance_window_executions(self: R) -> ActionResult:
-    backend = _b(self)
-    window_id = self._get_param("WindowId")
-    _get_window(backend, window_id)
-    items = [
-        {k: e[k] for k in ("WindowId", "WindowExecutionId", "Status", "StatusDetails", "StartTime", "EndTime")}
-        for e in state(backend).executions.values()
-        if e["WindowId"] == window_id
-    ]
-    items.sort(key=lambda e: e["StartTime"], reverse=True)
-    for f in self._get_param("Filters", []) or []:
-        key, values = f.get("Key"), f.get("Values", [])
-        if key in ("ExecutedBefore", "ExecutedAfter"):
-            try:
-                moment = datetime.fromisoformat(values[0].replace("Z", "+00:00")).replace(tzinfo=None)
-            except (ValueError, IndexError):
-                raise validation(f"Invalid value for filter {key}.")
-            if key == "ExecutedBefore":
-                items = [i for i in items if i["StartTime"].replace(tzinfo=None) <= moment]
-            else:
-                items = [i for i in items if i["StartTime"].replace(tzinfo=None) >= moment]
-        else:
-            raise SSMError("InvalidFilterKey", f"Invalid filter key {key}.")
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    return ActionResult(prune({"WindowExecutions": page, "NextToken": token}))
-
-
-def get_maintenance_window_execution(self: R) -> ActionResult:
-    execution = _get_execution(_b(self), self._get_param("WindowExecutionId"))
-    return ActionResult(
-        prune(
-            {
-                "WindowExecutionId": execution["WindowExecutionId"],
-                "TaskIds": [t["TaskExecutionId"] for t in execution["Tasks"]],
-                "Status": execution["Status"],
-                "StatusDetails": execution["StatusDetails"],
-                "StartTime": execution["StartTime"],
-                "EndTime": execution["EndTime"],
-            }
-        )
-    )
-
-
-def describe_maintenance_window_execution_tasks(self: R) -> ActionResult:
-    execution = _get_execution(_b(self), self._get_param("WindowExecutionId"))
-    items = [
-        {
-            "WindowExecutionId": execution["WindowExecutionId"],
-            "TaskExecutionId": t["TaskExecutionId"],
-            "Status": t["Status"],
-            "StatusDetails": t["StatusDetails"],
-            "StartTime": t["StartTime"],
-            "EndTime": t["EndTime"],
-            "TaskArn": t["TaskArn"],
-            "TaskType": t["TaskType"],
-        }
-        for t in execution["Tasks"]
-    ]
-    items = _status_filter(items, self._get_param("Filters", []))
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    return ActionResult(prune({"WindowExecutionTaskIdentities": page, "NextToken": token}))
-
-
-def _get_execution_task(execution: dict[str, Any], task_id: str) -> dict[str, Any]:
-    for task in execution["Tasks"]:
-        if task["TaskExecutionId"] == task_id:
-            return task
-    raise does_not_exist(
-        f"Task {task_id} does not exist in maintenance window execution {execution['WindowExecutionId']}"
-    )
-
-
-def get_maintenance_window_execution_task(self: R) -> ActionResult:
-    execution = _get_execution(_b(self), self._get_param("WindowExecutionId"))
-    t = _get_execution_task(execution, self._get_param("TaskId"))
-    return ActionResult(
-        prune(
-            {
-                "WindowExecutionId": execution["WindowExecutionId"],
-                "TaskExecutionId": t["TaskExecutionId"],
-                "TaskArn": t["TaskArn"],
-                "ServiceRole": t.get("ServiceRole"),
-                "Type": t["TaskType"],
-                "TaskParameters": t.get("TaskParameters"),
-                "Priority": t["Priority"],
-                "MaxConcurrency": t.get("MaxConcurrency"),
-                "MaxErrors": t.get("MaxErrors"),
-                "Status": t["Status"],
-                "StatusDetails": t["StatusDetails"],
-                "StartTime": t["StartTime"],
-                "EndTime": t["EndTime"],
-            }
-        )
-    )
-
-
-def describe_maintenance_window_execution_task_invocations(self: R) -> ActionResult:
-    execution = _get_execution(_b(self), self._get_param("WindowExecutionId"))
-    task = _get_execution_task(execution, self._get_param("TaskId"))
-    items = _status_filter([dict(i) for i in task["Invocations"]], self._get_param("Filters", []))
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    return ActionResult(prune({"WindowExecutionTaskInvocationIdentities": page, "NextToken": token}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1820,9 +1335,6 @@ RESPONSE_METHODS: list[Callable[..., Any]] = [
     describe_patch_groups,
     get_default_patch_baseline,
     register_default_patch_baseline,
-    get_service_setting,
-    update_service_setting,
-    reset_service_setting,
     create_maintenance_window,
     get_maintenance_window,
     describe_maintenance_windows,
@@ -1838,17 +1350,6 @@ RESPONSE_METHODS: list[Callable[..., Any]] = [
     update_maintenance_window_task,
     deregister_task_from_maintenance_window,
     add_tags_to_resource,
-    send_command,
-    list_commands,
-    list_command_invocations,
-    describe_instance_information,
-    describe_instance_patch_states,
-    describe_instance_patch_states_for_patch_group,
-    describe_maintenance_window_executions,
-    get_maintenance_window_execution,
-    describe_maintenance_window_execution_tasks,
-    get_maintenance_window_execution_task,
-    describe_maintenance_window_execution_task_invocations,
 ]
 
 _installed = False
@@ -1859,7 +1360,15 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    for method in RESPONSE_METHODS:
+    from . import instance_info, run_command, service_settings, window_executions
+
+    for method in (
+        RESPONSE_METHODS
+        + run_command.RESPONSE_METHODS
+        + instance_info.RESPONSE_METHODS
+        + service_settings.RESPONSE_METHODS
+        + window_executions.RESPONSE_METHODS
+    ):
         setattr(SimpleSystemManagerResponse, method.__name__, method)
     SimpleSystemManagerResponse.call_action = _call_action  # type: ignore[method-assign]
     SimpleSystemManagerBackend._validate_resource_type_and_id = _validate_resource_type_and_id  # type: ignore[method-assign]

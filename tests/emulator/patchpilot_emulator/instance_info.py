@@ -1,0 +1,167 @@
+"""Managed-node information and patch states: DescribeInstanceInformation,
+DescribeInstancePatchStates, DescribeInstancePatchStatesForPatchGroup (SSM API Reference), and
+the agent's ping status. Split from ``ssm_ext``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from moto.core.responses import ActionResult
+from moto.ssm.models import SimpleSystemManagerBackend
+
+from .ssm_ext import AGENT_VERSION, INSTANCE_ID_RE, NodeView, R, SSMError, _b, nodes, now, paginate, prune, state
+
+
+# The agent's health ping: an Online agent was heard within this interval; a node whose agent
+# stopped answering was last heard at least this long ago.
+PING_INTERVAL = timedelta(minutes=5)
+
+
+def ping_of(backend: SimpleSystemManagerBackend, node: NodeView) -> tuple[str, datetime]:
+    """(PingStatus, LastPingDateTime) of a managed node (InstanceInformation: PingStatus
+    "Connection status of SSM Agent", Online | ConnectionLost | Inactive (deprecated);
+    LastPingDateTime "The date and time when the agent last pinged the Systems Manager
+    service"). A stopped EC2 instance has no running agent: ConnectionLost, last heard when it
+    stopped. A node set ConnectionLost was last heard at the time given to the hook (default:
+    when it was set)."""
+    pp = state(backend)
+    status = pp.ping_status.get(node.instance_id)
+    if not node.running:
+        # a stopped instance's agent is down whatever was set before
+        last = node.stopped_at or pp.last_ping.get(node.instance_id) or now() - PING_INTERVAL
+        if node.instance_id in pp.last_ping:
+            last = min(last, pp.last_ping[node.instance_id])
+        return "ConnectionLost", last
+    if status and status != "Online":
+        return status, pp.last_ping.get(node.instance_id) or now() - PING_INTERVAL
+    return "Online", now()
+
+
+def _node_info(node: NodeView, backend: SimpleSystemManagerBackend) -> dict[str, Any]:
+    ping, last_ping = ping_of(backend, node)
+    data: dict[str, Any] = {
+        "InstanceId": node.instance_id,
+        "PingStatus": ping,
+        "LastPingDateTime": last_ping,
+        "AgentVersion": AGENT_VERSION,
+        "IsLatestVersion": True,
+        "PlatformType": node.platform_type,
+        "PlatformName": node.platform_name,
+        "PlatformVersion": node.platform_version,
+        "ResourceType": node.resource_type,
+        "IPAddress": node.ip_address,
+        "ComputerName": node.computer_name,
+        "SourceId": node.instance_id,
+        "SourceType": "AWS::EC2::Instance" if node.resource_type == "EC2Instance" else "AWS::SSM::ManagedInstance",
+    }
+    if node.resource_type == "ManagedInstance":
+        data.update(
+            {
+                "Name": node.name,
+                "RegistrationDate": node.registration_date,
+                "IamRole": node.iam_role,
+                "ActivationId": node.activation_id,
+            }
+        )
+    return prune(data)
+
+
+def describe_instance_information(self: R) -> ActionResult:
+    backend = _b(self)
+    legacy = self._get_param("InstanceInformationFilterList")
+    filters = self._get_param("Filters")
+    if legacy and filters:
+        raise SSMError(
+            "InvalidInstanceInformationFilterValue",
+            "InstanceInformationFilterList and Filters cannot be used in the same request.",
+        )
+    normalized: list[tuple[str, list[str]]] = []
+    for f in legacy or []:
+        normalized.append((f.get("key", ""), f.get("valueSet", [])))
+    for f in filters or []:
+        normalized.append((f.get("Key", ""), f.get("Values", [])))
+    items = [_node_info(n, backend) for n in nodes(backend)]
+    node_tags = {n.instance_id: n.tags for n in nodes(backend)}
+    for key, values in normalized:
+        if key == "InstanceIds":
+            for v in values:
+                if not INSTANCE_ID_RE.match(v):
+                    raise SSMError("InvalidInstanceId", f"Instance Id {v} is invalid.")
+            items = [i for i in items if i["InstanceId"] in values]
+        elif key in ("PingStatus", "ResourceType", "AgentVersion"):
+            items = [i for i in items if i.get(key) in values]
+        elif key in ("PlatformTypes", "PlatformType"):
+            items = [i for i in items if i["PlatformType"] in values]
+        elif key == "SourceIds":
+            items = [i for i in items if i["SourceId"] in values]
+        elif key == "SourceTypes":
+            items = [i for i in items if i["SourceType"] in values]
+        elif key == "IamRole":
+            items = [i for i in items if i.get("IamRole") in values]
+        elif key == "ActivationIds":
+            items = [i for i in items if i.get("ActivationId") in values]
+        elif key == "AssociationStatus":
+            items = []
+        elif key.startswith("tag:"):
+            tag_key = key[4:]
+            items = [i for i in items if node_tags[i["InstanceId"]].get(tag_key) in values]
+        elif key == "tag-key":
+            items = [i for i in items if any(v in node_tags[i["InstanceId"]] for v in values)]
+        else:
+            raise SSMError("InvalidFilterKey", f"The filter key {key} isn't valid.")
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"InstanceInformationList": page, "NextToken": token}))
+
+
+def describe_instance_patch_states(self: R) -> ActionResult:
+    backend = _b(self)
+    wanted = self._get_param("InstanceIds", []) or []
+    for v in wanted:
+        if not INSTANCE_ID_RE.match(v):
+            raise SSMError("InvalidInstanceId", f"Instance Id {v} is invalid.")
+    states = state(backend).patch_states
+    items = [states[i] for i in wanted if i in states]
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 10)
+    return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
+
+
+_PATCH_STATE_FILTER_KEYS = (
+    "InstalledCount", "InstalledOtherCount", "InstalledPendingRebootCount", "InstalledRejectedCount",
+    "MissingCount", "FailedCount", "UnreportedNotApplicableCount", "NotApplicableCount",
+)
+
+
+def describe_instance_patch_states_for_patch_group(self: R) -> ActionResult:
+    """SSM API Reference: DescribeInstancePatchStatesForPatchGroup; InstancePatchStateFilter
+    (Key one of the counts, one Value "an integer greater than or equal to 0", Type Equal |
+    NotEqual | LessThan | GreaterThan); errors InvalidFilter, InvalidNextToken."""
+    backend = _b(self)
+    group = self._get_param("PatchGroup")
+    items = [p for p in state(backend).patch_states.values() if p.get("PatchGroup") == group]
+    items.sort(key=lambda p: p["InstanceId"])
+    compare = {
+        "Equal": lambda a, b: a == b,
+        "NotEqual": lambda a, b: a != b,
+        "LessThan": lambda a, b: a < b,
+        "GreaterThan": lambda a, b: a > b,
+    }
+    for f in self._get_param("Filters", []) or []:
+        key, values, kind = f.get("Key"), f.get("Values") or [], f.get("Type")
+        if key not in _PATCH_STATE_FILTER_KEYS:
+            raise SSMError("InvalidFilter", f"The filter key {key} isn't valid.")
+        if len(values) != 1 or not str(values[0]).isdigit():
+            raise SSMError("InvalidFilter", f"The filter {key} needs one value, an integer >= 0.")
+        if kind not in compare:
+            raise SSMError("InvalidFilter", f"The filter {key} needs a Type: Equal, NotEqual, LessThan or GreaterThan.")
+        items = [p for p in items if compare[kind](int(p.get(key) or 0), int(values[0]))]
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
+
+
+RESPONSE_METHODS: list[Callable[..., Any]] = [
+    describe_instance_information,
+    describe_instance_patch_states,
+    describe_instance_patch_states_for_patch_group,
+]
