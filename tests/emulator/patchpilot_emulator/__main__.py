@@ -21,7 +21,25 @@ def _watch_stdin() -> None:
             pass
     except (OSError, ValueError):
         pass
+    _append_iam_stats()
     os._exit(0)
+
+
+def _append_iam_stats() -> None:
+    """With PATCHPILOT_IAM_STATS_FILE set, the emulator appends what IAM enforcement cost it
+    (one JSON line) when it exits: a whole test run's figure is the sum over its emulators."""
+    path = os.environ.get("PATCHPILOT_IAM_STATS_FILE")
+    if not path:
+        return
+    import json
+
+    from . import hooks
+
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(hooks.iam_stats()) + "\n")
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -661,4 +661,8 @@ def install() -> None:
     FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
     # The Service Authorization Reference data is read once, at start-up: a request's check
     # then costs only the evaluation (GET /patchpilot-emulator/iam/stats measures it).
+    started = time.perf_counter()
     iam.sar()
+    from . import hooks
+
+    hooks.record_start_up(time.perf_counter() - started)

@@ -50,7 +50,18 @@ _QUERY_XML_NAMESPACES = {
 }
 
 
-_iam_stats: dict[str, float] = {"Requests": 0, "Seconds": 0.0}
+_iam_stats: dict[str, float] = {"Requests": 0, "Seconds": 0.0, "StartUpSeconds": 0.0}
+
+
+def record_start_up(seconds: float) -> None:
+    """Time spent at start-up on IAM (reading the Service Authorization Reference data)."""
+    with _lock:
+        _iam_stats["StartUpSeconds"] += seconds
+
+
+def iam_stats() -> dict[str, float]:
+    with _lock:
+        return dict(_iam_stats)
 
 
 def _record_iam_time(seconds: float) -> None:
@@ -236,9 +247,7 @@ def handle_hook(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         if path == "iam/stats" and method in ("GET", "POST"):
             # What IAM enforcement costs: every AWS request passes the check (a stack key's is
             # evaluated, another key's is recognised as the administrator's).
-            with _lock:
-                stats = dict(_iam_stats)
-            return _respond(start_response, 200, stats)
+            return _respond(start_response, 200, iam_stats())
         if path == "iam/decisions/reset" and method == "POST":
             stack.reset_decisions()
             return _respond(start_response, 200, {"reset": True})
