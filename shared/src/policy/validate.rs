@@ -593,13 +593,13 @@ fn check_windows_fire(
             );
             continue;
         };
-        let mut last = first.clone();
+        let mut last = *first;
         let mut seen = 1;
         while seen < MAX_PAST_RUNS {
             let batch = schedule.next_runs(256, last.with_timezone(&Utc), tz, offset);
             let Some(next) = batch.last() else { break };
             seen += batch.len();
-            last = next.clone();
+            last = *next;
         }
         let last_run = if seen < MAX_PAST_RUNS {
             format!("its last run was {}", when(&last))
