@@ -327,6 +327,7 @@ fn every_command_has_help() {
         vec!["render", "--help"],
         vec!["next-runs", "--help"],
         vec!["plan", "--help"],
+        vec!["coverage", "--help"],
     ] {
         let o = patchpilot(&args);
         assert_eq!(o.status.code(), Some(0), "{args:?}");
