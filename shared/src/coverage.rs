@@ -300,6 +300,52 @@ impl Coverage {
     }
 }
 
+/// One host that is not covered, for logs and the sync result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UncoveredHost {
+    pub instance_id: String,
+    pub name: Option<String>,
+    pub verdict: VerdictKind,
+    pub message: String,
+}
+
+/// The coverage without the covered hosts: what baseline-sync logs and returns (its size
+/// grows with the problems, not with the fleet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CoverageSummary {
+    pub hosts: usize,
+    pub counts: BTreeMap<VerdictKind, u32>,
+    pub uncovered: Vec<UncoveredHost>,
+    pub suggested_baselines: Vec<OperatingSystem>,
+    pub host_management: HostManagement,
+}
+
+impl Coverage {
+    pub fn summary(&self) -> CoverageSummary {
+        CoverageSummary {
+            hosts: self.hosts.len(),
+            counts: self.counts.clone(),
+            uncovered: self
+                .uncovered()
+                .map(|h| UncoveredHost {
+                    instance_id: h.instance_id.clone(),
+                    name: h.name.clone(),
+                    verdict: h.verdict.kind(),
+                    message: h.message.clone(),
+                })
+                .collect(),
+            suggested_baselines: self.suggested_baselines.clone(),
+            host_management: self.host_management.clone(),
+        }
+    }
+}
+
+impl CoverageSummary {
+    pub fn count(&self, kind: VerdictKind) -> u32 {
+        self.counts.get(&kind).copied().unwrap_or(0)
+    }
+}
+
 /// The OS of a host: as SSM reports it when managed (`PlatformName`/`PlatformVersion`, the
 /// mapping of [`crate::classify`]), else what EC2's facts (and the `OS` tag hint) name.
 pub fn host_os(host: &Host) -> Option<OperatingSystem> {
@@ -980,6 +1026,29 @@ mod tests {
                 ssm: None
             }
         ));
+    }
+
+    #[test]
+    fn the_summary_keeps_only_the_uncovered_hosts() {
+        let c = assess(
+            &Policy::reference(),
+            &input(vec![
+                al2("i-1", &[("Patch Group", GROUP)]),
+                Host {
+                    facts: ec2("i-2", &[("Patch Group", GROUP)], "running"),
+                    ssm: None,
+                },
+            ]),
+            now(),
+        );
+        let s = c.summary();
+        assert_eq!(s.hosts, 2);
+        assert_eq!(s.count(VerdictKind::Covered), 1);
+        assert_eq!(s.uncovered.len(), 1);
+        assert_eq!(s.uncovered[0].instance_id, "i-2");
+        assert_eq!(s.uncovered[0].verdict, VerdictKind::NotManaged);
+        let json = serde_json::to_value(&s).expect("serialises");
+        assert_eq!(json["counts"]["not-managed"], 1);
     }
 
     #[test]
