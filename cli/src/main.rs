@@ -3,6 +3,7 @@
 //! Exit codes: 0 success (warnings may be printed), 1 the policy is invalid or a check
 //! failed, 2 bad usage or an unreadable file (clap uses 2 for usage errors too).
 
+mod coverage_view;
 mod input;
 mod render;
 mod schedule_view;
@@ -51,6 +52,10 @@ enum Command {
     /// credentials as the AWS CLI reads them; `AWS_ENDPOINT_URL` for the local emulator):
     /// the same lines as its dry-run. Reads only; writes nothing.
     Plan(PlanArgs),
+    /// Whether Patch Manager will patch every EC2 instance and managed node in the account
+    /// (same region, credentials and `AWS_ENDPOINT_URL` as `plan`), with which baseline, and
+    /// if not, why not; then the OSes found that the policy has no baseline for. Reads only.
+    Coverage(CoverageArgs),
     /// Next runs of one schedule expression, as SSM would run a maintenance window with it
     /// (e.g. `patchpilot next-runs 'cron(0 6 ? * SAT#1 *)' --timezone Europe/Zurich`).
     NextRuns(NextRunsArgs),
@@ -122,6 +127,19 @@ struct PlanArgs {
     json: bool,
     #[command(flatten)]
     deploy: DeployArgs,
+}
+
+#[derive(Args)]
+struct CoverageArgs {
+    #[command(flatten)]
+    policy: PolicyArg,
+    /// Print the coverage as JSON (every host with its verdict, the counts, the suggested
+    /// baselines, Default Host Management).
+    #[arg(long)]
+    json: bool,
+    /// The stack the policy is deployed with (named in the report).
+    #[arg(long, env = "PATCHPILOT_STACK", value_name = "STACK", default_value = DEFAULT_STACK)]
+    stack: String,
 }
 
 #[derive(Args)]
@@ -331,6 +349,61 @@ fn plan(args: &PlanArgs, now: DateTime<Utc>) -> ExitCode {
     }
 }
 
+fn coverage(args: &CoverageArgs, now: DateTime<Utc>) -> ExitCode {
+    let (source, policy, validation) = match input::load(args.policy.policy.as_deref(), now) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    print_warnings(&validation.problems);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("patchpilot: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let calls = CallLog::new();
+    let result = runtime.block_on(async {
+        let config = patchpilot::aws::load_config().await;
+        patchpilot::aws::coverage::CoverageReader::new(&config)
+            .coverage(&policy, now, &calls)
+            .await
+    });
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!(
+                "patchpilot: {e}\n(check the region and credentials, e.g. AWS_REGION / AWS_PROFILE, or AWS_ENDPOINT_URL for the local emulator)"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    if args.json {
+        let doc = serde_json::json!({
+            "policy": source.to_string(),
+            "stack": args.stack,
+            "coverage": report,
+            "calls": calls.summary(),
+        });
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("patchpilot: cannot serialise the coverage: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        print!(
+            "{}",
+            coverage_view::to_text(&report, &source.to_string(), &args.stack)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let now = Utc::now();
@@ -339,6 +412,7 @@ fn main() -> ExitCode {
         Command::Schedule(args) => schedule(args, now),
         Command::Render(args) => render_cmd(args, now),
         Command::Plan(args) => plan(args, now),
+        Command::Coverage(args) => coverage(args, now),
         Command::NextRuns(args) => next_runs(args, now),
     }
 }

@@ -118,6 +118,25 @@ fn validate_lists_every_error_with_its_field_path_and_exits_1() {
 }
 
 #[test]
+fn validate_reports_windows_that_never_fire() {
+    let text = REFERENCE
+        .replace("cron(0 6 ? * SAT#1 *)", "cron(0 6 30 2 ? *)")
+        .replace("cron(0 6 ? * SAT#3 *)", "cron(0 6 ? * SAT#3 2020)");
+    let path = policy_file("never-fires", &text);
+    let o = patchpilot(&["validate", &path.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("error: environments[0].window.schedule: `cron(0 6 30 2 ? *)` never fires: no date ever matches it"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: environments[1].window.schedule: `cron(0 6 ? * SAT#3 2020)` never fires again: its last run was 2020-12-19 06:00"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_missing_file_is_named_and_exits_2() {
     let o = patchpilot(&["validate", "/nonexistent/policy.yaml"]);
     assert_eq!(o.status.code(), Some(2));
@@ -308,6 +327,7 @@ fn every_command_has_help() {
         vec!["render", "--help"],
         vec!["next-runs", "--help"],
         vec!["plan", "--help"],
+        vec!["coverage", "--help"],
     ] {
         let o = patchpilot(&args);
         assert_eq!(o.status.code(), Some(0), "{args:?}");

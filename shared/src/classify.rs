@@ -22,7 +22,7 @@
 //! | evidence | value | platform | OS |
 //! |---|---|---|---|
 //! | `Platform` | `windows` (the only value; empty otherwise) | Windows | WINDOWS |
-//! | `InstanceType` | an EC2 Mac type: `mac1.metal`, `mac2.metal`, `mac2-m2.metal`, `mac2-m2pro.metal`, `mac2-m1ultra.metal` | MacOS | MACOS |
+//! | `InstanceType` | an EC2 Mac type: `mac1.metal`, `mac2.metal`, `mac2-m2.metal`, `mac2-m2pro.metal`, `mac2-m1ultra.metal`, `mac-m4.metal`, `mac-m4pro.metal`, `mac-m4max.metal`, `mac-m3ultra.metal` ([`is_mac_instance_type`]) | MacOS | MACOS |
 //! | `PlatformDetails` | `Windows`, `Windows BYOL`, `Windows with SQL Server …` | Windows | WINDOWS |
 //! | `PlatformDetails` | `Red Hat Enterprise Linux`, `… with HA`, `… with SQL Server …`, `Red Hat BYOL Linux`, `RHEL …` | Linux | REDHAT_ENTERPRISE_LINUX |
 //! | `PlatformDetails` | `SUSE Linux` | Linux | SUSE |
@@ -539,14 +539,25 @@ const PLATFORM_DETAILS: &[(Pattern, (Platform, Option<OperatingSystem>))] = &[
     (Pattern::Prefix("sql server"), (Platform::Linux, None)),
 ];
 
-/// EC2 Mac instance types: `mac1.metal`, `mac2.metal`, `mac2-m2.metal`, `mac2-m2pro.metal`,
-/// `mac2-m1ultra.metal` — the family is `mac` and a generation digit.
-fn is_mac_instance_type(instance_type: &str) -> bool {
+/// EC2 Mac instance types. Two naming schemes, both only ever `.metal` on a Dedicated Host:
+///
+/// - `mac<generation>[-<chip>]`: `mac1.metal` (Intel), `mac2.metal` (M1), `mac2-m2.metal`,
+///   `mac2-m2pro.metal`, `mac2-m1ultra.metal`;
+/// - `mac-<chip>`: `mac-m4.metal`, `mac-m4pro.metal`, `mac-m4max.metal`, `mac-m3ultra.metal`.
+///
+/// Sources: EC2 User Guide, "Amazon EC2 Mac instances"
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-mac-instances.html>), and the
+/// EC2 API reference `InstanceType` enum (aws-sdk-ec2 1.274 lists exactly the nine above).
+/// Matched by shape rather than by list, so a later chip (`mac-m5.metal`) is still a Mac;
+/// `machine.large` or `m5.metal` are not (`mac` must be followed by a digit or `-m<digit>`).
+pub fn is_mac_instance_type(instance_type: &str) -> bool {
     let lower = instance_type.trim().to_lowercase();
     let family = lower.split('.').next().unwrap_or_default();
-    family
-        .strip_prefix("mac")
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    let Some(rest) = family.strip_prefix("mac") else {
+        return false;
+    };
+    let starts_with_digit = |s: &str| s.starts_with(|c: char| c.is_ascii_digit());
+    starts_with_digit(rest) || rest.strip_prefix("-m").is_some_and(starts_with_digit)
 }
 
 fn ec2_identity(
@@ -1275,6 +1286,11 @@ mod tests {
             "mac2-m2.metal",
             "mac2-m2pro.metal",
             "mac2-m1ultra.metal",
+            "mac-m4.metal",
+            "mac-m4pro.metal",
+            "mac-m4max.metal",
+            "mac-m3ultra.metal",
+            "MAC-M4PRO.METAL",
         ] {
             // macOS AMIs bill as `Linux/UNIX`.
             let identity =
@@ -1286,7 +1302,16 @@ mod tests {
             );
             assert!(identity.evidence.contains(instance_type), "{identity:?}");
         }
-        for instance_type in ["m5.large", "t3.micro", "machine.large", "c7g.metal"] {
+        for instance_type in [
+            "m5.large",
+            "t3.micro",
+            "machine.large",
+            "c7g.metal",
+            "mac.metal",
+            "mac-x.metal",
+            "macm4.metal",
+            "m4.metal",
+        ] {
             let identity =
                 identify(&described(None, instance_type, Some("Linux/UNIX"), &[])).unwrap();
             assert_eq!(identity.platform, Platform::Linux, "{instance_type}");
@@ -1301,6 +1326,35 @@ mod tests {
             reason.contains("no batch for platform MacOS") && reason.contains("mac2.metal"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn is_mac_instance_type_knows_both_naming_schemes() {
+        for mac in [
+            "mac1.metal",
+            "mac2.metal",
+            "mac2-m2.metal",
+            "mac2-m2pro.metal",
+            "mac2-m1ultra.metal",
+            "mac-m4.metal",
+            "mac-m4pro.metal",
+            "mac-m4max.metal",
+            "mac-m3ultra.metal",
+            " mac-m4.metal ",
+        ] {
+            assert!(is_mac_instance_type(mac), "{mac}");
+        }
+        for other in [
+            "",
+            "mac",
+            "mac-",
+            "mac-m",
+            "machine.large",
+            "m4.metal",
+            "mac-x1.metal",
+        ] {
+            assert!(!is_mac_instance_type(other), "{other}");
+        }
     }
 
     #[test]

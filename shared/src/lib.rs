@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod classify;
 pub mod console;
+pub mod coverage;
 pub mod eventpattern;
 pub mod fleet;
 pub mod logging;

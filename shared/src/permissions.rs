@@ -59,6 +59,11 @@ pub const BASELINE_SYNC: &[&str] = &[
     // The sweep removes patchpilot's Patch Group tag from excluded instances / nodes.
     "ec2:DeleteTags",
     "ssm:RemoveTagsFromResource",
+    // Coverage, on every run: the baseline SSM uses for a node without a registration for
+    // its group and OS, the nodes' last patch operation, and Default Host Management.
+    "ssm:GetDefaultPatchBaseline",
+    "ssm:DescribeInstancePatchStates",
+    "ssm:GetServiceSetting",
     // Only on the maintenance-window service role, only towards ssm.amazonaws.com
     // (RegisterTaskWithMaintenanceWindow / UpdateMaintenanceWindowTask pass `ServiceRoleArn`).
     "iam:PassRole",

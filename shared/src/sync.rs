@@ -8,11 +8,13 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::aws::coverage::{CoverageError, CoverageReader};
 use crate::aws::ec2::Ec2Fleet;
 use crate::aws::managed::ManagedInstances;
 use crate::aws::patching::{self, AppliedChange, ApplyReport, Outcome};
 use crate::aws::policy_source::LoadedPolicy;
 use crate::aws::{AwsError, CallLog, CallSummary};
+use crate::coverage::{CoverageSummary, VerdictKind};
 use crate::fleet::{self, FleetAdapters, FleetError, SweepReport};
 use crate::names::Owner;
 use crate::plan::{self, ChangeKind, Conflict, Deployment, Plan};
@@ -49,6 +51,9 @@ pub struct SyncResult {
     pub applied: Vec<AppliedChange>,
     pub counts: Counts,
     pub sweep: Option<SweepReport>,
+    /// Which hosts Patch Manager will not patch as the policy intends, and why (computed on
+    /// every run, after the sweep).
+    pub coverage: CoverageSummary,
     pub aws_calls: CallSummary,
     pub duration_ms: u64,
 }
@@ -67,6 +72,8 @@ pub enum SyncError {
     Observe(#[source] AwsError),
     #[error("fleet tag sweep failed: {0}")]
     Sweep(#[source] FleetError),
+    #[error("the changes were applied and the tags swept, but the fleet's coverage could not be read: {0}")]
+    Coverage(#[source] Box<CoverageError>),
 }
 
 /// Observe and plan for `owner`'s stack, without writing.
@@ -86,9 +93,11 @@ pub async fn plan_only(
 
 /// One full sync. Errors only when nothing could be done (SSM unreadable) or the sweep
 /// broke; individual failed changes are in the result (see [`SyncResult::is_complete`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     ssm: &aws_sdk_ssm::Client,
     fleet_adapters: &FleetAdapters<Ec2Fleet, ManagedInstances>,
+    coverage_reader: &CoverageReader,
     owner: &Owner,
     policy: &LoadedPolicy,
     deployment: &Deployment,
@@ -120,6 +129,12 @@ pub async fn run(
     } else {
         None
     };
+    let coverage = coverage_reader
+        .coverage(&policy.policy, chrono::Utc::now(), calls)
+        .await
+        .map_err(|e| SyncError::Coverage(Box::new(e)))?
+        .summary();
+    log_coverage(&coverage);
     let counts = Counts {
         created: report.count(ChangeKind::Create),
         updated: report.count(ChangeKind::Update),
@@ -144,7 +159,45 @@ pub async fn run(
         applied: report.changes,
         counts,
         sweep,
+        coverage,
         aws_calls: calls.summary(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// One structured record: the count per verdict and the hosts that are not covered.
+fn log_coverage(c: &CoverageSummary) {
+    let uncovered = serde_json::to_string(&c.uncovered).unwrap_or_default();
+    let suggested: Vec<&str> = c.suggested_baselines.iter().map(|o| o.as_str()).collect();
+    let fields = (
+        c.count(VerdictKind::Covered),
+        c.count(VerdictKind::NotManaged),
+        c.count(VerdictKind::DefaultBaseline),
+        c.count(VerdictKind::MissedWindow),
+        c.count(VerdictKind::Unmatched),
+        c.count(VerdictKind::Excluded),
+    );
+    let uncovered_count = c.uncovered.len();
+    if uncovered_count > 0 {
+        warn!(
+            hosts = c.hosts,
+            covered = fields.0,
+            not_managed = fields.1,
+            default_baseline = fields.2,
+            missed_window = fields.3,
+            unmatched = fields.4,
+            excluded = fields.5,
+            suggested_baselines = %suggested.join(","),
+            host_management = %c.host_management,
+            uncovered = %uncovered,
+            "coverage: {uncovered_count} host(s) not covered"
+        );
+    } else {
+        info!(
+            hosts = c.hosts,
+            covered = fields.0,
+            host_management = %c.host_management,
+            "coverage: every host covered"
+        );
+    }
 }

@@ -194,6 +194,24 @@ def test_managed_instance_tags(emu: Emulator, stack: dict[str, Any]) -> None:
     assert err(e)[0] == "AccessDeniedException"
 
 
+def test_coverage_reads_default_baseline_and_host_management_setting(emu: Emulator, stack: dict[str, Any]) -> None:
+    sync = client(emu, "ssm", stack["Functions"]["baseline-sync"])
+    answer = sync.get_default_patch_baseline(OperatingSystem="AMAZON_LINUX_2023")
+    assert answer["BaselineId"].startswith(f"arn:aws:ssm:{REGION}:")
+    assert sync.get_service_setting(SettingId="/ssm/managed-instance/default-ec2-instance-management-role")["ServiceSetting"]["SettingValue"] == "$None"
+    # Only the Default Host Management setting.
+    with pytest.raises(ClientError) as e:
+        sync.get_service_setting(SettingId="/ssm/parameter-store/default-parameter-tier")
+    code, _, msg = err(e)
+    assert code == "AccessDeniedException"
+    assert f"arn:aws:ssm:{REGION}:{ACCOUNT}:servicesetting/ssm/parameter-store/default-parameter-tier" in msg
+    # auto-tagger has neither.
+    tagger = client(emu, "ssm", stack["Functions"]["auto-tagger"])
+    with pytest.raises(ClientError) as e:
+        tagger.get_default_patch_baseline(OperatingSystem="WINDOWS")
+    assert err(e)[0] == "AccessDeniedException"
+
+
 # ----------------------------------------------------------------------------- baseline-sync
 
 RULES = {"PatchRules": [{"PatchFilterGroup": {"PatchFilters": [{"Key": "PRIORITY", "Values": ["Required"]}]}}]}

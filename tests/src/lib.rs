@@ -395,6 +395,43 @@ pub struct ManagedInstance {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Body of `POST /patchpilot-emulator/set-managed`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SetManaged {
+    pub instance_id: String,
+    /// `false`: not a managed node (no agent); `true`: agent installed by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+    /// `Online` or `ConnectionLost`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_status: Option<String>,
+    /// ISO time of the last ping (only with `ConnectionLost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ping_date_time: Option<String>,
+}
+
+impl SetManaged {
+    /// Not a managed node.
+    pub fn unmanaged(instance_id: &str) -> SetManaged {
+        SetManaged {
+            instance_id: instance_id.to_owned(),
+            managed: Some(false),
+            ..SetManaged::default()
+        }
+    }
+
+    /// Registered, but the agent stopped answering at `last_ping` (ISO time).
+    pub fn connection_lost(instance_id: &str, last_ping: &str) -> SetManaged {
+        SetManaged {
+            instance_id: instance_id.to_owned(),
+            ping_status: Some("ConnectionLost".to_owned()),
+            last_ping_date_time: Some(last_ping.to_owned()),
+            ..SetManaged::default()
+        }
+    }
+}
+
 /// Body of `POST /patchpilot-emulator/faults`: the next `count` calls of `service`/`action`
 /// fail with `error` in the service's own wire format.
 #[derive(Debug, Clone, Serialize)]
@@ -858,6 +895,14 @@ impl Emulator {
         )?;
         let parsed: Answer = serde_json::from_str(&answer)?;
         Ok(parsed.instance_id)
+    }
+
+    /// `POST /patchpilot-emulator/set-managed`: whether SSM manages an instance and its
+    /// `PingStatus` (see [`SetManaged`]).
+    pub fn set_managed(&self, request: &SetManaged) -> Result<(), EmulatorError> {
+        let body = serde_json::to_string(request)?;
+        self.call("POST", "/patchpilot-emulator/set-managed", Some(&body))
+            .map(|_| ())
     }
 
     /// Makes the next `fault.count` calls of an action fail (cleared by reset).

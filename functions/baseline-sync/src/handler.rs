@@ -5,11 +5,15 @@
 //! | EventBridge schedule | `Scheduled Event` (source `aws.events`) | apply + sweep |
 //! | policy parameter changed | `Parameter Store Change` (source `aws.ssm`) | re-read the policy now, apply + sweep |
 //! | manual invoke | `{"dry_run": true}` / `{}` | plan only / apply + sweep |
+//!
+//! Every run, dry or not, ends with the fleet's coverage (`patchpilot::coverage`): logged as
+//! one record (counts per verdict, the uncovered hosts) and returned in the result.
 
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use lambda_runtime::Diagnostic;
+use patchpilot::aws::coverage::CoverageReader;
 use patchpilot::aws::ec2::Ec2Fleet;
 use patchpilot::aws::managed::ManagedInstances;
 use patchpilot::aws::patching::Outcome;
@@ -29,6 +33,7 @@ use tracing::{error, info};
 pub struct Syncer {
     ssm: aws_sdk_ssm::Client,
     fleet: FleetAdapters<Ec2Fleet, ManagedInstances>,
+    coverage: CoverageReader,
     policy: PolicySource,
     deployment: Deployment,
     /// The stack whose resources (`patchpilot:managed=<stack>`) this syncer manages.
@@ -67,6 +72,7 @@ impl Syncer {
                 ec2: Ec2Fleet::new(config),
                 managed: ManagedInstances::from_client(ssm.clone()),
             },
+            coverage: CoverageReader::new(config),
             ssm,
             deployment,
             owner: Owner::default(),
@@ -114,6 +120,7 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::Policy(e) => e.error_type(),
             HandlerError::Sync(SyncError::Observe(_)) => "SsmUnreadable",
             HandlerError::Sync(SyncError::Sweep(_)) => "SweepFailed",
+            HandlerError::Sync(SyncError::Coverage(_)) => "CoverageUnreadable",
             HandlerError::Incomplete { .. } => "SyncIncomplete",
         };
         Diagnostic {
@@ -210,6 +217,7 @@ pub async fn handle(syncer: &Syncer, event: Value) -> Result<SyncResult, Handler
     let result = sync::run(
         &syncer.ssm,
         &syncer.fleet,
+        &syncer.coverage,
         &syncer.owner,
         &policy,
         &syncer.deployment,

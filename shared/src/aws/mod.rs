@@ -1,6 +1,7 @@
 //! The AWS edge: the only code that touches SDK types. Each submodule is a small adapter
 //! over one API family; the domain (policy, plan, classify, report) never sees the SDK.
 
+pub mod coverage;
 pub mod ec2;
 pub mod idempotency;
 pub mod managed;

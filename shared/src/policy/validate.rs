@@ -136,6 +136,7 @@ pub fn validate(policy: &Policy, now: DateTime<Utc>) -> Validation {
     check_unmatched(policy, &mut out);
     check_output(policy, &mut out);
     let windows = check_environments(policy, &mut out);
+    check_windows_fire(policy, &windows, now, &mut out);
     check_promotion_gaps(policy, &windows, now, &mut out);
     check_batches(policy, &mut out);
     check_baselines(policy, &mut out);
@@ -552,6 +553,68 @@ fn check_window(at: &str, env: &Environment, out: &mut Problems) -> WindowFacts 
         timezone,
         offset,
         fixed_time,
+    }
+}
+
+/// Runs examined to find when a schedule whose runs are all in the past last ran (a daily
+/// cron limited to a few years); beyond that the message names the first past run only.
+const MAX_PAST_RUNS: usize = 4096;
+
+/// A window that never opens patches nothing, silently: SSM accepts `cron(0 6 30 2 ? *)`
+/// (30 February) and a cron whose year field or `at(...)` lies in the past, and the window is
+/// created, enabled, and never runs (`GetMaintenanceWindow` NextExecutionTime stays empty).
+/// Checked with the same next-runs computation `patchpilot next-runs` prints.
+fn check_windows_fire(
+    policy: &Policy,
+    windows: &[WindowFacts],
+    now: DateTime<Utc>,
+    out: &mut Problems,
+) {
+    for (i, (env, w)) in policy.environments.iter().zip(windows).enumerate() {
+        let Some((schedule, tz, offset)) = runnable(w) else {
+            continue;
+        };
+        if !schedule.next_runs(1, now, tz, offset).is_empty() {
+            continue;
+        }
+        let path = format!("environments[{i}].window.schedule");
+        let expr = &env.window.schedule;
+        // 1970: the earliest year an SSM cron accepts.
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        let first = schedule.next_runs(1, epoch, tz, offset);
+        let Some(first) = first.first() else {
+            out.error(
+                path,
+                format!(
+                    "`{expr}` never fires: no date ever matches it (e.g. a day of month the month does not have), so environment `{}` would never be patched",
+                    env.name
+                ),
+                "a schedule with at least one future run; check it with `patchpilot next-runs`",
+            );
+            continue;
+        };
+        let mut last = *first;
+        let mut seen = 1;
+        while seen < MAX_PAST_RUNS {
+            let batch = schedule.next_runs(256, last.with_timezone(&Utc), tz, offset);
+            let Some(next) = batch.last() else { break };
+            seen += batch.len();
+            last = *next;
+        }
+        let last_run = if seen < MAX_PAST_RUNS {
+            format!("its last run was {}", when(&last))
+        } else {
+            format!("its runs started {}", when(first))
+        };
+        out.error(
+            path,
+            format!(
+                "`{expr}` never fires again: {last_run}, before now ({}), so environment `{}` would never be patched",
+                now.format("%Y-%m-%d %H:%M UTC"),
+                env.name
+            ),
+            "a schedule with a future run: drop or extend the year field, or use a later at(...); check it with `patchpilot next-runs`",
+        );
     }
 }
 
@@ -1444,6 +1507,48 @@ mod tests {
         v.warnings()
             .filter(|p| p.message.contains("days after test's run"))
             .collect()
+    }
+
+    #[test]
+    fn a_window_on_30_february_never_fires() {
+        let mut p = reference();
+        p.environments[1].window.schedule = "cron(0 6 30 2 ? *)".to_string();
+        let v = validate(&p, now());
+        let e = error_at(&v, "environments[1].window.schedule");
+        assert!(
+            e.message.contains("`cron(0 6 30 2 ? *)` never fires")
+                && e.message.contains("no date ever matches")
+                && e.message.contains("`prod`"),
+            "{e}"
+        );
+        assert!(e.allowed.contains("next-runs"), "{e}");
+    }
+
+    #[test]
+    fn a_window_whose_years_are_past_says_when_it_last_ran() {
+        let mut p = reference();
+        p.environments[0].window.schedule = "cron(0 6 ? * SAT#1 2024-2025)".to_string();
+        let v = validate(&p, now());
+        let e = error_at(&v, "environments[0].window.schedule");
+        assert!(
+            e.message.contains("never fires again")
+                && e.message
+                    .contains("its last run was 2025-12-06 06:00 Europe/Zurich")
+                && e.message.contains("`test`"),
+            "{e}"
+        );
+        // A one-off `at(...)` in the past, and one in the future.
+        p.environments[0].window.schedule = "at(2025-03-01T06:00:00)".to_string();
+        let v = validate(&p, now());
+        let e = error_at(&v, "environments[0].window.schedule");
+        assert!(e.message.contains("its last run was 2025-03-01"), "{e}");
+        p.environments[0].window.schedule = "cron(0 6 ? * SAT#1 2024-2030)".to_string();
+        let v = validate(&p, now());
+        assert!(
+            !v.problems.iter().any(|p| p.message.contains("never fires")),
+            "{}",
+            Problem::list(&v.problems)
+        );
     }
 
     #[test]

@@ -230,6 +230,24 @@ def _ssm(p: Mapping[str, Any], req: Request) -> tuple[list[str], dict[str, Any],
         if body.get("OutputS3BucketName"):
             arns.append(f"arn:aws:s3:::{body['OutputS3BucketName']}")
         return arns, ctx, extra
+    if action == "GetDefaultPatchBaseline":
+        # The request names no baseline; the resource is the one the answer names: the
+        # account's registered default, else AWS's predefined baseline, whose ARN carries
+        # AWS's account (modelling choice, see README "IAM enforcement").
+        from moto.ssm.models import ssm_backends
+
+        from .ssm_ext import default_baseline_id
+
+        backend = ssm_backends[p["account"]][p["region"]]
+        baseline = default_baseline_id(backend, str(body.get("OperatingSystem") or "WINDOWS"))
+        return [_ssm_arn(p, "patchbaseline", baseline)], ctx, extra
+    if action in ("GetServiceSetting", "UpdateServiceSetting", "ResetServiceSetting"):
+        # SettingId is a path (`/ssm/...`) or the setting's ARN (SAR: servicesetting,
+        # arn:${Partition}:ssm:${Region}:${Account}:servicesetting/${ResourceId}).
+        setting = str(body.get("SettingId", ""))
+        if not setting.startswith("arn:"):
+            setting = f"arn:aws:ssm:{p['region']}:{p['account']}:servicesetting/{setting.lstrip('/')}"
+        return [setting], ctx, extra
     if action == "DescribeInstancePatchStates":
         return [_instance_arn(p, i) for i in body.get("InstanceIds") or []] or ["*"], ctx, extra
     for rtype in rtypes:

@@ -1,0 +1,417 @@
+//! Reads what [`crate::coverage::assess`] needs. Every call is recorded in the [`CallLog`];
+//! the reads grow only with the fleet (N hosts, K OSes present on managed nodes, P hosts in a
+//! patch group that are managed or stopped, H hybrid `mi-*` nodes):
+//!
+//! | call | count | API reference |
+//! |---|---|---|
+//! | `DescribeInstances` | ⌈N/1000⌉ (MaxResults 1000) | EC2: DescribeInstances (MaxResults 5–1000) |
+//! | `DescribeInstanceInformation` | ⌈N/50⌉ (MaxResults 50, no filter: EC2 and `mi-*`) | SSM: DescribeInstanceInformation (MaxResults 5–50) |
+//! | `ListTagsForResource` | H (SSM has no batched tag read for managed nodes; none for EC2, whose tags come with DescribeInstances) | SSM: ListTagsForResource |
+//! | `DescribePatchGroups` | K (filter `OPERATING_SYSTEM`, MaxResults 100, paged) | SSM: DescribePatchGroups, PatchOrchestratorFilter |
+//! | `GetDefaultPatchBaseline` | K | SSM: GetDefaultPatchBaseline |
+//! | `DescribeInstancePatchStates` | ⌈P/50⌉ (InstanceIds: up to 50) | SSM: DescribeInstancePatchStates |
+//! | `GetServiceSetting` | 1 (`/ssm/managed-instance/default-ec2-instance-management-role`) | SSM: GetServiceSetting; User Guide "Default Host Management Configuration" |
+
+use std::collections::BTreeMap;
+
+use aws_config::SdkConfig;
+use aws_sdk_ssm::types::{
+    InstanceInformation, OperatingSystem as SdkOs, PatchOrchestratorFilter, ResourceTypeForTagging,
+};
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::ec2::Ec2Fleet;
+use super::{AwsError, CallLog, Service};
+use crate::classify::{FactsSource, InstanceFacts};
+use crate::coverage::{
+    assess, needs_patch_state, oses_present, Baselines, Coverage, CoverageInput, Host,
+    HostManagement, PatchState, SsmInfo,
+};
+use crate::fleet::{FleetError, InstancePort};
+use crate::policy::{OperatingSystem, Policy};
+
+/// `DescribeInstanceInformation` MaxResults maximum (5–50).
+const INFORMATION_PAGE: i32 = 50;
+/// `DescribeInstancePatchStates` InstanceIds: "Maximum number of 50 items".
+const PATCH_STATE_IDS: usize = 50;
+/// `DescribePatchGroups` MaxResults maximum (1–100).
+const PATCH_GROUPS_PAGE: i32 = 100;
+/// The Default Host Management Configuration setting (GetServiceSetting `SettingId`).
+pub const DHMC_SETTING_ID: &str = "/ssm/managed-instance/default-ec2-instance-management-role";
+
+/// A read for the coverage failed.
+#[derive(Debug, Error)]
+pub enum CoverageError {
+    #[error("coverage: {doing}: {source}")]
+    Aws {
+        doing: String,
+        #[source]
+        source: AwsError,
+    },
+    #[error("coverage: {0}")]
+    Fleet(#[from] FleetError),
+}
+
+impl CoverageError {
+    fn aws(doing: impl Into<String>, source: AwsError) -> CoverageError {
+        CoverageError::Aws {
+            doing: doing.into(),
+            source,
+        }
+    }
+}
+
+/// The coverage reads (EC2 and SSM clients).
+pub struct CoverageReader {
+    ssm: aws_sdk_ssm::Client,
+    ec2: Ec2Fleet,
+}
+
+impl CoverageReader {
+    pub fn new(config: &SdkConfig) -> CoverageReader {
+        CoverageReader::from_clients(
+            aws_sdk_ssm::Client::new(config),
+            aws_sdk_ec2::Client::new(config),
+        )
+    }
+
+    pub fn from_clients(ssm: aws_sdk_ssm::Client, ec2: aws_sdk_ec2::Client) -> CoverageReader {
+        CoverageReader {
+            ssm,
+            ec2: Ec2Fleet::from_client(ec2),
+        }
+    }
+
+    /// Read everything and assess it: the fleet's coverage against `policy` at `now`.
+    pub async fn coverage(
+        &self,
+        policy: &Policy,
+        now: DateTime<Utc>,
+        calls: &CallLog,
+    ) -> Result<Coverage, CoverageError> {
+        let input = self.read(policy, calls).await?;
+        Ok(assess(policy, &input, now))
+    }
+
+    /// Read the [`CoverageInput`].
+    pub async fn read(
+        &self,
+        policy: &Policy,
+        calls: &CallLog,
+    ) -> Result<CoverageInput, CoverageError> {
+        let mut ec2_hosts = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.ec2.page(token, calls).await?;
+            ec2_hosts.extend(page.instances);
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        let infos = self.instance_information(calls).await?;
+        let mut by_id: BTreeMap<String, InstanceInformation> = infos
+            .into_iter()
+            .filter_map(|i| Some((i.instance_id()?.to_string(), i)))
+            .collect();
+        let mut hosts: Vec<Host> = ec2_hosts
+            .into_iter()
+            .map(|facts| {
+                let ssm = by_id.remove(&facts.instance_id).map(|i| ssm_info(&i));
+                Host { facts, ssm }
+            })
+            .collect();
+        // What is left: hybrid `mi-*` nodes (EC2 instances SSM lists but EC2 no longer does
+        // are terminated, and left out).
+        for (id, info) in by_id {
+            if !id.starts_with("mi-") {
+                continue;
+            }
+            let tags = self.managed_tags(&id, calls).await?;
+            let facts = InstanceFacts {
+                instance_id: id,
+                source: FactsSource::ManagedInstance {
+                    platform_type: info.platform_type().map(|p| p.as_str().to_string()),
+                    platform_name: info.platform_name().map(str::to_string),
+                    platform_version: info.platform_version().map(str::to_string),
+                },
+                name: tags
+                    .get("Name")
+                    .cloned()
+                    .or_else(|| info.name().map(str::to_string))
+                    .or_else(|| info.computer_name().map(str::to_string)),
+                tags,
+                state: None,
+            };
+            hosts.push(Host {
+                facts,
+                ssm: Some(ssm_info(&info)),
+            });
+        }
+
+        let mut baselines = Baselines::default();
+        for os in oses_present(&hosts) {
+            self.registrations(os, &mut baselines, calls).await?;
+            if let Some(id) = self.default_baseline(os, calls).await? {
+                baselines.defaults.insert(os, id);
+            }
+        }
+        let wanted: Vec<String> = hosts
+            .iter()
+            .filter(|h| needs_patch_state(policy, h))
+            .map(|h| h.facts.instance_id.clone())
+            .collect();
+        let patch_states = self.patch_states(&wanted, calls).await?;
+        let host_management = self.host_management(calls).await?;
+        info!(
+            hosts = hosts.len(),
+            oses = baselines.defaults.len(),
+            patch_states = patch_states.len(),
+            host_management = %host_management,
+            "coverage facts read"
+        );
+        Ok(CoverageInput {
+            hosts,
+            patch_states,
+            baselines,
+            host_management,
+        })
+    }
+
+    async fn instance_information(
+        &self,
+        calls: &CallLog,
+    ) -> Result<Vec<InstanceInformation>, CoverageError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            calls.record("DescribeInstanceInformation");
+            let page = self
+                .ssm
+                .describe_instance_information()
+                .max_results(INFORMATION_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    CoverageError::aws(
+                        "listing SSM managed nodes",
+                        AwsError::from_sdk(Service::Ssm, "DescribeInstanceInformation", e),
+                    )
+                })?;
+            out.extend(page.instance_information_list().iter().cloned());
+            token = page.next_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn managed_tags(
+        &self,
+        id: &str,
+        calls: &CallLog,
+    ) -> Result<BTreeMap<String, String>, CoverageError> {
+        calls.record("ListTagsForResource");
+        let out = self
+            .ssm
+            .list_tags_for_resource()
+            .resource_type(ResourceTypeForTagging::ManagedInstance)
+            .resource_id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                CoverageError::aws(
+                    format!("reading the tags of managed node {id}"),
+                    AwsError::from_sdk(Service::Ssm, "ListTagsForResource", e).on(&[id]),
+                )
+            })?;
+        Ok(out
+            .tag_list()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+
+    /// `DescribePatchGroups` for one OS: every (group, baseline) registration of that OS.
+    async fn registrations(
+        &self,
+        os: OperatingSystem,
+        baselines: &mut Baselines,
+        calls: &CallLog,
+    ) -> Result<(), CoverageError> {
+        let filter = PatchOrchestratorFilter::builder()
+            .key("OPERATING_SYSTEM")
+            .values(os.as_str())
+            .build();
+        let mut token = None;
+        loop {
+            calls.record("DescribePatchGroups");
+            let page = self
+                .ssm
+                .describe_patch_groups()
+                .filters(filter.clone())
+                .max_results(PATCH_GROUPS_PAGE)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    CoverageError::aws(
+                        format!("listing the patch groups of {os}"),
+                        AwsError::from_sdk(Service::Ssm, "DescribePatchGroups", e),
+                    )
+                })?;
+            for m in page.mappings() {
+                let (Some(group), Some(identity)) = (m.patch_group(), m.baseline_identity()) else {
+                    continue;
+                };
+                let Some(id) = identity.baseline_id() else {
+                    continue;
+                };
+                // The filter should make this `os`; trust what the identity says.
+                let mapped = identity
+                    .operating_system()
+                    .and_then(|o| OperatingSystem::parse(o.as_str()))
+                    .unwrap_or(os);
+                baselines
+                    .registered
+                    .insert((group.to_string(), mapped), id.to_string());
+            }
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn default_baseline(
+        &self,
+        os: OperatingSystem,
+        calls: &CallLog,
+    ) -> Result<Option<String>, CoverageError> {
+        calls.record("GetDefaultPatchBaseline");
+        let out = self
+            .ssm
+            .get_default_patch_baseline()
+            .operating_system(SdkOs::from(os.as_str()))
+            .send()
+            .await
+            .map_err(|e| {
+                CoverageError::aws(
+                    format!("reading the default patch baseline of {os}"),
+                    AwsError::from_sdk(Service::Ssm, "GetDefaultPatchBaseline", e),
+                )
+            })?;
+        Ok(out.baseline_id().map(str::to_string))
+    }
+
+    async fn patch_states(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> Result<BTreeMap<String, PatchState>, CoverageError> {
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(PATCH_STATE_IDS) {
+            let mut token = None;
+            loop {
+                calls.record("DescribeInstancePatchStates");
+                let page = self
+                    .ssm
+                    .describe_instance_patch_states()
+                    .set_instance_ids(Some(chunk.to_vec()))
+                    .max_results(PATCH_STATE_IDS as i32)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        CoverageError::aws(
+                            "reading the nodes' last patch operations",
+                            AwsError::from_sdk(Service::Ssm, "DescribeInstancePatchStates", e)
+                                .on(chunk),
+                        )
+                    })?;
+                for s in page.instance_patch_states() {
+                    let Some(end) = to_chrono(s.operation_end_time()) else {
+                        continue;
+                    };
+                    out.insert(
+                        s.instance_id().to_string(),
+                        PatchState {
+                            baseline_id: s.baseline_id().to_string(),
+                            patch_group: Some(s.patch_group().to_string())
+                                .filter(|g| !g.is_empty()),
+                            operation: s.operation().as_str().to_string(),
+                            operation_end: end,
+                            missing: s.missing_count(),
+                            failed: s.failed_count(),
+                            installed_pending_reboot: s
+                                .installed_pending_reboot_count()
+                                .unwrap_or(0),
+                        },
+                    );
+                }
+                token = page.next_token.filter(|t| !t.is_empty());
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether Default Host Management is on. A denial fails the read (the role must be
+    /// fixed); any other error (the setting is not offered in the Region) is reported as
+    /// unknown, since the coverage itself does not depend on it.
+    async fn host_management(&self, calls: &CallLog) -> Result<HostManagement, CoverageError> {
+        calls.record("GetServiceSetting");
+        match self
+            .ssm
+            .get_service_setting()
+            .setting_id(DHMC_SETTING_ID)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(HostManagement::from_setting(
+                out.service_setting()
+                    .and_then(|s| s.setting_value())
+                    .unwrap_or_default(),
+            )),
+            Err(e) => {
+                let e = AwsError::from_sdk(Service::Ssm, "GetServiceSetting", e);
+                if e.is_access_denied() {
+                    return Err(CoverageError::aws(
+                        "reading the Default Host Management setting",
+                        e,
+                    ));
+                }
+                warn!(error = %e, setting_id = DHMC_SETTING_ID, "Default Host Management setting not readable");
+                Ok(HostManagement::Unknown {
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+fn ssm_info(info: &InstanceInformation) -> SsmInfo {
+    SsmInfo {
+        ping_status: info
+            .ping_status()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "unknown".to_string()),
+        last_ping: info.last_ping_date_time().and_then(to_chrono),
+        agent_version: info.agent_version().map(str::to_string),
+        platform_type: info.platform_type().map(|p| p.as_str().to_string()),
+        platform_name: info.platform_name().map(str::to_string),
+        platform_version: info.platform_version().map(str::to_string),
+    }
+}
+
+fn to_chrono(t: &aws_sdk_ssm::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}

@@ -1,0 +1,142 @@
+//! baseline-sync computes the fleet's coverage on every run, with its own role: each verdict
+//! on a deployed stack, and a clear error when the role lacks a coverage read.
+
+use baseline_sync::{handle, HandlerError, Syncer};
+use patchpilot::coverage::VerdictKind;
+use patchpilot::settings::Settings;
+use patchpilot::sync::SyncError;
+use patchpilot_tests::{emulator, DeployStack, Emulator, SetManaged, Stack, STACK};
+use serde_json::json;
+
+async fn syncer_of(emu: &Emulator, stack: &Stack) -> Syncer {
+    let f = stack.function("baseline-sync");
+    Syncer::from_settings(
+        &emu.function_config(f).await,
+        Settings::from_map(&f.environment),
+    )
+}
+
+#[tokio::test]
+async fn every_sync_reports_each_hosts_coverage_verdict() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let stack = emu.deploy_stack(STACK).expect("stack");
+    let syncer = syncer_of(emu, &stack).await;
+    // Untagged: the sweep of the same run tags them (names end in -test).
+    let covered = emu
+        .launch_instance("amazon-linux-2", "web-test", &[])
+        .await
+        .expect("al2");
+    let no_agent = emu
+        .launch_instance("debian-12", "db-test", &[])
+        .await
+        .expect("debian");
+    let al2023 = emu
+        .launch_instance("amazon-linux-2023", "api-test", &[])
+        .await
+        .expect("al2023");
+    let lost = emu
+        .launch_instance("amazon-linux-2", "batch-test", &[])
+        .await
+        .expect("lost");
+    emu.set_managed(&SetManaged::connection_lost(&lost, "2026-01-02T03:04:05Z"))
+        .expect("set-managed");
+    let excluded = emu
+        .launch_instance(
+            "amazon-linux-2",
+            "legacy-test",
+            &[("patchpilot:exclude", "yes")],
+        )
+        .await
+        .expect("excluded");
+    emu.reset_request_counts().expect("reset counter");
+
+    let result = handle(&syncer, json!({})).await.expect("sync succeeds");
+    let c = &result.coverage;
+    assert_eq!(c.hosts, 5, "{c:#?}");
+    for (kind, n) in [
+        (VerdictKind::Covered, 1),
+        (VerdictKind::NotManaged, 2),
+        (VerdictKind::DefaultBaseline, 1),
+        (VerdictKind::MissedWindow, 0),
+        (VerdictKind::Unmatched, 0),
+        (VerdictKind::Excluded, 1),
+    ] {
+        assert_eq!(c.count(kind), n, "{kind}: {c:#?}");
+    }
+    let verdict = |id: &str| {
+        c.uncovered
+            .iter()
+            .find(|h| h.instance_id == id)
+            .unwrap_or_else(|| panic!("{id} not reported: {c:#?}"))
+    };
+    assert!(!c.uncovered.iter().any(|h| h.instance_id == covered));
+    assert_eq!(verdict(&no_agent).verdict, VerdictKind::NotManaged);
+    assert!(
+        verdict(&no_agent).message.contains("never registered"),
+        "{c:#?}"
+    );
+    assert_eq!(verdict(&lost).verdict, VerdictKind::NotManaged);
+    assert!(
+        verdict(&lost)
+            .message
+            .contains("PingStatus ConnectionLost since 2026-01-02 03:04 UTC"),
+        "{c:#?}"
+    );
+    assert_eq!(verdict(&al2023).verdict, VerdictKind::DefaultBaseline);
+    assert!(
+        verdict(&al2023)
+            .message
+            .contains("AMAZON_LINUX_2023, for which the policy has no baseline")
+            && verdict(&al2023)
+                .message
+                .contains("the prod delay does not apply"),
+        "{c:#?}"
+    );
+    assert_eq!(verdict(&excluded).verdict, VerdictKind::Excluded);
+    assert_eq!(
+        c.suggested_baselines,
+        vec![patchpilot::policy::OperatingSystem::AmazonLinux2023]
+    );
+    // Part of the result JSON.
+    let v = serde_json::to_value(&result).expect("result serialises");
+    assert_eq!(v["coverage"]["counts"]["not-managed"], 2);
+    assert_eq!(v["coverage"]["host_management"]["state"], "off");
+    // The coverage reads: one page of each list, one default baseline and one patch-group
+    // listing per OS on managed nodes (AL2, AL2023), one patch-state call.
+    let counts = emu.request_counts().expect("request log");
+    assert_eq!(counts.get("ssm", "GetDefaultPatchBaseline"), 2);
+    assert_eq!(counts.get("ssm", "GetServiceSetting"), 1);
+    assert_eq!(counts.get("ssm", "DescribeInstancePatchStates"), 1);
+}
+
+#[tokio::test]
+async fn a_role_without_a_coverage_read_fails_the_sync_naming_the_action() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let template =
+        patchpilot_tests::template_without("BaselineSyncFunction", "ssm:GetServiceSetting");
+    let stack = emu
+        .deploy(&DeployStack {
+            stack_name: STACK.to_string(),
+            template_path: Some(template.display().to_string()),
+            ..DeployStack::default()
+        })
+        .expect("stack without ssm:GetServiceSetting");
+    let syncer = syncer_of(emu, &stack).await;
+    let err = handle(&syncer, json!({}))
+        .await
+        .expect_err("the coverage cannot be read");
+    assert!(
+        matches!(err, HandlerError::Sync(SyncError::Coverage(_))),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("the changes were applied and the tags swept")
+            && text.contains("permission denied: ssm:GetServiceSetting"),
+        "{text}"
+    );
+    let diagnostic: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(diagnostic.error_type, "AccessDenied");
+}
