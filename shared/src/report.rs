@@ -24,6 +24,8 @@ use serde::Serialize;
 
 /// SNS Publish: "at most 256 KB in size (262,144 bytes, not 262,144 characters)".
 pub const SNS_MAX_MESSAGE_BYTES: usize = 262_144;
+/// The `type` message attribute of a run report.
+pub const RUN_TYPE: &str = "run";
 /// SNS Publish `Subject`: "must be less than 100 characters long".
 pub const SNS_MAX_SUBJECT_CHARS: usize = 99;
 /// Headroom under the SNS limit for the attribute names/types SNS adds to the size.
@@ -530,10 +532,18 @@ impl RunReport {
         sanitize_subject(&s)
     }
 
-    /// Message attributes for subscription filter policies.
+    /// Message attributes for subscription filter policies; `type` tells run reports (`run`)
+    /// from baseline-sync's coverage messages (`coverage`, `crate::coverage_notice`).
     pub fn attributes(&self) -> BTreeMap<String, Attribute> {
         let c = self.counts();
         BTreeMap::from([
+            (
+                "type".to_string(),
+                Attribute {
+                    data_type: "String",
+                    value: RUN_TYPE.to_string(),
+                },
+            ),
             (
                 "environment".to_string(),
                 Attribute {
@@ -1097,6 +1107,7 @@ mod tests {
         let a = r.attributes();
         assert_eq!(a["environment"].value, "test");
         assert_eq!(a["status"].value, "FAILED");
+        assert_eq!(a["type"].value, "run");
         assert_eq!(
             a["failed_count"],
             Attribute {
