@@ -6,6 +6,7 @@ pub mod aws;
 pub mod classify;
 pub mod console;
 pub mod coverage;
+pub mod coverage_notice;
 pub mod eventpattern;
 pub mod fleet;
 pub mod logging;

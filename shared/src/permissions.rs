@@ -64,6 +64,11 @@ pub const BASELINE_SYNC: &[&str] = &[
     "ssm:GetDefaultPatchBaseline",
     "ssm:DescribeInstancePatchStates",
     "ssm:GetServiceSetting",
+    // The coverage message: published when the uncovered set changes; the last one is read
+    // from and written to the idempotency table (item `coverage#<stack>`).
+    "sns:Publish",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
     // Only on the maintenance-window service role, only towards ssm.amazonaws.com
     // (RegisterTaskWithMaintenanceWindow / UpdateMaintenanceWindowTask pass `ServiceRoleArn`).
     "iam:PassRole",
@@ -98,7 +103,7 @@ pub const RUN_NOTIFIER: &[&str] = &[
 /// `EventInvokeConfig` `OnFailure` SQS queue using the function's own role.
 pub const ASYNC_FAILURE_DESTINATION: &[&str] = &["sqs:SendMessage"];
 
-/// run-notifier: `sns:Publish` to a topic encrypted with a customer managed KMS key needs
+/// run-notifier and baseline-sync: `sns:Publish` to a topic encrypted with a customer managed KMS key needs
 /// these on the key (a CMK, because CloudWatch alarms cannot publish to a topic encrypted
 /// with the AWS managed `alias/aws/sns` key).
 pub const ENCRYPTED_TOPIC: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt"];

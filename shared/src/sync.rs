@@ -9,6 +9,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::aws::coverage::{CoverageError, CoverageReader};
+use crate::aws::coverage_notice::NoticeOutcome;
 use crate::aws::ec2::Ec2Fleet;
 use crate::aws::managed::ManagedInstances;
 use crate::aws::patching::{self, AppliedChange, ApplyReport, Outcome};
@@ -54,6 +55,10 @@ pub struct SyncResult {
     /// Which hosts Patch Manager will not patch as the policy intends, and why (computed on
     /// every run, after the sweep).
     pub coverage: CoverageSummary,
+    /// Whether the coverage message went out (set by baseline-sync's handler; `None` when
+    /// no topic is configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage_notice: Option<NoticeOutcome>,
     pub aws_calls: CallSummary,
     pub duration_ms: u64,
 }
@@ -160,6 +165,7 @@ pub async fn run(
         counts,
         sweep,
         coverage,
+        coverage_notice: None,
         aws_calls: calls.summary(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })

@@ -2,11 +2,14 @@
 //! on a deployed stack, and a clear error when the role lacks a coverage read.
 
 use baseline_sync::{handle, HandlerError, Syncer};
+use patchpilot::aws::coverage_notice::NoticeOutcome;
 use patchpilot::coverage::VerdictKind;
 use patchpilot::settings::Settings;
 use patchpilot::sync::SyncError;
-use patchpilot_tests::{emulator, DeployStack, Emulator, SetManaged, Stack, STACK};
-use serde_json::json;
+use patchpilot_tests::{
+    emulator, DeployStack, Emulator, SetManaged, Stack, ACCOUNT_ID, REGION, STACK,
+};
+use serde_json::{json, Value};
 
 async fn syncer_of(emu: &Emulator, stack: &Stack) -> Syncer {
     let f = stack.function("baseline-sync");
@@ -139,4 +142,166 @@ async fn a_role_without_a_coverage_read_fails_the_sync_naming_the_action() {
     );
     let diagnostic: lambda_runtime::Diagnostic = err.into();
     assert_eq!(diagnostic.error_type, "AccessDenied");
+}
+
+/// An SQS queue subscribed to the stack's report topic (SNS envelope), as a mail reader.
+async fn inbox(emu: &Emulator, stack: &Stack) -> String {
+    let config = emu.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let url = sqs
+        .create_queue()
+        .queue_name("coverage-reader")
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    aws_sdk_sns::Client::new(&config)
+        .subscribe()
+        .topic_arn(stack.env("baseline-sync", "TOPIC_ARN"))
+        .protocol("sqs")
+        .endpoint(format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:coverage-reader"))
+        .attributes("RawMessageDelivery", "false")
+        .send()
+        .await
+        .expect("Subscribe");
+    url
+}
+
+/// Every SNS envelope waiting in the queue (deleted after reading).
+async fn deliveries(emu: &Emulator, queue_url: &str) -> Vec<Value> {
+    let sqs = aws_sdk_sqs::Client::new(&emu.sdk_config().await);
+    let mut out = Vec::new();
+    loop {
+        let page = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        if page.messages().is_empty() {
+            return out;
+        }
+        for m in page.messages() {
+            out.push(serde_json::from_str(m.body().expect("body")).expect("SNS envelope"));
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle().expect("receipt handle"))
+                .send()
+                .await
+                .expect("DeleteMessage");
+        }
+    }
+}
+
+fn attribute(envelope: &Value, name: &str) -> String {
+    envelope["MessageAttributes"][name]["Value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("attribute {name} in {envelope}"))
+        .to_string()
+}
+
+/// The JSON notice: SQS subscribers get the `default` member of a `MessageStructure=json`
+/// message.
+fn notice_json(envelope: &Value) -> Value {
+    serde_json::from_str(envelope["Message"].as_str().expect("Message")).expect("notice JSON")
+}
+
+#[tokio::test]
+async fn a_change_in_the_uncovered_hosts_is_published_once() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let stack = emu.deploy_stack(STACK).expect("stack");
+    let syncer = syncer_of(emu, &stack).await;
+    let queue = inbox(emu, &stack).await;
+    emu.launch_instance("amazon-linux-2", "web-test", &[])
+        .await
+        .expect("al2");
+    let lost = emu
+        .launch_instance("amazon-linux-2", "batch-test", &[])
+        .await
+        .expect("lost");
+    emu.set_managed(&SetManaged::connection_lost(&lost, "2026-01-02T03:04:05Z"))
+        .expect("set-managed");
+
+    // First sync: one message, from baseline-sync's own role through the topic policy.
+    let result = handle(&syncer, json!({})).await.expect("sync");
+    assert!(
+        matches!(
+            result.coverage_notice,
+            Some(NoticeOutcome::Published { not_covered: 1, .. })
+        ),
+        "{:?}",
+        result.coverage_notice
+    );
+    let got = deliveries(emu, &queue).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let m = &got[0];
+    assert_eq!(m["Subject"], "[patchpilot] coverage: 1 host not covered");
+    assert_eq!(attribute(m, "type"), "coverage");
+    assert_eq!(attribute(m, "status"), "FAILED");
+    assert_eq!(attribute(m, "failed_count"), "1");
+    let environment: Vec<String> =
+        serde_json::from_str(&attribute(m, "environment")).expect("String.Array");
+    assert_eq!(environment, ["test", "prod"]);
+    let n = notice_json(m);
+    assert_eq!(n["uncovered"][0]["instance_id"], lost.as_str());
+    assert!(
+        n["uncovered"][0]["message"]
+            .as_str()
+            .is_some_and(|s| s.contains("PingStatus ConnectionLost since 2026-01-02 03:04 UTC")),
+        "{n:#}"
+    );
+    // Remembered in the idempotency table.
+    let item = emu
+        .dynamodb()
+        .await
+        .get_item()
+        .table_name(stack.env("baseline-sync", "IDEMPOTENCY_TABLE"))
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("coverage#{STACK}")),
+        )
+        .send()
+        .await
+        .expect("GetItem");
+    let item = item.item().expect("coverage record");
+    assert_eq!(
+        item["hosts"].as_l().expect("list")[0]
+            .as_s()
+            .expect("string"),
+        &format!("{lost} not-managed")
+    );
+
+    // Unchanged: nothing.
+    let result = handle(&syncer, json!({})).await.expect("sync");
+    assert_eq!(result.coverage_notice, Some(NoticeOutcome::Unchanged));
+    assert!(deliveries(emu, &queue).await.is_empty());
+
+    // The agent answers again: a dry run says nothing, the next sync says it once.
+    emu.set_managed(&SetManaged {
+        instance_id: lost.clone(),
+        ping_status: Some("Online".to_string()),
+        ..SetManaged::default()
+    })
+    .expect("online");
+    let result = handle(&syncer, json!({"dry_run": true}))
+        .await
+        .expect("dry");
+    assert_eq!(result.coverage_notice, Some(NoticeOutcome::DryRun));
+    assert!(deliveries(emu, &queue).await.is_empty());
+    handle(&syncer, json!({})).await.expect("sync");
+    let got = deliveries(emu, &queue).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        got[0]["Subject"],
+        "[patchpilot] coverage: every host covered again"
+    );
+    assert_eq!(attribute(&got[0], "status"), "SUCCESS");
+    assert_eq!(notice_json(&got[0])["covered_again"][0], lost.as_str());
+    handle(&syncer, json!({})).await.expect("sync");
+    assert!(deliveries(emu, &queue).await.is_empty());
 }

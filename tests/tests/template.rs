@@ -497,6 +497,7 @@ fn each_function_is_granted_exactly_the_actions_its_code_calls() {
             "BaselineSyncFunction",
             set(&[
                 permissions::BASELINE_SYNC,
+                permissions::ENCRYPTED_TOPIC,
                 permissions::ASYNC_FAILURE_DESTINATION,
             ]),
         ),

@@ -7,13 +7,18 @@
 //! | manual invoke | `{"dry_run": true}` / `{}` | plan only / apply + sweep |
 //!
 //! Every run, dry or not, ends with the fleet's coverage (`patchpilot::coverage`): logged as
-//! one record (counts per verdict, the uncovered hosts) and returned in the result.
+//! one record (counts per verdict, the uncovered hosts) and returned in the result. A run
+//! that is not dry then publishes one coverage message on the report topic when the set of
+//! uncovered hosts differs from the last message's (`patchpilot::coverage_notice`; the last
+//! one is remembered in the idempotency table), including once when every host is covered
+//! again.
 
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use lambda_runtime::Diagnostic;
 use patchpilot::aws::coverage::CoverageReader;
+use patchpilot::aws::coverage_notice::{CoverageNoticeError, CoverageNotifier, NoticeOutcome};
 use patchpilot::aws::ec2::Ec2Fleet;
 use patchpilot::aws::managed::ManagedInstances;
 use patchpilot::aws::patching::Outcome;
@@ -27,13 +32,15 @@ use patchpilot::sync::{self, SyncError, SyncOptions, SyncResult};
 use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Everything built once per cold start.
 pub struct Syncer {
     ssm: aws_sdk_ssm::Client,
     fleet: FleetAdapters<Ec2Fleet, ManagedInstances>,
     coverage: CoverageReader,
+    /// The coverage message (`TOPIC_ARN`, `IDEMPOTENCY_TABLE`); `None` when either is unset.
+    notice: Option<CoverageNotifier>,
     policy: PolicySource,
     deployment: Deployment,
     /// The stack whose resources (`patchpilot:managed=<stack>`) this syncer manages.
@@ -46,7 +53,17 @@ impl Syncer {
     pub fn from_settings(config: &SdkConfig, settings: Settings) -> Syncer {
         let ssm = aws_sdk_ssm::Client::new(config);
         let policy = PolicySource::from_settings(ssm.clone(), &settings);
-        Syncer::build(config, policy, ssm, settings.deployment).with_owner(settings.owner)
+        let mut syncer =
+            Syncer::build(config, policy, ssm, settings.deployment).with_owner(settings.owner);
+        match (&settings.topic_arn, &settings.idempotency_table) {
+            (Some(topic), Some(table)) => {
+                syncer.notice = Some(CoverageNotifier::new(config, topic, table, &syncer.owner));
+            }
+            _ => warn!(
+                "TOPIC_ARN or IDEMPOTENCY_TABLE is not set (template.yaml sets both for baseline-sync): coverage changes are logged, not published"
+            ),
+        }
+        syncer
     }
 
     /// For tests: an explicit policy parameter and deployment settings.
@@ -73,6 +90,7 @@ impl Syncer {
                 managed: ManagedInstances::from_client(ssm.clone()),
             },
             coverage: CoverageReader::new(config),
+            notice: None,
             ssm,
             deployment,
             owner: Owner::default(),
@@ -99,6 +117,8 @@ pub enum HandlerError {
     Policy(#[from] PolicySourceError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error("the sync was applied, but {0}")]
+    CoverageNotice(#[source] Box<CoverageNoticeError>),
     #[error("sync incomplete: {failed} change(s) failed or were skipped{}, {conflicts} conflict(s); first: {first}. Everything else was applied; see the logged result", if *access_denied > 0 { format!(" ({access_denied} denied by IAM)") } else { String::new() })]
     Incomplete {
         failed: usize,
@@ -121,6 +141,7 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::Sync(SyncError::Observe(_)) => "SsmUnreadable",
             HandlerError::Sync(SyncError::Sweep(_)) => "SweepFailed",
             HandlerError::Sync(SyncError::Coverage(_)) => "CoverageUnreadable",
+            HandlerError::CoverageNotice(_) => "CoverageNotPublished",
             HandlerError::Incomplete { .. } => "SyncIncomplete",
         };
         Diagnostic {
@@ -226,6 +247,25 @@ pub async fn handle(syncer: &Syncer, event: Value) -> Result<SyncResult, Handler
     )
     .await
     .inspect_err(|e| error!(error = %e, "sync failed"))?;
+    let mut result = result;
+    if let Some(notice) = &syncer.notice {
+        result.coverage_notice = Some(if result.dry_run {
+            NoticeOutcome::DryRun
+        } else {
+            let environments: Vec<String> = policy
+                .policy
+                .environments
+                .iter()
+                .map(|e| e.name.clone())
+                .collect();
+            notice
+                .publish_if_changed(&result.coverage, &environments, &calls)
+                .await
+                .map_err(|e| HandlerError::CoverageNotice(Box::new(e)))
+                .inspect_err(|e| error!(error = %e, "coverage message failed"))?
+        });
+        result.aws_calls = calls.summary();
+    }
     let c = &result.counts;
     info!(
         trigger = trigger.kind,

@@ -2,6 +2,7 @@
 //! over one API family; the domain (policy, plan, classify, report) never sees the SDK.
 
 pub mod coverage;
+pub mod coverage_notice;
 pub mod ec2;
 pub mod idempotency;
 pub mod managed;
