@@ -430,9 +430,7 @@ fn patch_group_tag(policy: &Policy, facts: &InstanceFacts) -> Option<String> {
         .map(str::to_string)
 }
 
-fn time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
+use crate::wording::{self, time};
 
 /// Decide every host's verdict. `now` anchors the missed-window check.
 pub fn assess(policy: &Policy, input: &CoverageInput, now: DateTime<Utc>) -> Coverage {
@@ -571,8 +569,8 @@ fn verdict(
                     None => "it has no recorded patch operation".to_string(),
                 };
                 let message = format!(
-                    "{who} was stopped through its last window ({}) and missed that run ({last}); start it and run AWS-RunPatchBaseline, or it stays unpatched until a window finds it running",
-                    time(&window)
+                    "{who} was {} ({last}); start it and run AWS-RunPatchBaseline, or it stays unpatched until a window finds it running",
+                    wording::not_running_through_window("stopped", Some(&window))
                 );
                 return (Verdict::MissedWindow { window }, message);
             }
@@ -582,20 +580,17 @@ fn verdict(
     let ssm = match &host.ssm {
         None => {
             let message = format!(
-                "{who} is not managed by SSM: it never registered (no SSM Agent, or no instance profile / Default Host Management role), so no maintenance window can patch it; install the agent and grant it AmazonSSMManagedInstanceCore"
+                "{who} is {}, so no maintenance window can patch it; install the agent and grant it AmazonSSMManagedInstanceCore",
+                wording::never_registered()
             );
             return (Verdict::NotManaged(Unmanaged::NeverRegistered), message);
         }
         Some(ssm) => ssm,
     };
     if !ssm.online() && !is_stopped(host) {
-        let since = ssm
-            .last_ping
-            .map(|t| format!(" since {}", time(&t)))
-            .unwrap_or_default();
         let message = format!(
-            "{who} is not managed by SSM right now: PingStatus {}{since}, so its windows' commands are undeliverable; check the agent and its network path to SSM",
-            ssm.ping_status
+            "{who} is {}, so its windows' commands are undeliverable; check the agent and its network path to SSM",
+            wording::connection_lost(&ssm.ping_status, ssm.last_ping.as_ref())
         );
         return (
             Verdict::NotManaged(Unmanaged::ConnectionLost {
@@ -906,6 +901,58 @@ mod tests {
             }
         );
         assert!(h.message.contains("run baseline-sync"), "{}", h.message);
+    }
+
+    /// The run report's missed targets and the coverage verdicts describe the same situation
+    /// with the same words (`crate::wording`).
+    #[test]
+    fn the_run_report_and_the_coverage_say_the_same() {
+        use crate::report::MissReason;
+        let last_ping = now() - Duration::hours(3);
+        let never = one(
+            Host {
+                facts: ec2("i-2", &[("Patch Group", GROUP)], "running"),
+                ssm: None,
+            },
+            &[],
+        );
+        let report = MissReason::NotManaged.describe(None);
+        assert_eq!(report, wording::never_registered());
+        assert!(never.message.contains(&report), "{}", never.message);
+
+        let lost = one(
+            Host {
+                facts: ec2("i-3", &[("Patch Group", GROUP)], "running"),
+                ssm: Some(ssm("Amazon Linux", "2", "ConnectionLost")),
+            },
+            &[],
+        );
+        let report = MissReason::Offline("ConnectionLost".into()).describe(Some(&last_ping));
+        assert!(
+            lost.message.contains(&report),
+            "{} / {report}",
+            lost.message
+        );
+
+        let mut stopped = al2("i-6", &[("Patch Group", GROUP)]);
+        stopped.facts.state = Some("stopped".to_string());
+        let stopped = one(stopped, &[]);
+        let Verdict::MissedWindow { window } = stopped.verdict else {
+            panic!("{stopped:?}")
+        };
+        // The report knows no window time: the same phrase, with "the window".
+        assert_eq!(
+            MissReason::NotRunning("stopped".into()).describe(None),
+            wording::not_running_through_window("stopped", None)
+        );
+        assert!(
+            stopped.message.contains(&format!(
+                "was {}",
+                wording::not_running_through_window("stopped", Some(&window))
+            )),
+            "{}",
+            stopped.message
+        );
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod report;
 pub mod schedule;
 pub mod settings;
 pub mod sync;
+pub mod wording;

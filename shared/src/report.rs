@@ -22,6 +22,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::wording;
+
 /// SNS Publish: "at most 256 KB in size (262,144 bytes, not 262,144 characters)".
 pub const SNS_MAX_MESSAGE_BYTES: usize = 262_144;
 /// The `type` message attribute of a run report.
@@ -156,16 +158,31 @@ pub enum MissReason {
 }
 
 impl MissReason {
-    fn describe(&self) -> String {
+    /// The email's line for it; `at` is [`MissedTarget::at`]. Not running, not managed and
+    /// offline read as the coverage verdicts of the same situations (`crate::wording`).
+    pub fn describe(&self, at: Option<&DateTime<Utc>>) -> String {
+        let when = || {
+            at.map(|t| format!(" ({})", wording::time(t)))
+                .unwrap_or_default()
+        };
         match self {
-            MissReason::NotRunning(state) => format!("instance is {state}"),
-            MissReason::NotManaged => {
-                "not managed by SSM (agent or instance profile missing)".into()
+            MissReason::NotRunning(state) => {
+                format!(
+                    "{}{}",
+                    wording::not_running_through_window(state, None),
+                    when()
+                )
             }
-            MissReason::Offline(ping) => format!("SSM agent {ping}"),
-            MissReason::Undeliverable(details) => format!("command not delivered ({details})"),
-            MissReason::NotAttempted => "not attempted (error threshold reached)".into(),
-            MissReason::NotInvoked => "online, but the run sent it no command".into(),
+            MissReason::NotManaged => format!("{}{}", wording::never_registered(), when()),
+            // `at` is the last ping here: "since".
+            MissReason::Offline(ping) => wording::connection_lost(ping, at),
+            MissReason::Undeliverable(details) => {
+                format!("command not delivered ({details}){}", when())
+            }
+            MissReason::NotAttempted => {
+                format!("not attempted (error threshold reached){}", when())
+            }
+            MissReason::NotInvoked => format!("online, but the run sent it no command{}", when()),
         }
     }
 }
@@ -727,10 +744,7 @@ impl RunReport {
                     .as_deref()
                     .map(|g| format!(" in {g}"))
                     .unwrap_or_default();
-                let when =
-                    m.at.map(|at| format!(" ({} UTC)", at.format("%Y-%m-%d %H:%M")))
-                        .unwrap_or_default();
-                let _ = writeln!(t, "  {label}{group}: {}{when}", m.reason.describe());
+                let _ = writeln!(t, "  {label}{group}: {}", m.reason.describe(m.at.as_ref()));
             }
             if missed.len() > keep.missed {
                 t.push_str(&self.more_marker(missed.len() - keep.missed));
@@ -1146,7 +1160,7 @@ mod tests {
             "links a browser can open:\n{body}"
         );
         assert!(body
-            .contains("i-stopped (oracle-test) in patch_test_0600_batch_1: instance is stopped"));
+            .contains("i-stopped (oracle-test) in patch_test_0600_batch_1: stopped through the window and missed that run"));
         assert!(!body.contains("more (full report"), "nothing was cut");
     }
 

@@ -1105,13 +1105,13 @@ async fn stopped_and_unreachable_hosts_are_missed_with_the_reason_and_the_time()
     }
     assert!(
         body.contains(&format!(
-            "{stopped} (centos-linux-test) in patch_test_0600_batch_1: instance is stopped ("
+            "{stopped} (centos-linux-test) in patch_test_0600_batch_1: stopped through the window and missed that run ("
         )),
         "{body}"
     );
     assert!(
         body.contains(&format!(
-            "{offline} (suse-linux-test) in patch_test_0600_batch_1: SSM agent ConnectionLost ("
+            "{offline} (suse-linux-test) in patch_test_0600_batch_1: not managed by SSM right now: PingStatus ConnectionLost since "
         )),
         "{body}"
     );
