@@ -5,18 +5,22 @@
 
 1. builds the three functions and the CLI (debug), starts the local AWS emulator (moto +
    tests/emulator) and the Lambda runtime API emulator (`cargo lambda watch`);
-2. launches the article's 12 instances (six OSes x test/prod, `Environment` tags);
+2. launches the article's 12 instances (six OSes x test/prod, `Environment` tags), and three
+   hosts Patch Manager will not patch as the policy intends (no SSM Agent, an OS without a
+   baseline in the policy, one stopped through the prod window);
 3. delivers an `EC2 Instance State-change Notification` per instance to the auto-tagger binary
    and shows the resulting Patch Group tags;
 4. invokes baseline-sync as a dry run (the plan), then for real, and shows what exists now:
-   baselines, patch-group registrations, windows with their next runs, targets, tasks;
+   baselines, patch-group registrations, windows with their next runs, targets, tasks; and
+   the coverage message baseline-sync published about the hosts that are not covered;
 5. runs the test window in the emulator with one host failing, delivers the
    `Maintenance Window Execution State-change Notification` to run-notifier and prints the
    email it published (read back from an SQS queue subscribed to the topic);
 6. runs the prod window with two Linux hosts failing at once: the batch's error threshold
    (MaxErrors 25% of 5 = 1) stops Run Command, the other Linux hosts are never attempted, the
    Windows batch still runs, and the email says so;
-7. runs baseline-sync again: no changes, no write calls;
+7. runs baseline-sync again: no changes; the host stopped through the prod run is news, so one
+   coverage message; a third sync sends nothing and makes no write call;
 8. stops everything it started.
 
 Everything runs as in AWS: template.yaml is deployed into the emulator (the SAM transform, then
@@ -57,6 +61,18 @@ from pplocal import (  # noqa: E402
 STACK_NAME = "patchpilot"
 FAILING_HOST = "i-redhat-linux-test"
 STEPS = 9
+
+# Three hosts with a coverage problem each: (name, AMI catalogue key, environment).
+# debian-12 has no SSM Agent in the emulator's catalogue; the reference policy has no Amazon
+# Linux 2023 baseline; the third one is stopped by the prod window run (step 7).
+NO_AGENT = "i-debian-linux-test"
+NO_BASELINE = "i-al2023-linux-test"
+STOPPED = "i-legacy-linux-prod"
+PROBLEMS = [
+    (NO_AGENT, "debian-12", "test"),
+    (NO_BASELINE, "amazon-linux-2023", "test"),
+    (STOPPED, "amazon-linux-2", "prod"),
+]
 
 # The article's fleet: name stem -> AMI catalogue key (tests/emulator/patchpilot_emulator/amis.json).
 FLEET = [
@@ -162,6 +178,24 @@ def sqs_messages(emu: Emulator, queue_url: str) -> list[dict[str, Any]]:
     return out
 
 
+def message_attributes(note: dict[str, Any]) -> dict[str, str]:
+    return {k: v.get("Value") for k, v in note.get("MessageAttributes", {}).items()}
+
+
+def show_coverage_message(demo: Demo, emu: Emulator, topic_arn: str, notes: list[dict[str, Any]]) -> None:
+    """Print the coverage messages read from the inbox as the email subscriber gets them."""
+    for note in notes:
+        email = email_member(emu, topic_arn, note.get("MessageId", "")) or "(no email member)"
+        attributes = message_attributes(note)
+        demo.say("\n  ---- coverage email to ops@example.com " + "-" * 41)
+        demo.say(f"  Subject: {note.get('Subject')}")
+        demo.say(f"  (message attributes: {', '.join(f'{k}={v}' for k, v in sorted(attributes.items()))})")
+        demo.say("")
+        for line in email.splitlines():
+            demo.say(f"  {line}")
+        demo.say("  " + "-" * 80)
+
+
 def email_member(emu: Emulator, topic_arn: str, message_id: str) -> str | None:
     """The `email` member of a published MessageStructure=json message — what an email
     subscriber receives. moto keeps every publish; its data API lists them."""
@@ -218,38 +252,41 @@ def run(demo: Demo) -> None:
                      f"(cargo lambda watch 127.0.0.1:{watch.watches[function].port})")
 
         # ------------------------------------------------------------------------------ 2
-        demo.step("Launch the article's 12 instances (no Patch Group tag yet)")
+        demo.step("Launch the article's 12 instances and three problem hosts (no Patch Group tag yet)")
         amis = {
             a["patchpilot"]["key"]: a
             for a in json.loads((ROOT / "tests/emulator/patchpilot_emulator/amis.json").read_text())
         }
         instances: dict[str, dict[str, str]] = {}
-        for env_name in ENVIRONMENTS:
-            for stem, os_key in FLEET:
-                name = f"{stem}-{env_name}"
-                ami = amis[os_key]
-                reservation = ec2.run_instances(
-                    ImageId=ami["ami_id"],
-                    MinCount=1,
-                    MaxCount=1,
-                    InstanceType="t3.medium",
-                    TagSpecifications=[
-                        {
-                            "ResourceType": "instance",
-                            "Tags": [{"Key": "Name", "Value": name}, {"Key": "Environment", "Value": env_name}],
-                        }
-                    ],
-                )
-                instances[name] = {
-                    "id": reservation["Instances"][0]["InstanceId"],
-                    "os": ami["platform_details"],
-                    "ami": ami["name"],
-                    "environment": env_name,
-                }
+        problems: dict[str, dict[str, str]] = {}
+        hosts = [(f"{stem}-{env}", os_key, env, instances) for env in ENVIRONMENTS for stem, os_key in FLEET]
+        hosts += [(name, os_key, env, problems) for name, os_key, env in PROBLEMS]
+        for name, os_key, env_name, into in hosts:
+            ami = amis[os_key]
+            reservation = ec2.run_instances(
+                ImageId=ami["ami_id"],
+                MinCount=1,
+                MaxCount=1,
+                InstanceType="t3.medium",
+                TagSpecifications=[
+                    {
+                        "ResourceType": "instance",
+                        "Tags": [{"Key": "Name", "Value": name}, {"Key": "Environment", "Value": env_name}],
+                    }
+                ],
+            )
+            into[name] = {
+                "id": reservation["Instances"][0]["InstanceId"],
+                "os": ami["platform_details"],
+                "ami": ami["name"],
+                "environment": env_name,
+            }
         demo.table(
             ["INSTANCE", "ID", "PLATFORM", "AMI", "Environment TAG"],
-            [[n, i["id"], i["os"], i["ami"], i["environment"]] for n, i in instances.items()],
+            [[n, i["id"], i["os"], i["ami"], i["environment"]] for n, i in {**instances, **problems}.items()],
         )
+        demo.say(f"  problems: {NO_AGENT} has no SSM Agent, {NO_BASELINE} runs an OS the policy has no")
+        demo.say(f"  baseline for, {STOPPED} will be stopped when the prod window runs")
 
         # ------------------------------------------------------------------------------ 3
         demo.step("auto-tagger: one `EC2 Instance State-change Notification` (pending) per instance")
@@ -257,7 +294,8 @@ def run(demo: Demo) -> None:
         doc_id = template["detail"]["instance-id"]
         rows = []
         tagged_ok = 0
-        for name, info in instances.items():
+        problems_tagged = 0
+        for name, info in {**instances, **problems}.items():
             event = json.loads(json.dumps(template).replace(doc_id, info["id"]))
             answer = invoke(watch, "auto-tagger", event, f"tag-{name}")
             result = next((r for r in answer.get("results", []) if r.get("instance_id") == info["id"]), {})
@@ -269,13 +307,22 @@ def run(demo: Demo) -> None:
             }
             group = tags.get("Patch Group", "-")
             info["group"] = group
-            tagged_ok += group == article_group(name) and tags.get("patchpilot:managed") == STACK_NAME
+            ok = group == article_group(name) and tags.get("patchpilot:managed") == STACK_NAME
+            if name in problems:
+                problems_tagged += ok
+            else:
+                tagged_ok += ok
             rows.append([name, info["os"], info["environment"], group, str(result.get("action", answer.get("ignored", "?")))])
         demo.table(["INSTANCE", "OS", "ENVIRONMENT", "PATCH GROUP", "ACTION"], rows)
         demo.check(
             tagged_ok == 12,
             "all 12 instances tagged as in the article (Linux batch_1, Windows batch_2, per environment)",
             f"{tagged_ok}/12 match",
+        )
+        demo.check(
+            problems_tagged == 3,
+            "the three problem hosts are tagged too (Linux batch_1 of their environment): a tag does not make a host patchable",
+            f"{problems_tagged}/3 match",
         )
 
         # ------------------------------------------------------------------------------ 4
@@ -297,6 +344,30 @@ def run(demo: Demo) -> None:
             f"failed {counts.get('failed')} — {n_writes} write calls in {applied.get('duration_ms')} ms"
         )
         demo.check(counts.get("failed") == 0 and counts.get("created") == len(plan_lines), "every planned change applied")
+        coverage = applied.get("coverage", {})
+        demo.say(
+            f"  coverage: {coverage.get('hosts')} hosts, "
+            + ", ".join(f"{n} {k}" for k, n in coverage.get("counts", {}).items() if n)
+        )
+        notes = sqs_messages(emu, queue_url)
+        show_coverage_message(demo, emu, topic_arn, notes)
+        first_body = email_member(emu, topic_arn, notes[0].get("MessageId", "")) or "" if notes else ""
+        demo.check(
+            len(notes) == 1
+            and message_attributes(notes[0]).get("type") == "coverage"
+            and notes[0].get("Subject") == "[patchpilot] coverage: 2 hosts not covered"
+            and (applied.get("coverage_notice") or {}).get("outcome") == "published",
+            "baseline-sync published one coverage message: 2 hosts not covered",
+            f"{[n.get('Subject') for n in notes]}, {applied.get('coverage_notice')}",
+        )
+        demo.check(
+            f"* [not-managed] {problems[NO_AGENT]['id']} ({NO_AGENT}) is not managed by SSM" in first_body
+            and "it never registered (no SSM Agent" in first_body
+            and f"* [default-baseline] {problems[NO_BASELINE]['id']} ({NO_BASELINE}) runs" in first_body
+            and "AMAZON_LINUX_2023, for which the policy has no baseline" in first_body,
+            "it names the host without an agent and the one without a baseline, with what to do",
+            first_body,
+        )
 
         # ------------------------------------------------------------------------------ 5
         demo.step("What exists in Systems Manager now (as the console shows it)")
@@ -444,9 +515,14 @@ def run(demo: Demo) -> None:
         demo.step(
             f"Prod run: {' and '.join(sorted(failing_names))} fail at once; the error threshold stops the batch"
         )
-        demo.say("  Linux batch: MaxConcurrency 50% of 5 = 2 at a time, MaxErrors 25% of 5 = 1 (rounded down):")
-        demo.say("  after the second failure Run Command sends the command to no further host.")
-        execution = emu.hook("execute-window", {"WindowId": prod_window, "FailInstances": failing})
+        stopped_id = problems[STOPPED]["id"]
+        demo.say(f"  {STOPPED} is stopped before the run (it is one of the Linux batch's 6 targets).")
+        demo.say("  Linux batch: MaxConcurrency 50% of 6 = 3 at a time, MaxErrors 25% of 6 = 1 (rounded down):")
+        demo.say("  after the second error Run Command sends the command to no further host.")
+        execution = emu.hook(
+            "execute-window",
+            {"WindowId": prod_window, "FailInstances": failing, "Outcomes": {stopped_id: "stopped"}},
+        )
         for task in execution["Tasks"]:
             by_status: dict[str, int] = {}
             for r in task.get("InstanceResults", []):
@@ -480,9 +556,17 @@ def run(demo: Demo) -> None:
             "error threshold MaxErrors 25% reached" in body and "patch_prod_0600_batch_2: SUCCESS" in body,
             "it says the Linux batch stopped at its error threshold and the Windows batch still ran",
         )
+        # Stopped: its invocation times out (counted as an error), or, when Run Command reaches
+        # it after the threshold, it is never attempted; both are missed targets.
+        missed_section = body.split("MISSED TARGETS", 1)[-1]
+        demo.check(
+            f"{problems[STOPPED]['id']} ({STOPPED})" in missed_section,
+            f"it lists {STOPPED}, stopped before the run, among the missed targets",
+            body,
+        )
 
         # ------------------------------------------------------------------------------ 8
-        demo.step("baseline-sync again (the daily `Scheduled Event`): nothing drifted")
+        demo.step("baseline-sync again (the daily `Scheduled Event`): nothing drifted, one host more uncovered")
         emu.reset_request_log()
         again = invoke(watch, "baseline-sync", load_event("baseline-sync/scheduled.json"), "sync-again")
         again_writes = writes(emu.request_log())
@@ -490,9 +574,38 @@ def run(demo: Demo) -> None:
         c = again.get("counts", {})
         demo.say(
             f"  {'no changes' if not plan_again else f'{len(plan_again)} change(s)'} "
-            f"({c.get('unchanged')} resources up to date), {sum(again_writes.values())} write calls"
+            f"({c.get('unchanged')} resources up to date), write calls: "
+            + (", ".join(f"{k} {n}" for k, n in sorted(again_writes.items())) or "none")
         )
-        demo.check(not plan_again and not again_writes, "second sync: no changes, zero write calls", str(again_writes or plan_again))
+        notes = sqs_messages(emu, queue_url)
+        show_coverage_message(demo, emu, topic_arn, notes)
+        body = email_member(emu, topic_arn, notes[0].get("MessageId", "")) or "" if notes else ""
+        demo.check(
+            not plan_again and set(again_writes) <= {"sns:Publish", "dynamodb:PutItem"},
+            "second sync: no changes; its only writes are the coverage message and its record",
+            str(again_writes or plan_again),
+        )
+        demo.check(
+            len(notes) == 1
+            and notes[0].get("Subject") == "[patchpilot] coverage: 3 hosts not covered"
+            and f"* [missed-window] {stopped_id} ({STOPPED}) was stopped" in body
+            and "was stopped through its last window (" in body,
+            "the host stopped through the prod window is news: one coverage message, marked new",
+            f"{[n.get('Subject') for n in notes]}\n{body}",
+        )
+        emu.reset_request_log()
+        third = invoke(watch, "baseline-sync", load_event("baseline-sync/scheduled.json"), "sync-third")
+        third_writes = writes(emu.request_log())
+        notes = sqs_messages(emu, queue_url)
+        demo.say(
+            f"  third sync: {len(third.get('plan', []))} changes, {sum(third_writes.values())} write calls, "
+            f"{len(notes)} message(s) (coverage unchanged: no daily repeat)"
+        )
+        demo.check(
+            not third.get("plan") and not third_writes and not notes,
+            "third sync: no changes, zero write calls, no coverage message (same uncovered hosts)",
+            f"{third_writes} {[n.get('Subject') for n in notes]}",
+        )
 
         # ------------------------------------------------------------------------------ 9
         demo.step("Stop everything")

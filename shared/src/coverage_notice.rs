@@ -151,13 +151,6 @@ pub fn subject(not_covered: usize, excluded: usize) -> String {
     sanitize_subject(&s)
 }
 
-fn label(h: &UncoveredHost) -> String {
-    match &h.name {
-        Some(n) => format!("{} ({n})", h.instance_id),
-        None => h.instance_id.clone(),
-    }
-}
-
 #[derive(Serialize)]
 struct JsonNotice<'a> {
     source: &'static str,
@@ -212,7 +205,8 @@ fn render(
             } else {
                 "*"
             };
-            let _ = writeln!(t, "{new} {} [{}]: {}", label(h), h.verdict, h.message);
+            // The sentence names the host (`i-… (name) is …`).
+            let _ = writeln!(t, "{new} [{}] {}", h.verdict, h.message);
         }
         if omitted > 0 {
             let _ = writeln!(
@@ -336,9 +330,7 @@ mod tests {
         );
         assert!(n.message.subject.len() < 100 && n.message.subject.is_ascii());
         assert!(
-            n.message
-                .text
-                .contains("* i-1 (i-1-name) [not-managed]: i-1 has a problem"),
+            n.message.text.contains("* [not-managed] i-1 has a problem"),
             "{}",
             n.message.text
         );
@@ -367,7 +359,7 @@ mod tests {
         let changed = summary(vec![host("i-1", VerdictKind::DefaultBaseline)]);
         let n = notice(&changed, Some(&before), &envs()).expect("news");
         assert!(
-            n.message.text.contains("  i-1 (i-1-name)"),
+            n.message.text.contains("  [default-baseline] i-1 has"),
             "not new: {}",
             n.message.text
         );
