@@ -11,7 +11,7 @@
 //! | `POLICY_CACHE_SECONDS` | all | how long a warm function reuses the policy; default 60 |
 //! | `RUST_LOG` | all | log filter (read by `logging::init` from the process environment) |
 //! | `OUTPUT_BUCKET`, `MAINTENANCE_WINDOW_ROLE_ARN` | baseline-sync | see [`Deployment`] |
-//! | `TOPIC_ARN`, `IDEMPOTENCY_TABLE` | run-notifier | report topic, idempotency table (required there) |
+//! | `TOPIC_ARN`, `IDEMPOTENCY_TABLE` | run-notifier, baseline-sync | report topic, idempotency table (required by run-notifier; baseline-sync publishes its coverage message only when both are set) |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
