@@ -305,3 +305,47 @@ async fn a_change_in_the_uncovered_hosts_is_published_once() {
     handle(&syncer, json!({})).await.expect("sync");
     assert!(deliveries(emu, &queue).await.is_empty());
 }
+
+/// The two verdicts the first test's fleet cannot show: a host stopped through its
+/// environment's last window (the schedule's last run came after its last patch operation, so
+/// it missed that run), and a host that matches no environment (left untagged: `unmatched:
+/// skip`).
+#[tokio::test]
+async fn a_host_stopped_through_its_window_and_an_unmatched_host_are_reported() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let stack = emu.deploy_stack(STACK).expect("stack");
+    let syncer = syncer_of(emu, &stack).await;
+    let stopped = emu
+        .launch_instance(
+            "rhel-9",
+            "billing-prod",
+            &[("Patch Group", "patch_prod_0600_batch_1")],
+        )
+        .await
+        .expect("rhel");
+    emu.ec2()
+        .await
+        .stop_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .expect("StopInstances");
+    let unmatched = emu
+        .launch_instance("amazon-linux-2", "scratch-box", &[])
+        .await
+        .expect("al2");
+    let result = handle(&syncer, json!({})).await.expect("sync succeeds");
+    let c = &result.coverage;
+    assert_eq!(c.count(VerdictKind::MissedWindow), 1, "{c:#?}");
+    assert_eq!(c.count(VerdictKind::Unmatched), 1, "{c:#?}");
+    let host = |id: &str| {
+        c.uncovered
+            .iter()
+            .find(|h| h.instance_id == id)
+            .unwrap_or_else(|| panic!("{id} not reported: {c:#?}"))
+    };
+    assert_eq!(host(&stopped).verdict, VerdictKind::MissedWindow);
+    assert!(host(&stopped).message.contains("missed that run"), "{c:#?}");
+    assert_eq!(host(&unmatched).verdict, VerdictKind::Unmatched);
+}
