@@ -115,6 +115,8 @@ fn deployment(args: &DeployArgs) -> Deployment {
     Deployment {
         output_bucket: non_empty(&args.output_bucket),
         window_role_arn: non_empty(&args.window_role_arn),
+        // Default Host Management is baseline-sync's (the stack's opt-in), not the plan's.
+        default_host_management_role: None,
     }
 }
 

@@ -573,6 +573,7 @@ mod tests {
         let deployment = Deployment {
             output_bucket: Some("patchpilot-output".to_string()),
             window_role_arn: Some("arn:aws:iam::123456789012:role/mw".to_string()),
+            default_host_management_role: None,
         };
         let r =
             render(&Policy::reference(), &Owner::default(), &deployment, now()).expect("renders");

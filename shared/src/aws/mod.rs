@@ -3,6 +3,7 @@
 
 pub mod coverage;
 pub mod ec2;
+pub mod host_management;
 pub mod idempotency;
 pub mod managed;
 pub mod notify;
