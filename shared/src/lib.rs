@@ -16,4 +16,5 @@ pub mod policy;
 pub mod report;
 pub mod schedule;
 pub mod settings;
+pub mod suggest;
 pub mod sync;
