@@ -14,7 +14,9 @@ What it does (method in benches/README.md, goals in DESIGN.md §6):
      (benches/python_tagger/bootstrap.py) as baselines;
   3. peak RSS (VmHWM from /proc/<pid>/status) of each process after its first event;
   4. AWS calls per run from the emulator's request counter;
-  5. one hyper and one rustls per function (`cargo tree -i`).
+  5. one hyper and one rustls per function (`cargo tree -i`);
+  6. the coverage read of a 10,000-instance fleet (benches/coverage_fleet.py: read calls, wall
+     time of `patchpilot coverage --json`; the release CLI is built with the functions).
 Prints the tables and writes them to benches/RESULTS.md (--out). Exit status 0 even when a goal
 is missed (the table says so): this is a measurement, not a test; 2 when it cannot measure.
 """
@@ -847,7 +849,8 @@ def machine_line() -> str:
 
 
 def report(args: argparse.Namespace, sizes: list[SizeRow], series: list[Series], calls: list[CallRow],
-           deps: list[tuple[str, str, list[str], str]], notes: list[str], machine: str, started: str, elapsed: float) -> str:
+           deps: list[tuple[str, str, list[str], str]], notes: list[str], machine: str, started: str, elapsed: float,
+           fleet: list[str] | None = None) -> str:
     L: list[str] = []
     L.append("# patchpilot benchmark results")
     L.append("")
@@ -934,6 +937,8 @@ def report(args: argparse.Namespace, sizes: list[SizeRow], series: list[Series],
         goal = "–" if fn == "hello" else ("met" if ok else "**missed**")
         L.append(f"| {fn} | " + " | ".join(cells) + f" | {goal} |")
     L.append("")
+    if fleet:
+        L.extend(fleet)
     if notes:
         L.append("## Notes from this run")
         L.append("")
@@ -951,6 +956,8 @@ def main() -> int:
     parser.add_argument("--skip-build", action="store_true", help="use the binaries already in target/")
     parser.add_argument("--no-arm64", dest="arm64", action="store_false", help="do not build the arm64 bootstraps")
     parser.add_argument("--out", default=str(ROOT / "benches" / "RESULTS.md"))
+    parser.add_argument("--fleet", type=int, default=10_000,
+                        help="instances of the coverage-read benchmark (benches/coverage_fleet.py); 0 skips it")
     parser.add_argument("--x86-target-dir", default=str(ROOT / "target"),
                         help="cargo target dir of the x86_64 release build (default: target/)")
     args = parser.parse_args()
@@ -991,10 +998,17 @@ def main() -> int:
             api.close()
             emu.stop()
         deps = hygiene()
-    except BenchError as e:
+        if args.fleet:
+            import coverage_fleet  # benches/, next to this file
+
+            cli = coverage_fleet.cli_path(None, args.skip_build, X86_TARGET)
+            fleet = coverage_fleet.table(coverage_fleet.measure(args.fleet, cli))
+        else:
+            fleet = None
+    except (BenchError, subprocess.CalledProcessError) as e:
         say(f"benchmark failed: {e}")
         return 2
-    text = report(args, sizes, series, calls, deps, notes, machine, started, time.monotonic() - t_start)
+    text = report(args, sizes, series, calls, deps, notes, machine, started, time.monotonic() - t_start, fleet)
     say("")
     say(text)
     Path(args.out).write_text(text + "\n")

@@ -337,9 +337,21 @@ def _as_list(v) -> list:
     return v if isinstance(v, list) else [v]
 
 
+def _branches(statements: list) -> list:
+    """Statements with every `Fn::If` replaced by both of its branches (an opt-in's
+    statements are checked as if the stack opted in); `AWS::NoValue` drops out."""
+    out = []
+    for st in statements:
+        if isinstance(st, dict) and list(st) == ["Fn::If"]:
+            out += _branches(list(st["Fn::If"][1:]))
+        elif st != {"Ref": "AWS::NoValue"}:
+            out.append(st)
+    return out
+
+
 def _statements(doc: dict, where: str, resolver: Resolver, problems: list[str], holder: str = "") -> list[Statement]:
     out = []
-    for n, st in enumerate(_as_list(doc.get("Statement", []))):
+    for n, st in enumerate(_branches(_as_list(doc.get("Statement", [])))):
         if not isinstance(st, dict) or st.get("Effect") != "Allow":
             continue
         label = f"{where} Sid={st['Sid']}" if st.get("Sid") else f"{where} statement #{n}"

@@ -46,7 +46,8 @@ enum Command {
     /// order, and whether each approval delay matches the gap between promoted environments.
     Schedule(ScheduleArgs),
     /// The resources patchpilot derives from the policy: patch groups, baselines (rules and
-    /// approval per environment), maintenance windows, targets and tasks.
+    /// approval per environment), maintenance windows, targets and tasks. With `--fleet`, also
+    /// the baselines the policy is missing for the OSes found in the account's fleet.
     Render(RenderArgs),
     /// The changes baseline-sync would make to the account in the environment (region and
     /// credentials as the AWS CLI reads them; `AWS_ENDPOINT_URL` for the local emulator):
@@ -91,6 +92,12 @@ struct RenderArgs {
     /// Compute the windows' next runs after this instant (`YYYY-MM-DD` or RFC 3339).
     #[arg(long, value_name = "DATE", value_parser = parse_from)]
     from: Option<DateTime<Utc>>,
+    /// Also read the fleet as `patchpilot coverage` does (region, credentials and
+    /// `AWS_ENDPOINT_URL` from the environment; reads only) and print, for every OS found on
+    /// managed nodes without a baseline in the policy, a `baselines:` entry to add (the rules
+    /// of the account's default baseline for that OS).
+    #[arg(long)]
+    fleet: bool,
     #[command(flatten)]
     deploy: DeployArgs,
 }
@@ -115,6 +122,8 @@ fn deployment(args: &DeployArgs) -> Deployment {
     Deployment {
         output_bucket: non_empty(&args.output_bucket),
         window_role_arn: non_empty(&args.window_role_arn),
+        // Default Host Management is baseline-sync's (the stack's opt-in), not the plan's.
+        default_host_management_role: None,
     }
 }
 
@@ -250,8 +259,23 @@ fn render_cmd(args: &RenderArgs, now: DateTime<Utc>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let suggestions = if args.fleet {
+        match fleet_suggestions(&policy, now) {
+            Ok(s) => Some(s),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
     if args.json {
-        match serde_json::to_string_pretty(&rendered) {
+        let doc = match (serde_json::to_value(&rendered), &suggestions) {
+            (Ok(serde_json::Value::Object(mut map)), Some(s)) => {
+                map.insert("suggested_baselines".to_string(), serde_json::json!(s));
+                Ok(serde_json::Value::Object(map))
+            }
+            (other, _) => other,
+        };
+        match doc.and_then(|d| serde_json::to_string_pretty(&d)) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("patchpilot: cannot serialise the rendered resources: {e}");
@@ -260,8 +284,41 @@ fn render_cmd(args: &RenderArgs, now: DateTime<Utc>) -> ExitCode {
         }
     } else {
         print!("{}", render::to_text(&rendered));
+        if let Some(s) = &suggestions {
+            print!("{}", render::suggestions_to_text(s));
+        }
     }
     ExitCode::SUCCESS
+}
+
+/// `render --fleet`: the fleet's missing baselines (the coverage reads, plus one
+/// GetPatchBaseline per missing OS).
+fn fleet_suggestions(
+    policy: &patchpilot::policy::Policy,
+    now: DateTime<Utc>,
+) -> Result<Vec<patchpilot::suggest::BaselineSuggestion>, ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("patchpilot: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })?;
+    let calls = CallLog::new();
+    runtime
+        .block_on(async {
+            let config = patchpilot::aws::load_config().await;
+            patchpilot::aws::coverage::CoverageReader::new(&config)
+                .suggest_baselines(policy, now, &calls)
+                .await
+        })
+        .map(|(_, suggestions)| suggestions)
+        .map_err(|e| {
+            eprintln!(
+                "patchpilot: {e}\n(check the region and credentials, e.g. AWS_REGION / AWS_PROFILE, or AWS_ENDPOINT_URL for the local emulator)"
+            );
+            ExitCode::from(1)
+        })
 }
 
 fn next_runs(args: &NextRunsArgs, now: DateTime<Utc>) -> ExitCode {

@@ -420,6 +420,34 @@ pub fn to_text(r: &Rendered) -> String {
     out
 }
 
+/// `render --fleet`: after the resources, the baselines the fleet needs and the policy lacks.
+pub fn suggestions_to_text(suggestions: &[patchpilot::suggest::BaselineSuggestion]) -> String {
+    let mut out = String::from("\nFLEET\n");
+    if suggestions.is_empty() {
+        out.push_str(
+            "every OS found on managed nodes has a baseline in the policy; nothing to add\n",
+        );
+        return out;
+    }
+    out.push_str(
+        "OSes with managed nodes but no baseline in the policy (they get the account's default \
+         baseline, outside the policy's approval delays):\n",
+    );
+    for s in suggestions {
+        let from = s
+            .template_baseline
+            .as_deref()
+            .map(|id| format!("rules of {id}"))
+            .unwrap_or_else(|| "the account has no default baseline for it".to_string());
+        out.push_str(&format!("  {}: {} host(s); {from}\n", s.os, s.hosts));
+    }
+    out.push_str("\nadd to the policy's `baselines:`\n\n");
+    for s in suggestions {
+        out.push_str(&s.yaml);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,6 +601,7 @@ mod tests {
         let deployment = Deployment {
             output_bucket: Some("patchpilot-output".to_string()),
             window_role_arn: Some("arn:aws:iam::123456789012:role/mw".to_string()),
+            default_host_management_role: None,
         };
         let r =
             render(&Policy::reference(), &Owner::default(), &deployment, now()).expect("renders");

@@ -136,3 +136,83 @@ fn an_unreachable_account_is_a_clear_error() {
         "{err}"
     );
 }
+
+fn patchpilot(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_patchpilot"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", patchpilot_tests::REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env_remove("PATCHPILOT_STACK")
+        .output()
+        .expect("the patchpilot binary runs")
+}
+
+#[tokio::test]
+async fn render_fleet_suggests_a_valid_baseline_for_each_os_the_policy_lacks() {
+    let emu = patchpilot_tests::emulator();
+    let _guard = emu.exclusive().await;
+    // AL2 has a baseline in the reference policy; AL2023 does not; the unmanaged Debian host
+    // is not patched by any baseline, so it needs none yet.
+    emu.launch_instance("amazon-linux-2", "web-test", &[])
+        .await
+        .expect("al2");
+    for name in ["api-test", "api-prod"] {
+        emu.launch_instance("amazon-linux-2023", name, &[])
+            .await
+            .expect("al2023");
+    }
+    emu.launch_instance("debian-12", "db-test", &[])
+        .await
+        .expect("debian");
+
+    let o = patchpilot(emu.endpoint(), &["render", "--fleet"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let fleet = &out[out
+        .find("\nFLEET\n")
+        .unwrap_or_else(|| panic!("no FLEET section:\n{out}"))..];
+    assert!(
+        fleet.contains("AMAZON_LINUX_2023: 2 host(s); rules of ")
+            && fleet.contains("AWS-AmazonLinux2023DefaultPatchBaseline"),
+        "{fleet}"
+    );
+    assert!(
+        !fleet.contains("DEBIAN") && !fleet.contains("os: AMAZON_LINUX_2\n"),
+        "{fleet}"
+    );
+    let snippet = &fleet[fleet.find("  - os: AMAZON_LINUX_2023").expect("snippet")..];
+    assert!(snippet.contains("CLASSIFICATION: ["), "{snippet}");
+
+    // The snippet added to the policy validates, and the fleet then needs nothing more.
+    let policy = std::env::temp_dir().join(format!("patchpilot-fleet-{}.yaml", std::process::id()));
+    let base = std::fs::read_to_string(patchpilot_tests::repo_root().join("examples/policy.yaml"))
+        .expect("examples/policy.yaml");
+    std::fs::write(&policy, format!("{base}\n{snippet}")).expect("write policy");
+    let path = policy.display().to_string();
+    let v = patchpilot(emu.endpoint(), &["validate", &path]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let again = patchpilot(emu.endpoint(), &["render", "--fleet", "--json", &path]);
+    let doc: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&again.stdout),
+            String::from_utf8_lossy(&again.stderr)
+        )
+    });
+    assert_eq!(doc["suggested_baselines"], serde_json::json!([]), "{doc:#}");
+    std::fs::remove_file(&policy).ok();
+}

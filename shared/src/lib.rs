@@ -17,5 +17,6 @@ pub mod policy;
 pub mod report;
 pub mod schedule;
 pub mod settings;
+pub mod suggest;
 pub mod sync;
 pub mod wording;

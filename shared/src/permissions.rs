@@ -69,7 +69,11 @@ pub const BASELINE_SYNC: &[&str] = &[
     "sns:Publish",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
-    // Only on the maintenance-window service role, only towards ssm.amazonaws.com
+    // Default Host Management opt-in (`EnableDefaultHostManagement`): the DHMC setting
+    // only, written only when it differs from the stack's role; the template grants it (and
+    // iam:PassRole on that role) only when the stack opts in.
+    "ssm:UpdateServiceSetting",
+    // Only on the maintenance-window service role (and, opted in, the DHMC role), only towards ssm.amazonaws.com
     // (RegisterTaskWithMaintenanceWindow / UpdateMaintenanceWindowTask pass `ServiceRoleArn`).
     "iam:PassRole",
 ];

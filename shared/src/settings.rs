@@ -10,7 +10,7 @@
 //! | `POLICY_PARAMETER` | all | SSM parameter holding the policy; unset or empty = the embedded reference policy |
 //! | `POLICY_CACHE_SECONDS` | all | how long a warm function reuses the policy; default 60 |
 //! | `RUST_LOG` | all | log filter (read by `logging::init` from the process environment) |
-//! | `OUTPUT_BUCKET`, `MAINTENANCE_WINDOW_ROLE_ARN` | baseline-sync | see [`Deployment`] |
+//! | `OUTPUT_BUCKET`, `MAINTENANCE_WINDOW_ROLE_ARN`, `DEFAULT_HOST_MANAGEMENT_ROLE` | baseline-sync | see [`Deployment`] |
 //! | `TOPIC_ARN`, `IDEMPOTENCY_TABLE` | run-notifier, baseline-sync | report topic, idempotency table (required by run-notifier; baseline-sync publishes its coverage message only when both are set) |
 
 use std::collections::BTreeMap;
@@ -28,6 +28,7 @@ pub const POLICY_CACHE_SECONDS: &str = "POLICY_CACHE_SECONDS";
 pub const RUST_LOG: &str = "RUST_LOG";
 pub const OUTPUT_BUCKET: &str = "OUTPUT_BUCKET";
 pub const MAINTENANCE_WINDOW_ROLE_ARN: &str = "MAINTENANCE_WINDOW_ROLE_ARN";
+pub const DEFAULT_HOST_MANAGEMENT_ROLE: &str = "DEFAULT_HOST_MANAGEMENT_ROLE";
 pub const TOPIC_ARN: &str = "TOPIC_ARN";
 pub const IDEMPOTENCY_TABLE: &str = "IDEMPOTENCY_TABLE";
 
@@ -48,7 +49,7 @@ pub struct Settings {
     pub policy_cache: Duration,
     /// `RUST_LOG`, as given (informational: logging reads the process environment).
     pub log_filter: Option<String>,
-    /// `OUTPUT_BUCKET`, `MAINTENANCE_WINDOW_ROLE_ARN`.
+    /// `OUTPUT_BUCKET`, `MAINTENANCE_WINDOW_ROLE_ARN`, `DEFAULT_HOST_MANAGEMENT_ROLE`.
     pub deployment: Deployment,
     /// `TOPIC_ARN`.
     pub topic_arn: Option<String>,
@@ -104,6 +105,7 @@ impl Settings {
             deployment: Deployment {
                 output_bucket: var(OUTPUT_BUCKET),
                 window_role_arn: var(MAINTENANCE_WINDOW_ROLE_ARN),
+                default_host_management_role: var(DEFAULT_HOST_MANAGEMENT_ROLE),
             },
             topic_arn: var(TOPIC_ARN),
             idempotency_table: var(IDEMPOTENCY_TABLE),

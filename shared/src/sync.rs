@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::aws::coverage::{CoverageError, CoverageReader};
 use crate::aws::coverage_notice::NoticeOutcome;
 use crate::aws::ec2::Ec2Fleet;
+use crate::aws::host_management::{self, SettingState};
 use crate::aws::managed::ManagedInstances;
 use crate::aws::patching::{self, AppliedChange, ApplyReport, Outcome};
 use crate::aws::policy_source::LoadedPolicy;
@@ -111,14 +112,18 @@ pub async fn run(
 ) -> Result<SyncResult, SyncError> {
     let started = Instant::now();
     let plan = plan_only(ssm, owner, policy, deployment, calls).await?;
-    for line in plan.lines() {
+    let mut lines = plan.lines();
+    for line in &lines {
         info!(dry_run = options.dry_run, change = %line, "planned");
     }
-    let report = if options.dry_run {
+    let mut report = if options.dry_run {
         ApplyReport::default()
     } else {
         patching::apply(ssm, owner, calls, &plan).await
     };
+    if let Some(role) = &deployment.default_host_management_role {
+        ensure_host_management(ssm, role, options.dry_run, calls, &mut lines, &mut report).await;
+    }
     let sweep = if options.sweep {
         Some(
             fleet::sweep(
@@ -159,7 +164,7 @@ pub async fn run(
         dry_run: options.dry_run,
         policy_source: policy.source.clone(),
         warnings: policy.warnings.clone(),
-        plan: plan.lines(),
+        plan: lines,
         conflicts: plan.conflicts,
         applied: report.changes,
         counts,
@@ -169,6 +174,62 @@ pub async fn run(
         aws_calls: calls.summary(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// The stack opted in to Default Host Management: the service setting must hold `role`. A
+/// difference is one more `~` plan line and, unless dry-run, one more applied (or failed)
+/// change, so a failure makes the sync incomplete like any other change. Nothing is written
+/// when the setting already holds the role.
+async fn ensure_host_management(
+    ssm: &aws_sdk_ssm::Client,
+    role: &str,
+    dry_run: bool,
+    calls: &CallLog,
+    lines: &mut Vec<String>,
+    report: &mut ApplyReport,
+) {
+    let failed = |line: String, e: AwsError| AppliedChange {
+        line,
+        kind: ChangeKind::Update,
+        outcome: Outcome::Failed {
+            error: e.to_string(),
+            access_denied: e.is_access_denied(),
+        },
+    };
+    let current = match host_management::check(ssm, role, calls).await {
+        Ok(SettingState::InPlace) => return,
+        Ok(SettingState::Differs { current }) => current,
+        Err(e) => {
+            let line = host_management::change_line(role, "unreadable");
+            warn!(error = %e, "cannot read the Default Host Management setting");
+            if !dry_run {
+                report.changes.push(failed(line, e));
+            }
+            return;
+        }
+    };
+    let line = host_management::change_line(role, &current);
+    info!(dry_run, change = %line, "planned");
+    lines.push(line.clone());
+    if dry_run {
+        return;
+    }
+    report
+        .changes
+        .push(match host_management::set(ssm, role, calls).await {
+            Ok(()) => {
+                info!(role, "Default Host Management turned on");
+                AppliedChange {
+                    line,
+                    kind: ChangeKind::Update,
+                    outcome: Outcome::Applied { id: None },
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot set the Default Host Management setting");
+                failed(line, e)
+            }
+        });
 }
 
 /// One structured record: the count per verdict and the hosts that are not covered.

@@ -1,5 +1,7 @@
 //! baseline-sync computes the fleet's coverage on every run, with its own role: each verdict
-//! on a deployed stack, and a clear error when the role lacks a coverage read.
+//! on a deployed stack, and a clear error when the role lacks a coverage read. With the
+//! stack's `EnableDefaultHostManagement` opt-in it also turns Default Host Management on
+//! (once: no write when the setting already holds the stack's role).
 
 use baseline_sync::{handle, HandlerError, Syncer};
 use patchpilot::aws::coverage_notice::NoticeOutcome;
@@ -111,6 +113,92 @@ async fn every_sync_reports_each_hosts_coverage_verdict() {
     assert_eq!(counts.get("ssm", "GetDefaultPatchBaseline"), 2);
     assert_eq!(counts.get("ssm", "GetServiceSetting"), 1);
     assert_eq!(counts.get("ssm", "DescribeInstancePatchStates"), 1);
+    // Not opted in to Default Host Management: the setting is left alone.
+    assert_eq!(
+        stack.env("baseline-sync", "DEFAULT_HOST_MANAGEMENT_ROLE"),
+        ""
+    );
+    assert_eq!(counts.get("ssm", "UpdateServiceSetting"), 0);
+}
+
+async fn dhmc_setting(emu: &Emulator) -> String {
+    emu.ssm()
+        .await
+        .get_service_setting()
+        .setting_id(patchpilot::aws::coverage::DHMC_SETTING_ID)
+        .send()
+        .await
+        .expect("GetServiceSetting")
+        .service_setting()
+        .and_then(|s| s.setting_value())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_default_host_management_opt_in_sets_the_setting_once() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let stack = emu
+        .deploy(&DeployStack {
+            stack_name: STACK.to_string(),
+            parameters: [(
+                "EnableDefaultHostManagement".to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+            ..DeployStack::default()
+        })
+        .expect("stack with Default Host Management");
+    let role = stack.env("baseline-sync", "DEFAULT_HOST_MANAGEMENT_ROLE");
+    assert_eq!(role, stack.physical_id("DefaultHostManagementRole"));
+    assert_eq!(
+        dhmc_setting(emu).await,
+        "$None",
+        "off before the first sync"
+    );
+    let syncer = syncer_of(emu, &stack).await;
+
+    // A dry run plans the change and writes nothing.
+    let dry = handle(&syncer, json!({"dry_run": true}))
+        .await
+        .expect("dry run");
+    let line = format!(
+        "~ service setting /ssm/managed-instance/default-ec2-instance-management-role = {role} (was $None)"
+    );
+    assert!(dry.plan.contains(&line), "{:#?}", dry.plan);
+    assert_eq!(dhmc_setting(emu).await, "$None");
+
+    emu.reset_request_counts().expect("reset counter");
+    let first = handle(&syncer, json!({})).await.expect("first sync");
+    assert!(
+        first.applied.iter().any(|a| a.line == line
+            && matches!(
+                a.outcome,
+                patchpilot::aws::patching::Outcome::Applied { .. }
+            )),
+        "{:#?}",
+        first.applied
+    );
+    assert_eq!(dhmc_setting(emu).await, role);
+    assert_eq!(
+        emu.request_counts()
+            .expect("request log")
+            .get("ssm", "UpdateServiceSetting"),
+        1
+    );
+    // The coverage of the same run already sees it on.
+    let v = serde_json::to_value(&first.coverage).expect("serialises");
+    assert_eq!(v["host_management"]["state"], "on", "{v:#}");
+
+    // Second run: the setting holds the role, nothing is written at all.
+    emu.reset_request_counts().expect("reset counter");
+    let second = handle(&syncer, json!({})).await.expect("second sync");
+    assert!(!second.plan.iter().any(|l| l.contains("service setting")));
+    let counts = emu.request_counts().expect("request log");
+    assert_eq!(counts.get("ssm", "UpdateServiceSetting"), 0);
+    assert_eq!(counts.write_count(), 0, "{:?}", counts.writes());
+    assert_eq!(second.aws_calls.writes, 0);
 }
 
 #[tokio::test]

@@ -432,9 +432,27 @@ fn function_statements<'a>(function: &str, resource: &'a Yaml) -> Vec<&'a Yaml> 
             .get("Statement")
             .and_then(Yaml::as_sequence)
             .unwrap_or_else(|| panic!("{function}: {policy:?} is not an inline policy document"));
-        out.extend(statements.iter());
+        out.extend(statements.iter().flat_map(branches));
     }
     out
+}
+
+/// A statement, or both branches of a `!If [Condition, statement, statement-or-NoValue]`
+/// (an opt-in's statements are granted only when the stack opts in; the check counts them).
+fn branches(v: &Yaml) -> Vec<&Yaml> {
+    match v {
+        Yaml::Tagged(tagged) if tagged.tag == "If" => tagged
+            .value
+            .as_sequence()
+            .map(|items| items.iter().skip(1).flat_map(branches).collect())
+            .unwrap_or_default(),
+        Yaml::Tagged(tagged)
+            if tagged.tag == "Ref" && tagged.value.as_str() == Some("AWS::NoValue") =>
+        {
+            Vec::new()
+        }
+        other => vec![other],
+    }
 }
 
 /// `EventInvokeConfig.DestinationConfig.OnFailure.Type: SQS` (function or Globals) makes SAM
@@ -697,44 +715,40 @@ fn pass_role_only_for_the_window_role_towards_ssm() {
         .iter()
         .filter(|s| actions_of(s).iter().any(|a| a == "iam:PassRole"))
         .collect();
-    assert_eq!(
-        pass.len(),
-        1,
-        "exactly one statement may grant iam:PassRole: {pass:?}"
-    );
-    let s = pass[0];
-    assert_eq!(
-        actions_of(s),
-        ["iam:PassRole"],
-        "PassRole shares its statement with nothing"
-    );
-    match s.get("Resource") {
-        Some(Yaml::Tagged(tagged)) => {
-            assert!(
-                tagged.tag == "GetAtt",
-                "PassRole resource must be !GetAtt, is {}",
-                tagged.tag
-            );
-            assert_eq!(tagged.value.as_str(), Some("MaintenanceWindowRole.Arn"));
-        }
-        other => {
-            panic!("PassRole resource must be !GetAtt MaintenanceWindowRole.Arn, is {other:?}")
-        }
-    }
-    let service = s
-        .get("Condition")
-        .and_then(|c| c.get("StringEquals"))
-        .and_then(|c| c.get("iam:PassedToService"))
-        .and_then(Yaml::as_str);
-    assert_eq!(service, Some("ssm.amazonaws.com"));
-
     let (_, baseline_sync) = functions(&t)
         .into_iter()
         .find(|(id, _)| id == "BaselineSyncFunction")
         .expect("BaselineSyncFunction");
-    assert!(
-        function_statements("BaselineSyncFunction", baseline_sync).contains(&s),
-        "the PassRole statement belongs to baseline-sync"
+    let own = function_statements("BaselineSyncFunction", baseline_sync);
+    // The window role (always) and the Default Host Management role (opt-in), nothing else.
+    let mut roles = Vec::new();
+    for s in &pass {
+        assert_eq!(
+            actions_of(s),
+            ["iam:PassRole"],
+            "PassRole shares its statement with nothing"
+        );
+        match s.get("Resource") {
+            Some(Yaml::Tagged(tagged)) if tagged.tag == "GetAtt" => {
+                roles.push(tagged.value.as_str().unwrap_or_default().to_string());
+            }
+            other => panic!("PassRole resource must be !GetAtt <role>.Arn, is {other:?}"),
+        }
+        let service = s
+            .get("Condition")
+            .and_then(|c| c.get("StringEquals"))
+            .and_then(|c| c.get("iam:PassedToService"))
+            .and_then(Yaml::as_str);
+        assert_eq!(service, Some("ssm.amazonaws.com"));
+        assert!(
+            own.contains(s),
+            "the PassRole statements belong to baseline-sync"
+        );
+    }
+    assert_eq!(
+        roles,
+        ["MaintenanceWindowRole.Arn", "DefaultHostManagementRole.Arn"],
+        "iam:PassRole only for the window role and the DHMC role: {pass:?}"
     );
 }
 

@@ -11,6 +11,10 @@
 //! | `GetDefaultPatchBaseline` | K | SSM: GetDefaultPatchBaseline |
 //! | `DescribeInstancePatchStates` | ⌈P/50⌉ (InstanceIds: up to 50) | SSM: DescribeInstancePatchStates |
 //! | `GetServiceSetting` | 1 (`/ssm/managed-instance/default-ec2-instance-management-role`) | SSM: GetServiceSetting; User Guide "Default Host Management Configuration" |
+//!
+//! [`CoverageReader::suggest_baselines`] (`patchpilot render --fleet`) adds one
+//! `GetPatchBaseline` per OS the policy is missing, for the rules of the account's default
+//! baseline of that OS.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +34,8 @@ use crate::coverage::{
     HostManagement, PatchState, SsmInfo,
 };
 use crate::fleet::{FleetError, InstancePort};
-use crate::policy::{OperatingSystem, Policy};
+use crate::policy::{ApprovalRule, ComplianceLevel, OperatingSystem, Policy};
+use crate::suggest::BaselineSuggestion;
 
 /// `DescribeInstanceInformation` MaxResults maximum (5–50).
 const INFORMATION_PAGE: i32 = 50;
@@ -93,6 +98,82 @@ impl CoverageReader {
     ) -> Result<Coverage, CoverageError> {
         let input = self.read(policy, calls).await?;
         Ok(assess(policy, &input, now))
+    }
+
+    /// The coverage, and for every OS on managed nodes that the policy has no baseline for,
+    /// a policy entry with the rules of the account's default baseline for that OS (one
+    /// `GetPatchBaseline` each).
+    pub async fn suggest_baselines(
+        &self,
+        policy: &Policy,
+        now: DateTime<Utc>,
+        calls: &CallLog,
+    ) -> Result<(Coverage, Vec<BaselineSuggestion>), CoverageError> {
+        let input = self.read(policy, calls).await?;
+        let coverage = assess(policy, &input, now);
+        let mut out = Vec::new();
+        for os in &coverage.suggested_baselines {
+            let (template, rules) = match input.baselines.defaults.get(os) {
+                Some(id) => {
+                    let (name, rules) = self.baseline_rules(id, calls).await?;
+                    (Some(name), rules)
+                }
+                None => (None, Vec::new()),
+            };
+            out.push(BaselineSuggestion::new(*os, &coverage, template, rules));
+        }
+        Ok((coverage, out))
+    }
+
+    /// GetPatchBaseline: the name (else `id`) and approval rules of `id`, as policy rules.
+    async fn baseline_rules(
+        &self,
+        id: &str,
+        calls: &CallLog,
+    ) -> Result<(String, Vec<ApprovalRule>), CoverageError> {
+        calls.record("GetPatchBaseline");
+        let out = self
+            .ssm
+            .get_patch_baseline()
+            .baseline_id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                CoverageError::aws(
+                    format!("reading the rules of patch baseline {id}"),
+                    AwsError::from_sdk(Service::Ssm, "GetPatchBaseline", e).on(&[id]),
+                )
+            })?;
+        let name = out.name().unwrap_or(id).to_string();
+        let rules = out
+            .approval_rules()
+            .map(|r| r.patch_rules())
+            .unwrap_or_default();
+        let rules = rules
+            .iter()
+            .map(|r| ApprovalRule {
+                filters: r
+                    .patch_filter_group()
+                    .map(|g| g.patch_filters())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| (f.key().as_str().to_string(), f.values().to_vec()))
+                    .collect(),
+                compliance_level: r
+                    .compliance_level()
+                    .and_then(|c| {
+                        serde_json::from_value::<ComplianceLevel>(serde_json::Value::String(
+                            c.as_str().to_string(),
+                        ))
+                        .ok()
+                    })
+                    .unwrap_or_default(),
+                enable_non_security: r.enable_non_security().unwrap_or(false),
+                // The environment's approval delay applies (see `crate::suggest`).
+                approve_after_days: None,
+            })
+            .collect();
+        Ok((name, rules))
     }
 
     /// Read the [`CoverageInput`].

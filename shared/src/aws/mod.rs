@@ -4,6 +4,7 @@
 pub mod coverage;
 pub mod coverage_notice;
 pub mod ec2;
+pub mod host_management;
 pub mod idempotency;
 pub mod managed;
 pub mod notify;

@@ -22,6 +22,10 @@ pub struct Deployment {
     /// `MAINTENANCE_WINDOW_ROLE_ARN`: the role window tasks run with; `None` = SSM's
     /// service-linked role.
     pub window_role_arn: Option<String>,
+    /// `DEFAULT_HOST_MANAGEMENT_ROLE`: the role name the Default Host Management service
+    /// setting must hold (the stack's `EnableDefaultHostManagement` opt-in); `None` = leave
+    /// the setting alone.
+    pub default_host_management_role: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -307,6 +311,7 @@ mod tests {
             &Deployment {
                 output_bucket: Some("patchpilot-output".into()),
                 window_role_arn: None,
+                default_host_management_role: None,
             },
         )
     }

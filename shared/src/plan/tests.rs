@@ -11,6 +11,7 @@ fn deployment() -> Deployment {
     Deployment {
         output_bucket: Some("patchpilot-output".into()),
         window_role_arn: Some("arn:aws:iam::123456789012:role/patchpilot-window".into()),
+        default_host_management_role: None,
     }
 }
 

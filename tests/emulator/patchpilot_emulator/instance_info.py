@@ -82,8 +82,16 @@ def describe_instance_information(self: R) -> ActionResult:
         normalized.append((f.get("key", ""), f.get("valueSet", [])))
     for f in filters or []:
         normalized.append((f.get("Key", ""), f.get("Values", [])))
-    items = [_node_info(n, backend) for n in nodes(backend)]
-    node_tags = {n.instance_id: n.tags for n in nodes(backend)}
+    all_nodes = nodes(backend)
+    if not normalized:
+        # No filter: build the answer of the requested page only (a 10,000-instance fleet
+        # read 50 at a time would otherwise rebuild every node's information on every page).
+        page_nodes, token = paginate(all_nodes, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+        return ActionResult(
+            prune({"InstanceInformationList": [_node_info(n, backend) for n in page_nodes], "NextToken": token})
+        )
+    items = [_node_info(n, backend) for n in all_nodes]
+    node_tags = {n.instance_id: n.tags for n in all_nodes}
     for key, values in normalized:
         if key == "InstanceIds":
             for v in values:
