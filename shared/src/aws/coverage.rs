@@ -19,9 +19,7 @@
 use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
-use aws_sdk_ssm::types::{
-    InstanceInformation, OperatingSystem as SdkOs, PatchOrchestratorFilter, ResourceTypeForTagging,
-};
+use aws_sdk_ssm::types::{InstanceInformation, OperatingSystem as SdkOs, PatchOrchestratorFilter};
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -39,8 +37,6 @@ use crate::suggest::BaselineSuggestion;
 
 /// `DescribeInstanceInformation` MaxResults maximum (5–50).
 const INFORMATION_PAGE: i32 = 50;
-/// `DescribeInstancePatchStates` InstanceIds: "Maximum number of 50 items".
-const PATCH_STATE_IDS: usize = 50;
 /// `DescribePatchGroups` MaxResults maximum (1–100).
 const PATCH_GROUPS_PAGE: i32 = 100;
 /// The Default Host Management Configuration setting (GetServiceSetting `SettingId`).
@@ -295,25 +291,9 @@ impl CoverageReader {
         id: &str,
         calls: &CallLog,
     ) -> Result<BTreeMap<String, String>, CoverageError> {
-        calls.record("ListTagsForResource");
-        let out = self
-            .ssm
-            .list_tags_for_resource()
-            .resource_type(ResourceTypeForTagging::ManagedInstance)
-            .resource_id(id)
-            .send()
+        super::managed::node_tags(&self.ssm, id, calls)
             .await
-            .map_err(|e| {
-                CoverageError::aws(
-                    format!("reading the tags of managed node {id}"),
-                    AwsError::from_sdk(Service::Ssm, "ListTagsForResource", e).on(&[id]),
-                )
-            })?;
-        Ok(out
-            .tag_list()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect())
+            .map_err(|e| CoverageError::aws(format!("reading the tags of managed node {id}"), e))
     }
 
     /// `DescribePatchGroups` for one OS: every (group, baseline) registration of that OS.
@@ -396,51 +376,26 @@ impl CoverageReader {
         ids: &[String],
         calls: &CallLog,
     ) -> Result<BTreeMap<String, PatchState>, CoverageError> {
+        let states = super::runs::instance_patch_states(&self.ssm, ids, calls)
+            .await
+            .map_err(|e| CoverageError::aws("reading the nodes' last patch operations", e))?;
         let mut out = BTreeMap::new();
-        for chunk in ids.chunks(PATCH_STATE_IDS) {
-            let mut token = None;
-            loop {
-                calls.record("DescribeInstancePatchStates");
-                let page = self
-                    .ssm
-                    .describe_instance_patch_states()
-                    .set_instance_ids(Some(chunk.to_vec()))
-                    .max_results(PATCH_STATE_IDS as i32)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        CoverageError::aws(
-                            "reading the nodes' last patch operations",
-                            AwsError::from_sdk(Service::Ssm, "DescribeInstancePatchStates", e)
-                                .on(chunk),
-                        )
-                    })?;
-                for s in page.instance_patch_states() {
-                    let Some(end) = to_chrono(s.operation_end_time()) else {
-                        continue;
-                    };
-                    out.insert(
-                        s.instance_id().to_string(),
-                        PatchState {
-                            baseline_id: s.baseline_id().to_string(),
-                            patch_group: Some(s.patch_group().to_string())
-                                .filter(|g| !g.is_empty()),
-                            operation: s.operation().as_str().to_string(),
-                            operation_end: end,
-                            missing: s.missing_count(),
-                            failed: s.failed_count(),
-                            installed_pending_reboot: s
-                                .installed_pending_reboot_count()
-                                .unwrap_or(0),
-                        },
-                    );
-                }
-                token = page.next_token.filter(|t| !t.is_empty());
-                if token.is_none() {
-                    break;
-                }
-            }
+        for s in states {
+            let Some(end) = to_chrono(s.operation_end_time()) else {
+                continue;
+            };
+            out.insert(
+                s.instance_id().to_string(),
+                PatchState {
+                    baseline_id: s.baseline_id().to_string(),
+                    patch_group: Some(s.patch_group().to_string()).filter(|g| !g.is_empty()),
+                    operation: s.operation().as_str().to_string(),
+                    operation_end: end,
+                    missing: s.missing_count(),
+                    failed: s.failed_count(),
+                    installed_pending_reboot: s.installed_pending_reboot_count().unwrap_or(0),
+                },
+            );
         }
         Ok(out)
     }

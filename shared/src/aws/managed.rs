@@ -18,6 +18,28 @@ use super::{AwsError, CallLog, Service};
 use crate::classify::{FactsSource, InstanceFacts};
 use crate::fleet::{FleetError, ManagedPort, Page};
 
+/// The tags of one managed (`mi-*`) node: SSM has no batched tag read for managed nodes
+/// (`ListTagsForResource`, ResourceType `ManagedInstance`), so this is one call per node.
+pub async fn node_tags(
+    client: &aws_sdk_ssm::Client,
+    id: &str,
+    calls: &CallLog,
+) -> Result<BTreeMap<String, String>, AwsError> {
+    calls.record("ListTagsForResource");
+    let out = client
+        .list_tags_for_resource()
+        .resource_type(ResourceTypeForTagging::ManagedInstance)
+        .resource_id(id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk(Service::Ssm, "ListTagsForResource", e).on(&[id]))?;
+    Ok(out
+        .tag_list()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect())
+}
+
 /// `DescribeInstanceInformation` `MaxResults` maximum (SSM API reference: 5–50).
 const PAGE_SIZE: i32 = 50;
 /// Values of one `InstanceIds` filter (SSM API reference, `InstanceInformationStringFilter`
@@ -112,25 +134,9 @@ impl ManagedInstances {
         id: &str,
         calls: &CallLog,
     ) -> Result<BTreeMap<String, String>, FleetError> {
-        calls.record("ListTagsForResource");
-        let out = self
-            .client
-            .list_tags_for_resource()
-            .resource_type(ResourceTypeForTagging::ManagedInstance)
-            .resource_id(id)
-            .send()
+        node_tags(&self.client, id, calls)
             .await
-            .map_err(|e| {
-                FleetError::aws(
-                    format!("reading the tags of managed node {id}"),
-                    AwsError::from_sdk(Service::Ssm, "ListTagsForResource", e).on(&[id]),
-                )
-            })?;
-        Ok(out
-            .tag_list()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect())
+            .map_err(|e| FleetError::aws(format!("reading the tags of managed node {id}"), e))
     }
 
     async fn facts(

@@ -203,6 +203,38 @@ fn reached(runs: &[InstanceRun]) -> Reached {
     }
 }
 
+/// `DescribeInstancePatchStates` for any number of instances: at most 50 `InstanceIds` per call
+/// (`MaxResults` 10–100), every page read. The run report and the coverage read share it.
+pub async fn instance_patch_states(
+    ssm: &aws_sdk_ssm::Client,
+    instance_ids: &[String],
+    calls: &CallLog,
+) -> Result<Vec<aws_sdk_ssm::types::InstancePatchState>, AwsError> {
+    let mut out = Vec::new();
+    for chunk in instance_ids.chunks(PATCH_STATE_IDS) {
+        let mut token = None;
+        loop {
+            calls.record("DescribeInstancePatchStates");
+            let page = ssm
+                .describe_instance_patch_states()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .max_results(PATCH_STATE_IDS as i32)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    AwsError::from_sdk(Service::Ssm, "DescribeInstancePatchStates", e).on(chunk)
+                })?;
+            out.extend(page.instance_patch_states().iter().cloned());
+            token = page.next_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A node as `DescribeInstanceInformation` reports it.
 struct NodeInfo {
     instance_id: String,
@@ -698,52 +730,31 @@ impl<'a> Runs<'a> {
         Ok(runs)
     }
 
-    /// `DescribeInstancePatchStates`, 50 ids per call, paginated.
+    /// `DescribeInstancePatchStates` of these instances (see [`instance_patch_states`]).
     async fn patch_states(
         &self,
         instance_ids: &[String],
     ) -> Result<HashMap<String, (PatchCounts, String)>, AwsError> {
         let mut out = HashMap::new();
-        for chunk in instance_ids.chunks(PATCH_STATE_IDS) {
-            let mut token = None;
-            loop {
-                self.calls.record("DescribeInstancePatchStates");
-                let page = self
-                    .ssm
-                    .describe_instance_patch_states()
-                    .set_instance_ids(Some(chunk.to_vec()))
-                    .max_results(PATCH_STATE_IDS as i32)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        AwsError::from_sdk(Service::Ssm, "DescribeInstancePatchStates", e)
-                    })?;
-                for s in page.instance_patch_states() {
-                    out.insert(
-                        s.instance_id().to_string(),
-                        (
-                            PatchCounts {
-                                installed: count(s.installed_count()),
-                                installed_other: count(s.installed_other_count()),
-                                installed_pending_reboot: count(
-                                    s.installed_pending_reboot_count().unwrap_or(0),
-                                ),
-                                missing: count(s.missing_count()),
-                                failed: count(s.failed_count()),
-                                not_applicable: count(s.not_applicable_count()),
-                                operation: s.operation().as_str().to_string(),
-                                operation_end: to_chrono(s.operation_end_time()),
-                            },
-                            s.patch_group().to_string(),
+        for s in instance_patch_states(self.ssm, instance_ids, self.calls).await? {
+            out.insert(
+                s.instance_id().to_string(),
+                (
+                    PatchCounts {
+                        installed: count(s.installed_count()),
+                        installed_other: count(s.installed_other_count()),
+                        installed_pending_reboot: count(
+                            s.installed_pending_reboot_count().unwrap_or(0),
                         ),
-                    );
-                }
-                token = page.next_token().map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
+                        missing: count(s.missing_count()),
+                        failed: count(s.failed_count()),
+                        not_applicable: count(s.not_applicable_count()),
+                        operation: s.operation().as_str().to_string(),
+                        operation_end: to_chrono(s.operation_end_time()),
+                    },
+                    s.patch_group().to_string(),
+                ),
+            );
         }
         Ok(out)
     }
