@@ -877,6 +877,61 @@ impl Emulator {
         }
     }
 
+    /// An SQS queue named `name` subscribed to `topic_arn` with the SNS envelope
+    /// (`RawMessageDelivery` false): what a mail reader of the report topic receives. Returns
+    /// the queue URL, for [`Emulator::deliveries`].
+    pub async fn inbox(&self, topic_arn: &str, name: &str) -> String {
+        let config = self.sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url()
+            .expect("queue url")
+            .to_string();
+        aws_sdk_sns::Client::new(&config)
+            .subscribe()
+            .topic_arn(topic_arn)
+            .protocol("sqs")
+            .endpoint(format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"))
+            .attributes("RawMessageDelivery", "false")
+            .send()
+            .await
+            .expect("Subscribe");
+        url
+    }
+
+    /// Every SNS envelope waiting in an [`Emulator::inbox`] (deleted after reading).
+    pub async fn deliveries(&self, queue_url: &str) -> Vec<serde_json::Value> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        let mut out = Vec::new();
+        loop {
+            let page = sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            if page.messages().is_empty() {
+                return out;
+            }
+            for m in page.messages() {
+                out.push(serde_json::from_str(m.body().expect("body")).expect("SNS envelope"));
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().expect("receipt handle"))
+                    .send()
+                    .await
+                    .expect("DeleteMessage");
+            }
+        }
+    }
+
     /// Registers an on-premises managed instance; returns its `mi-*` id.
     pub fn register_managed_instance(
         &self,

@@ -8,9 +8,7 @@ use patchpilot::aws::coverage_notice::NoticeOutcome;
 use patchpilot::coverage::VerdictKind;
 use patchpilot::settings::Settings;
 use patchpilot::sync::SyncError;
-use patchpilot_tests::{
-    emulator, DeployStack, Emulator, SetManaged, Stack, ACCOUNT_ID, REGION, STACK,
-};
+use patchpilot_tests::{emulator, DeployStack, Emulator, SetManaged, Stack, STACK};
 use serde_json::{json, Value};
 
 async fn syncer_of(emu: &Emulator, stack: &Stack) -> Syncer {
@@ -234,55 +232,13 @@ async fn a_role_without_a_coverage_read_fails_the_sync_naming_the_action() {
 
 /// An SQS queue subscribed to the stack's report topic (SNS envelope), as a mail reader.
 async fn inbox(emu: &Emulator, stack: &Stack) -> String {
-    let config = emu.sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let url = sqs
-        .create_queue()
-        .queue_name("coverage-reader")
-        .send()
+    emu.inbox(&stack.env("baseline-sync", "TOPIC_ARN"), "coverage-reader")
         .await
-        .expect("CreateQueue")
-        .queue_url()
-        .expect("queue url")
-        .to_string();
-    aws_sdk_sns::Client::new(&config)
-        .subscribe()
-        .topic_arn(stack.env("baseline-sync", "TOPIC_ARN"))
-        .protocol("sqs")
-        .endpoint(format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:coverage-reader"))
-        .attributes("RawMessageDelivery", "false")
-        .send()
-        .await
-        .expect("Subscribe");
-    url
 }
 
 /// Every SNS envelope waiting in the queue (deleted after reading).
 async fn deliveries(emu: &Emulator, queue_url: &str) -> Vec<Value> {
-    let sqs = aws_sdk_sqs::Client::new(&emu.sdk_config().await);
-    let mut out = Vec::new();
-    loop {
-        let page = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("ReceiveMessage");
-        if page.messages().is_empty() {
-            return out;
-        }
-        for m in page.messages() {
-            out.push(serde_json::from_str(m.body().expect("body")).expect("SNS envelope"));
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(m.receipt_handle().expect("receipt handle"))
-                .send()
-                .await
-                .expect("DeleteMessage");
-        }
-    }
+    emu.deliveries(queue_url).await
 }
 
 fn attribute(envelope: &Value, name: &str) -> String {

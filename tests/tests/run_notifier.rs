@@ -123,26 +123,9 @@ async fn infrastructure(emu: &Emulator) -> (Notifier, String, Stack) {
 }
 
 async fn infrastructure_of(emu: &Emulator, stack: Stack) -> (Notifier, String, Stack) {
-    let config = emu.sdk_config().await;
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let topic_arn = stack.env("run-notifier", "TOPIC_ARN");
-    let queue = sqs
-        .create_queue()
-        .queue_name("report-reader")
-        .send()
-        .await
-        .expect("CreateQueue");
-    let queue_url = queue.queue_url().expect("queue url").to_string();
-    let queue_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:report-reader");
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(&queue_arn)
-        .attributes("RawMessageDelivery", "false")
-        .send()
-        .await
-        .expect("Subscribe");
+    let queue_url = emu
+        .inbox(&stack.env("run-notifier", "TOPIC_ARN"), "report-reader")
+        .await;
     let function = stack.function("run-notifier");
     let notifier = Notifier::from_settings(
         &emu.function_config(function).await,
@@ -320,31 +303,7 @@ fn deadline() -> SystemTime {
 
 /// Every SNS envelope waiting in the queue (deleted after reading).
 async fn deliveries(emu: &Emulator, queue_url: &str) -> Vec<Value> {
-    let sqs = aws_sdk_sqs::Client::new(&emu.sdk_config().await);
-    let mut out = Vec::new();
-    loop {
-        let page = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("ReceiveMessage");
-        if page.messages().is_empty() {
-            return out;
-        }
-        for m in page.messages() {
-            let body = m.body().expect("message body");
-            out.push(serde_json::from_str(body).expect("SNS envelope is JSON"));
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(m.receipt_handle().expect("receipt handle"))
-                .send()
-                .await
-                .expect("DeleteMessage");
-        }
-    }
+    emu.deliveries(queue_url).await
 }
 
 fn attribute<'a>(envelope: &'a Value, name: &str) -> (&'a str, &'a str) {
