@@ -26,7 +26,6 @@ use tracing::{info, warn};
 
 use super::ec2::Ec2Fleet;
 use super::{AwsError, CallLog, Service};
-use crate::classify::{FactsSource, InstanceFacts};
 use crate::coverage::{
     assess, needs_patch_state, oses_present, Baselines, Coverage, CoverageInput, Host,
     HostManagement, PatchState, SsmInfo,
@@ -207,21 +206,7 @@ impl CoverageReader {
                 continue;
             }
             let tags = self.managed_tags(&id, calls).await?;
-            let facts = InstanceFacts {
-                instance_id: id,
-                source: FactsSource::ManagedInstance {
-                    platform_type: info.platform_type().map(|p| p.as_str().to_string()),
-                    platform_name: info.platform_name().map(str::to_string),
-                    platform_version: info.platform_version().map(str::to_string),
-                },
-                name: tags
-                    .get("Name")
-                    .cloned()
-                    .or_else(|| info.name().map(str::to_string))
-                    .or_else(|| info.computer_name().map(str::to_string)),
-                tags,
-                state: None,
-            };
+            let facts = super::managed::node_facts(&id, &info, tags);
             hosts.push(Host {
                 facts,
                 ssm: Some(ssm_info(&info)),

@@ -40,6 +40,31 @@ pub async fn node_tags(
         .collect())
 }
 
+/// What classification needs of a managed (`mi-*`) node: its platform as the agent reports it
+/// (`DescribeInstanceInformation`) and its tags.
+pub fn node_facts(
+    id: &str,
+    info: &InstanceInformation,
+    tags: BTreeMap<String, String>,
+) -> InstanceFacts {
+    InstanceFacts {
+        instance_id: id.to_string(),
+        source: FactsSource::ManagedInstance {
+            platform_type: info.platform_type().map(|p| p.as_str().to_string()),
+            platform_name: info.platform_name().map(str::to_string),
+            platform_version: info.platform_version().map(str::to_string),
+        },
+        // The `Name` tag first; then the name given at activation; then the host name.
+        name: tags
+            .get("Name")
+            .cloned()
+            .or_else(|| info.name().map(str::to_string))
+            .or_else(|| info.computer_name().map(str::to_string)),
+        tags,
+        state: None,
+    }
+}
+
 /// `DescribeInstanceInformation` `MaxResults` maximum (SSM API reference: 5–50).
 const PAGE_SIZE: i32 = 50;
 /// Values of one `InstanceIds` filter (SSM API reference, `InstanceInformationStringFilter`
@@ -150,22 +175,7 @@ impl ManagedInstances {
                 continue;
             };
             let tags = self.tags(id, calls).await?;
-            facts.push(InstanceFacts {
-                instance_id: id.to_string(),
-                source: FactsSource::ManagedInstance {
-                    platform_type: info.platform_type().map(|p| p.as_str().to_string()),
-                    platform_name: info.platform_name().map(str::to_string),
-                    platform_version: info.platform_version().map(str::to_string),
-                },
-                // The `Name` tag first; then the name given at activation; then the host name.
-                name: tags
-                    .get("Name")
-                    .cloned()
-                    .or_else(|| info.name().map(str::to_string))
-                    .or_else(|| info.computer_name().map(str::to_string)),
-                tags,
-                state: None,
-            });
+            facts.push(node_facts(id, info, tags));
         }
         Ok(facts)
     }
