@@ -1,4 +1,5 @@
-"""EC2 additions: PlatformDetails / UsageOperation on AMIs and on instances.
+"""EC2 additions: PlatformDetails / UsageOperation on AMIs and on instances; a direct tag
+lookup for one resource (performance only, same answer as moto's scan).
 
 Follows "Amazon EC2 API Reference: Image" (PlatformDetails, UsageOperation, Platform) and
 "Amazon EC2 API Reference: Instance" (PlatformDetails, UsageOperation, Platform = windows).
@@ -13,8 +14,46 @@ from typing import Any
 
 from moto.ec2.models.amis import Ami
 from moto.ec2.models.instances import Instance
+from moto.ec2.models.tags import TagBackend
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
 _installed = False
+
+# fnmatch's special characters (and the backslash moto's simple_aws_filter_to_re rewrites):
+# an id without them is a literal pattern, matched by equality.
+_WILDCARD_CHARS = frozenset("*?[\\")
+
+
+def _literal(value: Any) -> bool:
+    return isinstance(value, str) and not _WILDCARD_CHARS.intersection(value)
+
+
+def _install_tag_lookup() -> None:
+    """moto's ``TagBackend.describe_tags(filters={"resource-id": [id]})`` (what every
+    ``tag_set`` / ``tag_list`` of an instance, volume, ... calls) scans the tags of *every*
+    resource and matches each id against ``fnmatch.translate(id)``: one DescribeInstances of N
+    instances is O(N²) (10,000 instances: ~10⁸ regex matches). For one literal id the pattern
+    ``(?s:<id>)\Z`` matches that id and nothing else, so the answer is the tags of that one
+    entry, in the same order and shape; anything else (several ids, wildcards, other filters)
+    still goes through moto's scan."""
+    original = TagBackend.describe_tags
+
+    def describe_tags(self: TagBackend, filters: dict[str, list[str]] | None = None) -> list[dict[str, str]]:
+        if filters is not None and list(filters) == ["resource-id"]:
+            ids = filters["resource-id"]
+            if len(ids) == 1 and _literal(ids[0]):
+                resource_id = ids[0]
+                tags = self.tags.get(resource_id)  # .get: never create an entry in the defaultdict
+                if not tags:
+                    return []
+                resource_type = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+                return [
+                    {"resource_id": resource_id, "key": key, "value": value, "resource_type": resource_type}
+                    for key, value in tags.items()
+                ]
+        return original(self, filters)
+
+    TagBackend.describe_tags = describe_tags  # type: ignore[method-assign]
 
 
 def install() -> None:
@@ -22,6 +61,7 @@ def install() -> None:
     if _installed:
         return
     _installed = True
+    _install_tag_lookup()
 
     original_ami_init = Ami.__init__
 
