@@ -17,8 +17,9 @@ __all__ = ["AMIS_PATH", "install"]
 
 
 def install() -> None:
-    from . import ec2_ext, hooks, ssm_ext
+    from . import ec2_ext, hooks, serialize_ext, ssm_ext
 
+    serialize_ext.install()
     ec2_ext.install()
     ssm_ext.install()
     hooks.install()
