@@ -11,7 +11,20 @@ from typing import Any, Callable
 from moto.core.responses import ActionResult
 from moto.ssm.models import SimpleSystemManagerBackend
 
-from .ssm_ext import AGENT_VERSION, INSTANCE_ID_RE, NodeView, R, SSMError, _b, nodes, now, paginate, prune, state
+from .ssm_ext import (
+    AGENT_VERSION,
+    INSTANCE_ID_RE,
+    NodeView,
+    R,
+    SSMError,
+    _b,
+    node_views,
+    now,
+    paginate,
+    paginate_lazy,
+    prune,
+    state,
+)
 
 
 # The agent's health ping: an Online agent was heard within this interval; a node whose agent
@@ -82,45 +95,64 @@ def describe_instance_information(self: R) -> ActionResult:
         normalized.append((f.get("key", ""), f.get("valueSet", [])))
     for f in filters or []:
         normalized.append((f.get("Key", ""), f.get("Values", [])))
-    all_nodes = nodes(backend)
-    if not normalized:
-        # No filter: build the answer of the requested page only (a 10,000-instance fleet
-        # read 50 at a time would otherwise rebuild every node's information on every page).
-        page_nodes, token = paginate(all_nodes, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-        return ActionResult(
-            prune({"InstanceInformationList": [_node_info(n, backend) for n in page_nodes], "NextToken": token})
-        )
-    items = [_node_info(n, backend) for n in all_nodes]
-    node_tags = {n.instance_id: n.tags for n in all_nodes}
+    infos: dict[str, dict[str, Any]] = {}
+
+    def info_of(node: NodeView) -> dict[str, Any]:
+        # built once per node and request: a filter on PingStatus reads it, the page answers it
+        info = infos.get(node.instance_id)
+        if info is None:
+            info = infos[node.instance_id] = _node_info(node, backend)
+        return info
+
+    matches = _filter(normalized, info_of)
+    max_results, next_token = self._get_param("MaxResults"), self._get_param("NextToken")
+    if matches is None:
+        # the views of the requested page only (160 pages of a 10,000-node fleet would
+        # otherwise build every node's view 160 times)
+        makers, token = paginate_lazy(node_views(backend), max_results, next_token, 50)
+        page = [make() for make in makers]
+    else:
+        candidates = (make() for make in node_views(backend))
+        page, token = paginate_lazy((n for n in candidates if matches(n)), max_results, next_token, 50)
+    return ActionResult(prune({"InstanceInformationList": [info_of(n) for n in page], "NextToken": token}))
+
+
+def _filter(
+    normalized: list[tuple[str, list[str]]], info_of: Callable[[NodeView], dict[str, Any]]
+) -> Callable[[NodeView], bool] | None:
+    """The conjunction of DescribeInstanceInformation's filters as one predicate (None: no
+    filter), after checking them in request order: InvalidInstanceId for a malformed id of an
+    InstanceIds filter, InvalidFilterKey for an unknown key, whichever comes first."""
+    tests: list[Callable[[NodeView], bool]] = []
     for key, values in normalized:
         if key == "InstanceIds":
             for v in values:
                 if not INSTANCE_ID_RE.match(v):
                     raise SSMError("InvalidInstanceId", f"Instance Id {v} is invalid.")
-            items = [i for i in items if i["InstanceId"] in values]
+            tests.append(lambda n, values=values: n.instance_id in values)
         elif key in ("PingStatus", "ResourceType", "AgentVersion"):
-            items = [i for i in items if i.get(key) in values]
+            tests.append(lambda n, key=key, values=values: info_of(n).get(key) in values)
         elif key in ("PlatformTypes", "PlatformType"):
-            items = [i for i in items if i["PlatformType"] in values]
+            tests.append(lambda n, values=values: info_of(n)["PlatformType"] in values)
         elif key == "SourceIds":
-            items = [i for i in items if i["SourceId"] in values]
+            tests.append(lambda n, values=values: info_of(n)["SourceId"] in values)
         elif key == "SourceTypes":
-            items = [i for i in items if i["SourceType"] in values]
+            tests.append(lambda n, values=values: info_of(n)["SourceType"] in values)
         elif key == "IamRole":
-            items = [i for i in items if i.get("IamRole") in values]
+            tests.append(lambda n, values=values: info_of(n).get("IamRole") in values)
         elif key == "ActivationIds":
-            items = [i for i in items if i.get("ActivationId") in values]
+            tests.append(lambda n, values=values: info_of(n).get("ActivationId") in values)
         elif key == "AssociationStatus":
-            items = []
+            tests.append(lambda n: False)
         elif key.startswith("tag:"):
-            tag_key = key[4:]
-            items = [i for i in items if node_tags[i["InstanceId"]].get(tag_key) in values]
+            tests.append(lambda n, tag_key=key[4:], values=values: n.tags.get(tag_key) in values)
         elif key == "tag-key":
-            items = [i for i in items if any(v in node_tags[i["InstanceId"]] for v in values)]
+            tests.append(lambda n, values=values: any(v in n.tags for v in values))
         else:
             raise SSMError("InvalidFilterKey", f"The filter key {key} isn't valid.")
-    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
-    return ActionResult(prune({"InstanceInformationList": page, "NextToken": token}))
+    if not tests:
+        return None
+    return lambda n: all(test(n) for test in tests)
 
 
 def describe_instance_patch_states(self: R) -> ActionResult:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from functools import partial
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo, available_timezones
 
 import botocore.session
@@ -33,6 +35,7 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 
 from .validation import schedule_error, validate_against_model
 
+_END = object()
 _SSM_MODEL = botocore.session.get_session().get_service_model("ssm")
 AGENT_VERSION = "3.3.40.0"
 
@@ -188,6 +191,28 @@ def paginate(
     return page, (str(following) if following < len(items) else None)
 
 
+def paginate_lazy(
+    items: Iterable[Any], max_results: int | None, next_token: str | None, default: int
+) -> tuple[list[Any], str | None]:
+    """``paginate`` over an iterable, reading only as far as the page and one item beyond it
+    (to know whether a NextToken follows): the same page, token and InvalidNextToken, without
+    materialising every item for every page of a long listing."""
+    start = 0
+    if next_token:
+        if not next_token.isdigit():
+            raise SSMError("InvalidNextToken", "The specified token isn't valid.")
+        start = int(next_token)
+    size = max_results or default
+    it = iter(items)
+    skipped = sum(1 for _ in islice(it, start))
+    if skipped < start:
+        # paginate: int(next_token) > len(items)
+        raise SSMError("InvalidNextToken", "The specified token isn't valid.")
+    page = list(islice(it, size))
+    more = len(page) == size and next(it, _END) is not _END
+    return page, (str(start + size) if more else None)
+
+
 def prune(value: Any) -> Any:
     """Drops None members so the serializer does not emit nulls."""
     if isinstance(value, dict):
@@ -321,53 +346,64 @@ def nodes(backend: SimpleSystemManagerBackend) -> list[NodeView]:
     and SendCommand naming it fails with InvalidInstanceId ("Managed nodes": "A managed node is
     any machine configured for Systems Manager"; SendCommand InvalidInstanceId: "SSM Agent isn't
     running")."""
-    result: list[NodeView] = []
+    return [view() for view in node_views(backend)]
+
+
+def node_views(backend: SimpleSystemManagerBackend) -> Iterator[Callable[[], NodeView]]:
+    """The nodes of ``nodes()``, in the same order, each as a function that builds its
+    ``NodeView``: a listing that pages through a large fleet (DescribeInstanceInformation,
+    50 nodes a page) builds the views of its page only, not of every node on every page."""
     ec2 = ec2_backend_for(backend)
-    for instance in all_ec2_instances(ec2):
+    instances = all_ec2_instances(ec2)
+    registered = list(state(backend).managed_instances.values())
+    for instance in instances:
         if instance.state in ("terminated", "shutting-down"):
             continue
         if not ec2_managed(backend, instance):
             continue
-        info = getattr(instance, "patchpilot_info", {}) or {}
-        windows = instance.platform == "windows"
-        result.append(
-            NodeView(
-                instance_id=instance.id,
-                resource_type="EC2Instance",
-                platform_type=info.get("platform_type", "Windows" if windows else "Linux"),
-                platform_name=info.get(
-                    "platform_name",
-                    "Microsoft Windows Server 2022 Datacenter" if windows else "Amazon Linux",
-                ),
-                platform_version=info.get("platform_version", "10.0.20348" if windows else "2"),
-                patch_os=info.get("patch_os", "WINDOWS" if windows else "AMAZON_LINUX_2"),
-                tags=ec2_instance_tags(ec2, instance.id),
-                running=instance.state == "running",
-                stopped_at=stopped_at(instance) if instance.state in ("stopped", "stopping") else None,
-                ip_address=instance.private_ip,
-                computer_name=instance.private_dns_name,
-            )
-        )
-    for mi in state(backend).managed_instances.values():
-        result.append(
-            NodeView(
-                instance_id=mi["InstanceId"],
-                resource_type="ManagedInstance",
-                platform_type=mi["PlatformType"],
-                platform_name=mi["PlatformName"],
-                platform_version=mi["PlatformVersion"],
-                patch_os=mi["PatchOperatingSystem"],
-                tags=dict(backend._resource_tags["ManagedInstance"][mi["InstanceId"]]),
-                running=True,
-                ip_address=mi.get("IPAddress"),
-                computer_name=mi.get("ComputerName"),
-                name=mi.get("Name"),
-                registration_date=mi["RegistrationDate"],
-                iam_role=mi.get("IamRole"),
-                activation_id=mi.get("ActivationId"),
-            )
-        )
-    return result
+        yield partial(_ec2_node, ec2, instance)
+    for mi in registered:
+        yield partial(_registered_node, backend, mi)
+
+
+def _ec2_node(ec2: Any, instance: Any) -> NodeView:
+    info = getattr(instance, "patchpilot_info", {}) or {}
+    windows = instance.platform == "windows"
+    return NodeView(
+        instance_id=instance.id,
+        resource_type="EC2Instance",
+        platform_type=info.get("platform_type", "Windows" if windows else "Linux"),
+        platform_name=info.get(
+            "platform_name",
+            "Microsoft Windows Server 2022 Datacenter" if windows else "Amazon Linux",
+        ),
+        platform_version=info.get("platform_version", "10.0.20348" if windows else "2"),
+        patch_os=info.get("patch_os", "WINDOWS" if windows else "AMAZON_LINUX_2"),
+        tags=ec2_instance_tags(ec2, instance.id),
+        running=instance.state == "running",
+        stopped_at=stopped_at(instance) if instance.state in ("stopped", "stopping") else None,
+        ip_address=instance.private_ip,
+        computer_name=instance.private_dns_name,
+    )
+
+
+def _registered_node(backend: SimpleSystemManagerBackend, mi: dict[str, Any]) -> NodeView:
+    return NodeView(
+        instance_id=mi["InstanceId"],
+        resource_type="ManagedInstance",
+        platform_type=mi["PlatformType"],
+        platform_name=mi["PlatformName"],
+        platform_version=mi["PlatformVersion"],
+        patch_os=mi["PatchOperatingSystem"],
+        tags=dict(backend._resource_tags["ManagedInstance"][mi["InstanceId"]]),
+        running=True,
+        ip_address=mi.get("IPAddress"),
+        computer_name=mi.get("ComputerName"),
+        name=mi.get("Name"),
+        registration_date=mi["RegistrationDate"],
+        iam_role=mi.get("IamRole"),
+        activation_id=mi.get("ActivationId"),
+    )
 
 
 def resolve_targets(backend: SimpleSystemManagerBackend, targets: list[dict[str, Any]]) -> list[str]:
