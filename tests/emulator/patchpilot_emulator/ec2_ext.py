@@ -18,6 +18,7 @@ from moto.ec2.models.tags import TagBackend
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
 _installed = False
+moto_describe_tags = TagBackend.describe_tags  # moto's own, kept for the equivalence test
 
 # fnmatch's special characters (and the backslash moto's simple_aws_filter_to_re rewrites):
 # an id without them is a literal pattern, matched by equality.
@@ -29,14 +30,13 @@ def _literal(value: Any) -> bool:
 
 
 def _install_tag_lookup() -> None:
-    """moto's ``TagBackend.describe_tags(filters={"resource-id": [id]})`` (what every
+    r"""moto's ``TagBackend.describe_tags(filters={"resource-id": [id]})`` (what every
     ``tag_set`` / ``tag_list`` of an instance, volume, ... calls) scans the tags of *every*
     resource and matches each id against ``fnmatch.translate(id)``: one DescribeInstances of N
     instances is O(N²) (10,000 instances: ~10⁸ regex matches). For one literal id the pattern
     ``(?s:<id>)\Z`` matches that id and nothing else, so the answer is the tags of that one
     entry, in the same order and shape; anything else (several ids, wildcards, other filters)
     still goes through moto's scan."""
-    original = TagBackend.describe_tags
 
     def describe_tags(self: TagBackend, filters: dict[str, list[str]] | None = None) -> list[dict[str, str]]:
         if filters is not None and list(filters) == ["resource-id"]:
@@ -51,7 +51,7 @@ def _install_tag_lookup() -> None:
                     {"resource_id": resource_id, "key": key, "value": value, "resource_type": resource_type}
                     for key, value in tags.items()
                 ]
-        return original(self, filters)
+        return moto_describe_tags(self, filters)
 
     TagBackend.describe_tags = describe_tags  # type: ignore[method-assign]
 
