@@ -9,8 +9,8 @@ the botocore output shape, ``XFormedAttributePicker`` asks six alias providers w
 names to try on the Python object (``InstanceId``, ``instance_id``, ``id``, ...), tries them in
 order, then tests the dotted key path against every entry of the response class's
 ``RESPONSE_KEY_PATH_TO_TRANSFORMER`` (EC2: ~40 entries). A DescribeInstances of 1,000
-instances asks that ~80,000 times; the provider objects and the ``endswith`` loop were ~70 % of
-the emulator's CPU for it (cProfile, benches/README.md "Coverage read, 10,000 instances").
+instances asks that ~150,000 times; the provider objects and the ``endswith`` loop were about a
+third of its profiled time (cProfile, benches/README.md "Coverage read, 10,000 instances").
 
 What the providers answer depends only on the object's class (its name, its ``Meta``), the
 member name and the shape object (its name, serialization name, parent structure), and which
@@ -23,7 +23,7 @@ never memoised.
 
 **EC2 XML.** ``EC2Serializer._serialize_body`` turns the serialised dict into XML with
 ``xmltodict.unparse`` over ``xml.sax.saxutils.XMLGenerator``: ~20 Python calls per element,
-~45 % of a large DescribeInstances once the picker is memoised. ``ec2_xml`` writes the same
+~45 % of a large DescribeInstances's profiled time once the picker is memoised. ``ec2_xml`` writes the same
 text for what moto's EC2 serializer produces (dicts, lists, strings, booleans, numbers, None, an
 ``@xmlns`` attribute): the same declaration, element order, ``<a/>`` for empty elements
 (``short_empty_elements``), empty lists left out, ``true``/``false``, text escaped by the same
@@ -35,7 +35,6 @@ handed to ``xmltodict.unparse`` unchanged, so its output (or its error) stays xm
 from __future__ import annotations
 
 from typing import Any, Callable
-
 from xml.sax.saxutils import escape, quoteattr
 
 import moto.core.responses as moto_responses
