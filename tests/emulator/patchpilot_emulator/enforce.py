@@ -250,6 +250,10 @@ def _ssm(p: Mapping[str, Any], req: Request) -> tuple[list[str], dict[str, Any],
         return [setting], ctx, extra
     if action == "DescribeInstancePatchStates":
         return [_instance_arn(p, i) for i in body.get("InstanceIds") or []] or ["*"], ctx, extra
+    if action == "DescribeInstancePatches":
+        # SAR: DescribeInstancePatches on instance / managed-instance, the request's InstanceId
+        # (ListInventoryEntries has no resource type in the pinned SAR data: checked on "*").
+        return [_instance_arn(p, str(body.get("InstanceId", "")))], ctx, extra
     for rtype in rtypes:
         for member in _PARAMS["ssm"].get(rtype, ()):
             value = body.get(member)
@@ -649,17 +653,31 @@ def instance_can_put_object(account: str, region: str, bucket: str, key: str, in
     instance's identity: AmazonSSMManagedInstanceCore + ``instance_role_policies``; evaluated
     with the bucket policy under the same-account rule (the agent uploads over HTTPS, so the
     template's TLS-only Deny does not apply unless ``secure_transport`` is False)."""
+    return instance_can_access_object(account, region, "s3:PutObject", bucket, key, "i-instance", instance_role_policies, secure_transport)
+
+
+def instance_can_get_object(account: str, region: str, bucket: str, key: str, instance_id: str, instance_role_policies: list[Mapping[str, Any]] | None = None, secure_transport: bool = True) -> tuple[bool, str]:
+    """May the SSM Agent of ``instance_id`` download s3://bucket/key (AWS-RunPatchBaseline's
+    ``InstallOverrideList``: the agent fetches the list with the node's credentials)?  Same
+    identity and rules as ``instance_can_put_object``."""
+    return instance_can_access_object(account, region, "s3:GetObject", bucket, key, instance_id, instance_role_policies, secure_transport)
+
+
+def instance_can_access_object(account: str, region: str, action: str, bucket: str, key: str, instance_id: str, instance_role_policies: list[Mapping[str, Any]] | None = None, secure_transport: bool = True) -> tuple[bool, str]:
+    """``action`` on s3://bucket/key as a node's SSM Agent: AWS managed policy
+    AmazonSSMManagedInstanceCore (no S3 permission) + ``instance_role_policies``, with the bucket
+    policy, same-account rule; the session is the instance id, as for an instance profile role."""
     policies: list[Mapping[str, Any]] = [{"PolicyName": "AmazonSSMManagedInstanceCore", "PolicyDocument": AMAZON_SSM_MANAGED_INSTANCE_CORE}]
     for i, pol in enumerate(instance_role_policies or []):
         policies.append(pol if "PolicyDocument" in pol else {"PolicyName": f"instance-policy-{i}", "PolicyDocument": pol})
     arn = f"arn:aws:s3:::{bucket}/{key}"
-    principal = f"arn:aws:sts::{account}:assumed-role/instance-role/i-instance"
+    principal = f"arn:aws:sts::{account}:assumed-role/instance-role/{instance_id}"
     ctx = {"aws:SecureTransport": "true" if secure_transport else "false", "aws:PrincipalAccount": account}
     decision = iam.evaluate(
-        policies, "s3:PutObject", [arn], ctx, resource_policies={arn: stack.bucket_policies(account, bucket)},
+        policies, action, [arn], ctx, resource_policies={arn: stack.bucket_policies(account, bucket)},
         principal_arns=[principal], account=account,
     )
-    _log(None, principal, decision, "s3:PutObject")
+    _log(None, principal, decision, action)
     if decision.allowed:
         return True, "allowed"
     return False, iam.denied_message(decision, principal, resource=f'"{arn}"')

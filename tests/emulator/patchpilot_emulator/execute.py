@@ -19,7 +19,7 @@ from typing import Any
 
 from moto.ssm.models import FakeMaintenanceWindow, FakeMaintenanceWindowTask
 
-from . import runs
+from . import patching, runs
 from .commands import (
     DEFAULT_DELIVERY_TIMEOUT,
     build_invocations,
@@ -34,13 +34,11 @@ from .ssm_ext import (
     _baseline_os_from_platform,
     backend_for,
     all_ec2_instances,
-    default_baseline_id,
     does_not_exist,
     ec2_backend_for,
     ec2_managed,
     nodes,
     now,
-    patch_group_of,
     resolve_targets,
     state,
     validation,
@@ -171,12 +169,16 @@ def _outcomes(body: dict[str, Any], known: set[str]) -> dict[str, dict[str, Any]
     return result
 
 
-def _plan(backend: Any, node: Any, iid: str, outcome: dict[str, Any], timeout: float) -> runs.Plan:
+def _plan(
+    backend: Any, node: Any, iid: str, outcome: dict[str, Any], timeout: float, patch_plan: patching.PatchPlan | None = None
+) -> runs.Plan:
     unreachable = reachability(backend, node)
     if unreachable:
         return runs.Plan(unreachable, timeout)
     kind = outcome.get("kind", "success")
-    if kind == "failed":
+    if kind == "failed" or (patch_plan is not None and patch_plan.fails):
+        # AWS-RunPatchBaseline fails when its InstallOverrideList cannot be read or a listed
+        # patch cannot be installed (patching.py)
         return runs.Plan("Failed", invocation_seconds(iid))
     if kind == "slow":
         return runs.Plan("Success", 60 * float(outcome.get("minutes", DEFAULT_SLOW_MINUTES)))
@@ -209,6 +211,14 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
     pp = state(backend)
     node_index = {n.instance_id: n for n in nodes(backend)}
     outcomes = _outcomes(body, set(node_index))
+    # ``at``: the simulated start of the window execution (test-only); AWS-RunPatchBaseline
+    # evaluates release dates and approval rules at that moment. Without it the run ends now.
+    at = _parse_time(body["at"], "at") if body.get("at") else None
+    if at is not None and body.get("StartTime") and _parse_time(body["StartTime"], "StartTime") != at:
+        raise validation("Give either at or StartTime (both are the start of the window execution), not two different times.")
+    if at is None and body.get("StartTime"):
+        at = _parse_time(body["StartTime"], "StartTime")
+    evaluated_at = at or now()
 
     # Side effects the outcome asks for happen before the run.
     stop = [iid for iid, o in outcomes.items() if o["kind"] == "stopped"]
@@ -253,14 +263,22 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
             task_end = group_start
             for target_id, owner, instances in _invocation_groups(backend, window, task):
                 order = sorted(instances)
-                plans = {iid: _plan(backend, node_index.get(iid), iid, outcomes.get(iid, {}), timeout) for iid in order}
+                patch_plans = (
+                    {iid: patching.plan(backend, account, region, node_index[iid], settings["parameters"], evaluated_at)
+                     for iid in order if iid in node_index}
+                    if task.task_arn == "AWS-RunPatchBaseline" else {}
+                )
+                plans = {
+                    iid: _plan(backend, node_index.get(iid), iid, outcomes.get(iid, {}), timeout, patch_plans.get(iid))
+                    for iid in order
+                }
                 results, span, cancelled = runs.simulate(
                     order, plans, task.max_concurrency, task.max_errors,
                     cancel_at=(cutoff_s - group_start) if cancel else None,
                 )
                 entry["commands"].append(
                     {"target_id": target_id, "owner": owner, "instances": order, "results": results,
-                     "span": span, "cancelled": cancelled}
+                     "span": span, "cancelled": cancelled, "patch_plans": patch_plans}
                 )
                 task_end = max(task_end, group_start + span)
                 for r in results.values():
@@ -273,10 +291,7 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
 
     # Every timestamp returned is <= now: the run is placed so that it has just finished.
     span_total = max(latest, clock)
-    if body.get("StartTime"):
-        started = datetime.fromisoformat(str(body["StartTime"]).replace("Z", "+00:00")).replace(tzinfo=None)
-    else:
-        started = now() - timedelta(seconds=span_total)
+    started = at if at is not None else now() - timedelta(seconds=span_total)
     for iid, o in outcomes.items():
         if o["kind"] == "unreachable":
             # the agent was already silent when the window started
@@ -345,13 +360,22 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
                     if res["detail"] not in runs.DELIVERED or iid not in node_index:
                         continue
                     o = outcomes.get(iid, {})
-                    failed = res["detail"] == "Failed"
-                    patch_state = _patch_state(
-                        backend, node_index[iid], settings["parameters"], failed,
-                        bool(o.get("reboot")), res["start"], res["end"], o.get("failed_patches"),
+                    patch_plan = cmd["patch_plans"][iid]
+                    if patch_plan.error is not None:
+                        # the agent could not read its InstallOverrideList: nothing patched,
+                        # no compliance upload, the previous patch state stands
+                        res["stdout"] = patch_plan.error
+                        res["stderr"] = patch_plan.error
+                        continue
+                    failed_patches = o.get("failed_patches")
+                    if failed_patches is None:
+                        failed_patches = 1 + (_h(iid) >> 12) % 3
+                    patch_state, res["stdout"] = patching.apply(
+                        backend, node_index[iid], patch_plan, settings["parameters"], res["start"], res["end"],
+                        failed_patches=failed_patches, failed=o.get("kind") == "failed",
+                        reboot_pending=bool(o.get("reboot")),
                     )
                     pp.patch_states[iid] = patch_state
-                    res["stdout"] = _summary(patch_state, failed)
             build_invocations(command, absolute, cancelled=cmd["cancelled"])
             any_cancelled = any_cancelled or cmd["cancelled"]
             command_ids.append(command.command_id)
@@ -490,74 +514,6 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
             for t in tasks_out
         ],
     }
-
-
-def _patch_state(
-    backend: Any,
-    node: Any,
-    parameters: dict[str, Any],
-    failed: bool,
-    reboot_pending: bool,
-    start: Any,
-    end: Any,
-    failed_patches: int | None = None,
-) -> dict[str, Any]:
-    operation = (parameters.get("Operation") or ["Scan"])[0]
-    reboot_option = (parameters.get("RebootOption") or ["RebootIfNeeded"])[0]
-    h = _h(node.instance_id)
-    group = patch_group_of(node.tags)
-    baseline = state(backend).patch_groups.get((group, node.patch_os)) if group else None
-    installed = 10 + h % 20
-    other = 2 + (h >> 4) % 6
-    not_applicable = 100 + (h >> 8) % 60
-    failed_count = (failed_patches if failed_patches is not None else 1 + (h >> 12) % 3) if failed else 0
-    pending_reboot = (1 + (h >> 14) % 3) if reboot_pending else 0
-    if operation == "Scan":
-        missing = 2 + (h >> 16) % 5
-    else:
-        missing = failed_count
-    if reboot_pending:
-        reboot_option = "NoReboot"
-    return {
-        "InstanceId": node.instance_id,
-        "PatchGroup": group,
-        "BaselineId": baseline or default_baseline_id(backend, node.patch_os),
-        "OwnerInformation": "",
-        "InstalledCount": installed,
-        "InstalledOtherCount": other,
-        "InstalledPendingRebootCount": pending_reboot,
-        "InstalledRejectedCount": 0,
-        "MissingCount": missing,
-        "FailedCount": failed_count,
-        "UnreportedNotApplicableCount": 0,
-        "NotApplicableCount": not_applicable,
-        "AvailableSecurityUpdateCount": 0,
-        "OperationStartTime": start,
-        "OperationEndTime": end,
-        "Operation": operation,
-        "LastNoRebootInstallOperationTime": end if reboot_pending else None,
-        "RebootOption": reboot_option,
-        "CriticalNonCompliantCount": failed_count,
-        "SecurityNonCompliantCount": missing,
-        "OtherNonCompliantCount": 0,
-    }
-
-
-def _summary(patch_state: dict[str, Any], failed: bool) -> str:
-    lines = [
-        f"Patch group: {patch_state['PatchGroup'] or '(none)'}",
-        f"Baseline: {patch_state['BaselineId']}",
-        f"Operation: {patch_state['Operation']}",
-        f"Installed: {patch_state['InstalledCount']}",
-        f"InstalledOther: {patch_state['InstalledOtherCount']}",
-        f"InstalledPendingReboot: {patch_state['InstalledPendingRebootCount']}",
-        f"Missing: {patch_state['MissingCount']}",
-        f"Failed: {patch_state['FailedCount']}",
-        f"NotApplicable: {patch_state['NotApplicableCount']}",
-    ]
-    if failed:
-        lines.append("ERROR: one or more patches failed to install")
-    return "\n".join(lines)
 
 
 PING_STATUSES = ("Online", "ConnectionLost")

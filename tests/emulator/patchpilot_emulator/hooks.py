@@ -272,10 +272,27 @@ def handle_hook(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
             return _respond(start_response, 200, execute.register_managed_instance(body))
         if path == "set-managed" and method == "POST":
             return _respond(start_response, 200, execute.set_managed(body))
+        if path.startswith("patch-catalogue") or path == "installed-packages":
+            return _respond(start_response, 200, _patching_hook(path, method, body))
     except SSMError as exc:
         status = 404 if exc.code == "DoesNotExistException" else 400
         return _respond(start_response, status, {"__type": exc.code, "message": exc.message})
     return _respond(start_response, 404, {"__type": "NotFound", "message": f"no test hook {method} {PREFIX}{path}"})
+
+
+def _patching_hook(path: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The patch catalogue (change it, list it) and a node's installed packages (patching.py)."""
+    from . import patching
+    from .ssm_ext import backend_for
+
+    backend = backend_for(body.get("AccountId") or "123456789012", body.get("Region") or "us-east-1")
+    if path == "patch-catalogue" and method == "POST":
+        return patching.change_catalogue(backend, body)
+    if path == "patch-catalogue/list" and method == "POST":
+        return patching.list_catalogue(backend, body)
+    if path == "installed-packages" and method == "POST":
+        return patching.node_packages(backend, patching.find_node(backend, str(body.get("InstanceId"))))
+    raise SSMError("ValidationException", f"no test hook {method} {PREFIX}{path}")
 
 
 _installed = False

@@ -5,12 +5,14 @@ the agent's ping status. Split from ``ssm_ext``.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from moto.core.responses import ActionResult
 from moto.ssm.models import SimpleSystemManagerBackend
 
+from . import patching
 from .ssm_ext import (
     AGENT_VERSION,
     INSTANCE_ID_RE,
@@ -200,8 +202,99 @@ def describe_instance_patch_states_for_patch_group(self: R) -> ActionResult:
     return ActionResult(prune({"InstancePatchStates": page, "NextToken": token}))
 
 
+def _state_name(value: str) -> str:
+    """DescribeInstancePatches ``State`` filter: the API answers INSTALLED_OTHER, the filter's
+    sample values are ``Installed | InstalledOther | InstalledPendingReboot``; both accepted."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", value).upper()
+
+
+_PATCH_FILTER_KEYS = {"Classification": "Classification", "KBId": "KBId", "Severity": "Severity", "State": "State"}
+
+
+def describe_instance_patches(self: R) -> ActionResult:
+    """SSM API Reference: DescribeInstancePatches (Filters "Supported keys ... Classification,
+    KBId, Severity, State"; MaxResults 10-100; errors InvalidInstanceId, InvalidFilter,
+    InvalidNextToken); PatchComplianceData. The records are those of the node's last
+    AWS-RunPatchBaseline operation (patching.py), empty before its first."""
+    backend = _b(self)
+    instance_id = self._get_param("InstanceId")
+    node = patching.find_node(backend, instance_id)
+    items = [patching.public_record(r) for r in patching.patching_state(backend).records.get(node.instance_id, [])]
+    for f in self._get_param("Filters", []) or []:
+        key, values = f.get("Key"), f.get("Values") or []
+        if key not in _PATCH_FILTER_KEYS:
+            raise SSMError("InvalidFilter", f"The filter key {key} isn't valid. Valid keys: {', '.join(_PATCH_FILTER_KEYS)}.")
+        if key == "State":
+            wanted = {_state_name(v) for v in values}
+            unknown = wanted - set(patching.STATES)
+            if unknown:
+                raise SSMError("InvalidFilter", f"The filter value {sorted(unknown)[0]} isn't a valid State.")
+            items = [i for i in items if i["State"] in wanted]
+        else:
+            items = [i for i in items if i.get(key) in values]
+    page, token = paginate(items, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    return ActionResult(prune({"Patches": page, "NextToken": token}))
+
+
+# "Metadata collected by inventory" (sysman-inventory-schema): the AWS types and attributes.
+INVENTORY_TYPES = {
+    "AWS:Application": ("Name", "ApplicationType", "Publisher", "Version", "Release", "Epoch", "InstalledTime",
+                        "Architecture", "URL", "Summary", "PackageId"),
+    "AWS:WindowsUpdate": ("HotFixId", "Description", "InstalledTime", "InstalledBy"),
+    "AWS:InstanceInformation": (), "AWS:File": (), "AWS:Process": (), "AWS:AWSComponent": (), "AWS:Network": (),
+    "AWS:PatchSummary": (), "AWS:PatchCompliance": (), "AWS:ComplianceItem": (), "AWS:ComplianceSummary": (),
+    "AWS:InstanceDetailedInformation": (), "AWS:Service": (), "AWS:WindowsRegistry": (), "AWS:WindowsRole": (),
+    "AWS:Tag": (), "AWS:ResourceGroup": (), "AWS:BillingInfo": (),
+}
+_INVENTORY_COMPARE = {
+    "Equal": lambda have, want: any(have == w for w in want),
+    "NotEqual": lambda have, want: all(have != w for w in want),
+    "BeginWith": lambda have, want: any(have.startswith(w) for w in want),
+    "LessThan": lambda have, want: any(patching.vercmp(have, w) < 0 for w in want),
+    "GreaterThan": lambda have, want: any(patching.vercmp(have, w) > 0 for w in want),
+}
+
+
+def list_inventory_entries(self: R) -> ActionResult:
+    """SSM API Reference: ListInventoryEntries (InstanceId, TypeName, Filters 1-5 InventoryFilter,
+    MaxResults 1-50, NextToken; response TypeName, InstanceId, SchemaVersion, CaptureTime,
+    Entries, NextToken; errors InvalidInstanceId, InvalidTypeNameException, InvalidFilter,
+    InvalidNextToken). InventoryFilter: Key ``<TypeName>.<Attribute>`` (its example
+    ``AWS:InstanceInformation.InstanceId``), Type Equal | NotEqual | BeginWith | LessThan |
+    GreaterThan ("The Exists filter must be used with aggregators"). AWS:Application and
+    AWS:WindowsUpdate come from the node's installed packages (patching.py); the other AWS
+    types and Custom:* types hold nothing here."""
+    backend = _b(self)
+    node = patching.find_node(backend, self._get_param("InstanceId"))
+    type_name = self._get_param("TypeName")
+    if type_name not in INVENTORY_TYPES and not str(type_name).startswith("Custom:"):
+        raise SSMError("InvalidTypeNameException", f"The parameter type name {type_name} isn't valid.")
+    schema_version, entries = patching.inventory_entries(backend, node, type_name)
+    attributes = INVENTORY_TYPES.get(type_name, ())
+    for f in self._get_param("Filters", []) or []:
+        key, values, kind = str(f.get("Key", "")), f.get("Values") or [], f.get("Type") or "Equal"
+        attribute = key[len(type_name) + 1:] if key.startswith(type_name + ".") else None
+        if attribute not in attributes:
+            raise SSMError(
+                "InvalidFilter",
+                f"The filter key {key} isn't valid for {type_name}: use {type_name}.<attribute> with one of "
+                f"{', '.join(attributes) or 'no attributes'}.",
+            )
+        if kind not in _INVENTORY_COMPARE:
+            raise SSMError("InvalidFilter", f"The filter type {kind} isn't valid here (Exists needs an aggregator).")
+        entries = [e for e in entries if _INVENTORY_COMPARE[kind](e.get(attribute, ""), [str(v) for v in values])]
+    page, token = paginate(entries, self._get_param("MaxResults"), self._get_param("NextToken"), 50)
+    answer: dict[str, Any] = {"TypeName": type_name, "InstanceId": node.instance_id, "Entries": page, "NextToken": token}
+    if schema_version is not None:
+        answer["SchemaVersion"] = schema_version
+        answer["CaptureTime"] = patching.capture_time(backend, node).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ActionResult(prune(answer))
+
+
 RESPONSE_METHODS: list[Callable[..., Any]] = [
     describe_instance_information,
     describe_instance_patch_states,
     describe_instance_patch_states_for_patch_group,
+    describe_instance_patches,
+    list_inventory_entries,
 ]
