@@ -312,13 +312,17 @@ def launch_time(backend: Any, node: Any) -> datetime:
 
 
 def installed_packages(backend: Any, node: Any) -> dict[str, Installed]:
-    """The node's installed versions; a node starts with its OS's base versions, installed at
-    launch (registration for ``mi-*``)."""
+    """The node's installed versions; a node starts with its OS's base versions, installed when
+    its image was built: their InstalledTime is their release date (so it never follows a run
+    placed in the past with ``at``)."""
     ps = patching_state(backend)
     current = ps.installed.get(node.instance_id)
     if current is None:
-        at = launch_time(backend, node)
-        current = {p.slot: Installed(p, at) for p in _applicable(node, catalogue(backend, node.patch_os, include_withdrawn=True)) if p.base}
+        current = {
+            p.slot: Installed(p, datetime.combine(p.released, datetime.min.time()))
+            for p in _applicable(node, catalogue(backend, node.patch_os, include_withdrawn=True))
+            if p.base
+        }
         ps.installed[node.instance_id] = current
     return current
 
