@@ -484,26 +484,40 @@ def _candidates(backend: Any, node: Any, at: datetime) -> list[Patch]:
     return [p for p in _applicable(node, catalogue(backend, node.patch_os)) if p.released <= at.date()]
 
 
+def _newest_per_slot(patches: Iterable[Patch]) -> dict[str, Patch]:
+    """"If multiple versions of a patch are approved, the latest version is applied": the
+    newest version of each package (rpm/dpkg order)."""
+    newest: dict[str, Patch] = {}
+    for p in patches:
+        if p.slot not in newest or p.newer_than(newest[p.slot]):
+            newest[p.slot] = p
+    return newest
+
+
+def _newest_of_family(patches: list[Patch]) -> dict[str, Patch]:
+    """Windows supersedence: the newest update of each family (a later cumulative update
+    supersedes the earlier ones)."""
+    newest: dict[str, Patch] = {}
+    for p in patches:
+        if p.family and (p.family not in newest or p.newer_than(newest[p.family])):
+            newest[p.family] = p
+    return newest
+
+
 def _baseline_install(backend: Any, node: Any, baseline: Baseline, at: datetime) -> list[Patch]:
     installed = installed_packages(backend, node)
     available = [p for p in _candidates(backend, node, at) if baseline.approved(p, at)]
     chosen: dict[str, Patch] = {}
     if node.patch_os == "WINDOWS":
-        newest: dict[str, Patch] = {}
-        for p in available + [i.patch for i in installed.values()]:
-            if p.family and (p.family not in newest or p.newer_than(newest[p.family])):
-                newest[p.family] = p
+        newest = _newest_of_family(available + [i.patch for i in installed.values()])
         for p in available:
             if p.slot in installed or (p.family and newest[p.family] is not p):
                 continue  # installed, or superseded by a newer update of its family
             chosen[p.slot] = p
         return sorted(chosen.values(), key=lambda p: p.slot)
-    for p in available:
-        # "If multiple versions of a patch are approved, the latest version is applied."
-        if p.slot not in chosen or p.newer_than(chosen[p.slot]):
-            chosen[p.slot] = p
     return sorted(
-        (p for p in chosen.values() if p.slot not in installed or p.newer_than(installed[p.slot].patch)),
+        (p for p in _newest_per_slot(available).values()
+         if p.slot not in installed or p.newer_than(installed[p.slot].patch)),
         key=lambda p: p.slot,
     )
 
@@ -513,7 +527,7 @@ def _override_install(
 ) -> tuple[list[Patch], list[OverrideFailure], list[str]]:
     installed = installed_packages(backend, node)
     candidates = _candidates(backend, node, at)
-    chosen: dict[str, Patch] = {}
+    chosen: list[Patch] = []
     failures: list[OverrideFailure] = []
     notes: list[str] = []
     for entry in entries:
@@ -533,18 +547,13 @@ def _override_install(
         if not matches:
             failures.append(OverrideFailure(pid, title, "rejected by the patch baseline (RejectedPatchesAction BLOCK)"))
             continue
-        newest: dict[str, Patch] = {}
-        for p in matches:
-            if p.slot not in newest or p.newer_than(newest[p.slot]):
-                newest[p.slot] = p
-        for slot, p in newest.items():
+        for slot, p in _newest_per_slot(matches).items():
             current = installed.get(slot)
             if current is not None and (node.patch_os == "WINDOWS" or not p.newer_than(current.patch)):
                 notes.append(f"{p.title}: already installed ({current.patch.title})")
                 continue
-            if slot not in chosen or p.newer_than(chosen[slot]):
-                chosen[slot] = p
-    return sorted(chosen.values(), key=lambda p: p.slot), failures, notes
+            chosen.append(p)
+    return sorted(_newest_per_slot(chosen).values(), key=lambda p: p.slot), failures, notes
 
 
 def _title_matches(p: Patch, pattern: str) -> bool:
@@ -756,10 +765,7 @@ def compute_records(
 
     if node.patch_os == "WINDOWS":
         approved = [p for p in available if baseline.approved(p, at)]
-        newest: dict[str, Patch] = {}
-        for p in approved + [i.patch for i in installed.values()]:
-            if p.family and (p.family not in newest or p.newer_than(newest[p.family])):
-                newest[p.family] = p
+        newest = _newest_of_family(approved + [i.patch for i in installed.values()])
         for slot, inst in sorted(installed.items()):
             records.append(installed_record(inst))
         for p in sorted(approved, key=lambda x: x.slot):
@@ -776,11 +782,9 @@ def compute_records(
         slots = sorted({p.slot for p in every} | set(installed))
         for slot in slots:
             inst = installed.get(slot)
-            approved = [p for p in available if p.slot == slot and baseline.approved(p, at)]
-            newest_approved = None
-            for p in approved:
-                if newest_approved is None or p.newer_than(newest_approved):
-                    newest_approved = p
+            newest_approved = _newest_per_slot(
+                p for p in available if p.slot == slot and baseline.approved(p, at)
+            ).get(slot)
             behind = newest_approved is not None and (inst is None or newest_approved.newer_than(inst.patch))
             if slot in failing_slots:
                 records.append(_record(failing_slots[slot], FAILED, None, baseline.rule_of(failing_slots[slot], at)))
