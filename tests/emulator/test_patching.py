@@ -286,7 +286,7 @@ def test_withdrawn_version_fails_that_entry_only(emu: Emulator) -> None:
     have = installed(emu, a)
     assert have["openssl.x86_64"] == "openssl.x86_64:1:3.0.7-27.el9" and have["curl.x86_64"].endswith("26.el9_3.3")
     records = [r for r in emu.client("ssm").describe_instance_patches(InstanceId=a)["Patches"] if r["State"] == "FAILED"]
-    assert [(r["KBId"], r["Title"]) for r in records] == [("openssl.x86_64", "openssl.x86_64:openssl.x86_64:1:3.0.7-28.el9_4")]
+    assert [(r["KBId"], r["Title"]) for r in records] == [("openssl.x86_64", "openssl.x86_64:1:3.0.7-28.el9_4")]
 
 
 @pytest.mark.parametrize("case", ["denied", "missing", "invalid"])

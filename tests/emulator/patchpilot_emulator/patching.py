@@ -796,10 +796,17 @@ def compute_records(
                 records.append(installed_record(inst))
     for f in override_failures or []:
         records.append(
-            {"Title": f"{f.id}:{f.title}" if f.title else f.id, "KBId": f.id, "Classification": "", "Severity": "",
+            {"Title": _failed_title(f), "KBId": f.id, "Classification": "", "Severity": "",
              "State": FAILED, "InstalledTime": EPOCH, "_level": "UNSPECIFIED", "_security": False}
         )
     return records
+
+
+def _failed_title(f: OverrideFailure) -> str:
+    """The entry as listed: its title when that already names the package, else ``id:title``."""
+    if not f.title:
+        return f.id
+    return f.title if f.title.split(":", 1)[0] == f.id else f"{f.id}:{f.title}"
 
 
 def available_security_updates(backend: Any, node: Any, baseline: Baseline, at: datetime) -> int:
