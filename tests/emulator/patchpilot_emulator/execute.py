@@ -219,6 +219,7 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
     if at is None and body.get("StartTime"):
         at = _parse_time(body["StartTime"], "StartTime")
     evaluated_at = at or now()
+    baselines: dict[Any, patching.Baseline] = {}  # one evaluation of each baseline per run
 
     # Side effects the outcome asks for happen before the run.
     stop = [iid for iid, o in outcomes.items() if o["kind"] == "stopped"]
@@ -264,7 +265,7 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
             for target_id, owner, instances in _invocation_groups(backend, window, task):
                 order = sorted(instances)
                 patch_plans = (
-                    {iid: patching.plan(backend, account, region, node_index[iid], settings["parameters"], evaluated_at)
+                    {iid: patching.plan(backend, account, region, node_index[iid], settings["parameters"], evaluated_at, baselines)
                      for iid in order if iid in node_index}
                     if task.task_arn == "AWS-RunPatchBaseline" else {}
                 )

@@ -78,6 +78,7 @@ def _segments(text: str) -> list[str]:
     return re.findall(r"\d+|[A-Za-z]+|~", text)
 
 
+@lru_cache(maxsize=8192)
 def vercmp(a: str, b: str) -> int:
     """rpmvercmp-style comparison (alphanumeric segments; numbers compare numerically and sort
     after letters; ``~`` sorts before anything, as in dpkg/rpm): enough for the catalogue."""
@@ -405,17 +406,28 @@ class Baseline:
     baseline_id: str
     data: dict[str, Any]
     product: str
+    # (patch, at) -> the approving rule: a window run asks the same for thousands of nodes
+    _rules: dict[tuple[Patch, datetime], dict[str, Any] | None] = field(default_factory=dict, repr=False)
+    _rejected: dict[Patch, bool] = field(default_factory=dict, repr=False)
 
     @property
     def block(self) -> bool:
         return (self.data.get("RejectedPatchesAction") or "ALLOW_AS_DEPENDENCY") == "BLOCK"
 
     def rejected(self, p: Patch) -> bool:
-        return _listed(self.data.get("RejectedPatches") or [], p)
+        if p not in self._rejected:
+            self._rejected[p] = _listed(self.data.get("RejectedPatches") or [], p)
+        return self._rejected[p]
 
     def rule_of(self, p: Patch, at: datetime) -> dict[str, Any] | None:
         """The approval that covers ``p`` at ``at`` (a rule, or the approved-patches list as a
         pseudo rule), ignoring RejectedPatches; None when nothing approves it."""
+        key = (p, at)
+        if key not in self._rules:
+            self._rules[key] = self._rule_of(p, at)
+        return self._rules[key]
+
+    def _rule_of(self, p: Patch, at: datetime) -> dict[str, Any] | None:
         if p.released > at.date():
             return None
         if _listed(self.data.get("ApprovedPatches") or [], p) and (
@@ -444,9 +456,17 @@ class Baseline:
         return not self.rejected(p) and self.rule_of(p, at) is not None
 
 
-def load_baseline(backend: Any, node: Any) -> Baseline:
+def load_baseline(backend: Any, node: Any, cache: dict[tuple[str, str, str], Baseline] | None = None) -> Baseline:
+    """The node's baseline; ``cache`` shares it between the nodes of one window run (same patch
+    group, OS and product), so each patch is judged once per run."""
+    key = (patch_group_of(node.tags), node.patch_os, node_product(node))
+    if cache is not None and key in cache:
+        return cache[key]
     baseline_id, data = baseline_of(backend, node)
-    return Baseline(baseline_id, data, node_product(node))
+    baseline = Baseline(baseline_id, data, key[2])
+    if cache is not None:
+        cache[key] = baseline
+    return baseline
 
 
 # --------------------------------------------------------------------------- decisions
@@ -621,11 +641,14 @@ def fetch_override_list(account: str, region: str, node: Any, url: str) -> list[
     return parse_override_list(obj.value.decode("utf-8", "replace"))
 
 
-def plan(backend: Any, account: str, region: str, node: Any, parameters: dict[str, Any], at: datetime) -> PatchPlan:
+def plan(
+    backend: Any, account: str, region: str, node: Any, parameters: dict[str, Any], at: datetime,
+    baselines: dict[tuple[str, str, str], Baseline] | None = None,
+) -> PatchPlan:
     """Decides an AWS-RunPatchBaseline run on ``node`` evaluated at ``at`` (the window
-    execution's start)."""
+    execution's start); ``baselines``: a cache shared by the nodes of one run."""
     operation = (parameters.get("Operation") or ["Scan"])[0]
-    baseline = load_baseline(backend, node)
+    baseline = load_baseline(backend, node, baselines)
     result = PatchPlan(operation, baseline, at)
     installed_packages(backend, node)
     if operation != "Install":
