@@ -57,6 +57,10 @@ enum Command {
     /// (same region, credentials and `AWS_ENDPOINT_URL` as `plan`), with which baseline, and
     /// if not, why not; then the OSes found that the policy has no baseline for. Reads only.
     Coverage(CoverageArgs),
+    /// Each promoted environment's gate (`approval.mode: promote`): the manifest it installs,
+    /// or why it is held (from the output bucket; region and credentials as `plan`). With
+    /// `--force`, a held environment installs the manifest it waits on.
+    Promote(PromoteArgs),
     /// Next runs of one schedule expression, as SSM would run a maintenance window with it
     /// (e.g. `patchpilot next-runs 'cron(0 6 ? * SAT#1 *)' --timezone Europe/Zurich`).
     NextRuns(NextRunsArgs),
@@ -124,6 +128,8 @@ fn deployment(args: &DeployArgs) -> Deployment {
         window_role_arn: non_empty(&args.window_role_arn),
         // Default Host Management is baseline-sync's (the stack's opt-in), not the plan's.
         default_host_management_role: None,
+        promotions: Default::default(),
+        promotion_errors: Default::default(),
     }
 }
 
@@ -149,6 +155,22 @@ struct CoverageArgs {
     /// The stack the policy is deployed with (named in the report).
     #[arg(long, env = "PATCHPILOT_STACK", value_name = "STACK", default_value = DEFAULT_STACK)]
     stack: String,
+}
+
+#[derive(Args)]
+struct PromoteArgs {
+    #[command(flatten)]
+    policy: PolicyArg,
+    /// The stack's output bucket, where the promotion states are.
+    #[arg(long, env = "OUTPUT_BUCKET", value_name = "BUCKET")]
+    bucket: String,
+    /// Only this promoted environment (default: every one).
+    #[arg(long, value_name = "ENVIRONMENT")]
+    environment: Option<String>,
+    /// Promote the manifest a held environment waits on. baseline-sync applies it at once
+    /// (the state change triggers it) or at its next run.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -470,6 +492,78 @@ fn main() -> ExitCode {
         Command::Render(args) => render_cmd(args, now),
         Command::Plan(args) => plan(args, now),
         Command::Coverage(args) => coverage(args, now),
+        Command::Promote(args) => promote(args, now),
         Command::NextRuns(args) => next_runs(args, now),
     }
+}
+
+fn promote(args: &PromoteArgs, now: DateTime<Utc>) -> ExitCode {
+    use patchpilot::aws::promotion::{self, PromotionStore};
+    let (_, policy, validation) = match input::load(args.policy.policy.as_deref(), now) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    print_warnings(&validation.problems);
+    let promoted: Vec<&str> = policy
+        .environments
+        .iter()
+        .filter(|e| e.approval.promotes_from().is_some())
+        .map(|e| e.name.as_str())
+        .filter(|e| args.environment.as_deref().is_none_or(|o| o == *e))
+        .collect();
+    if promoted.is_empty() {
+        eprintln!(
+            "patchpilot: {}",
+            match &args.environment {
+                Some(e) => format!("`{e}` is not an environment with approval mode: promote"),
+                None => "no environment of the policy has approval mode: promote".to_string(),
+            }
+        );
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("patchpilot: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let who = std::env::var("USER").unwrap_or_else(|_| "an operator".to_string());
+    runtime.block_on(async {
+        let config = patchpilot::aws::load_config().await;
+        let store = PromotionStore::new(&config, &args.bucket);
+        let calls = CallLog::new();
+        let mut code = ExitCode::SUCCESS;
+        for env in promoted {
+            if args.force {
+                match promotion::force(
+                    &store,
+                    env,
+                    &format!("patchpilot promote --force ({who})"),
+                    &calls,
+                )
+                .await
+                {
+                    Ok(state) => println!("{env}: forced. {}", state.describe()),
+                    Err(e) => {
+                        eprintln!("patchpilot: {env}: {e}");
+                        code = ExitCode::from(1);
+                    }
+                }
+                continue;
+            }
+            match store.read_state(env, &calls).await {
+                Ok(Some(state)) => println!("{env}: {}", state.describe()),
+                Ok(None) => println!("{env}: held (scan only): no run of its source recorded yet"),
+                Err(e) => {
+                    eprintln!("patchpilot: {env}: {e}");
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+        code
+    })
 }

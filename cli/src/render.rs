@@ -602,6 +602,8 @@ mod tests {
             output_bucket: Some("patchpilot-output".to_string()),
             window_role_arn: Some("arn:aws:iam::123456789012:role/mw".to_string()),
             default_host_management_role: None,
+            promotions: Default::default(),
+            promotion_errors: Default::default(),
         };
         let r =
             render(&Policy::reference(), &Owner::default(), &deployment, now()).expect("renders");

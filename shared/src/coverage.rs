@@ -269,6 +269,9 @@ pub struct HostCoverage {
     pub platform: Option<String>,
     pub os: Option<OperatingSystem>,
     pub patch_group: Option<String>,
+    /// The `patchpilot:os` tag (`crate::promotion::OS_TAG_KEY`) the node carries, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_tag: Option<String>,
     pub baseline: Option<EffectiveBaseline>,
     pub last_operation: Option<PatchState>,
     pub verdict: Verdict,
@@ -512,6 +515,7 @@ fn assess_host(
         }),
         os,
         patch_group: group,
+        os_tag: facts.tag(crate::promotion::OS_TAG_KEY).map(str::to_string),
         baseline,
         last_operation,
         verdict,

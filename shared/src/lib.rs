@@ -14,6 +14,7 @@ pub mod names;
 pub mod permissions;
 pub mod plan;
 pub mod policy;
+pub mod promotion;
 pub mod report;
 pub mod schedule;
 pub mod settings;

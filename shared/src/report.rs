@@ -341,6 +341,11 @@ pub struct RunReport {
     /// (`s3://bucket/prefix/<command-id>/` for one command, the prefix for several).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full_report: Option<String>,
+    /// Promotion (`crate::promotion`): for a source environment's run, what the promoted
+    /// environment will install or why it is held; for a promoted environment's run, each
+    /// host against the manifest. One line each; empty when promotion does not apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotion: Vec<String>,
 }
 
 /// Counts of a run, as the subject and the summary line tell them.
@@ -447,6 +452,8 @@ struct JsonReport<'a> {
     omitted: Omitted,
     #[serde(skip_serializing_if = "Option::is_none")]
     full_report: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    promotion: &'a [String],
 }
 
 #[derive(Serialize, Default, Clone, Copy)]
@@ -669,6 +676,12 @@ impl RunReport {
                 first.log_missing.as_deref().unwrap_or_default()
             );
         }
+        if !self.promotion.is_empty() {
+            t.push_str("\nPromotion:\n");
+            for line in &self.promotion {
+                let _ = writeln!(t, "  {line}");
+            }
+        }
         if !self.batches.is_empty() {
             t.push_str("\nBatches, in order:\n");
             for b in &self.batches {
@@ -878,6 +891,7 @@ impl RunReport {
             missed: missed.iter().take(keep.missed).collect(),
             omitted: self.omitted(keep),
             full_report: self.full_report.as_deref(),
+            promotion: &self.promotion,
         };
         // Serialising plain data (strings, numbers, timestamps) cannot fail.
         serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -1107,6 +1121,7 @@ mod tests {
             ],
             missed: vec![],
             full_report: Some("s3://out/patchpilot/run-command/".into()),
+            promotion: Vec::new(),
         }
     }
 

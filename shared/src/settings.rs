@@ -106,6 +106,8 @@ impl Settings {
                 output_bucket: var(OUTPUT_BUCKET),
                 window_role_arn: var(MAINTENANCE_WINDOW_ROLE_ARN),
                 default_host_management_role: var(DEFAULT_HOST_MANAGEMENT_ROLE),
+                promotions: Default::default(),
+                promotion_errors: Default::default(),
             },
             topic_arn: var(TOPIC_ARN),
             idempotency_table: var(IDEMPOTENCY_TABLE),

@@ -142,8 +142,18 @@ pub async fn run(
     let coverage = coverage_reader
         .coverage(&policy.policy, chrono::Utc::now(), calls)
         .await
-        .map_err(|e| SyncError::Coverage(Box::new(e)))?
-        .summary();
+        .map_err(|e| SyncError::Coverage(Box::new(e)))?;
+    let os_tags = tag_operating_systems(
+        &policy.policy,
+        fleet_adapters,
+        &coverage,
+        options.dry_run,
+        calls,
+        &mut report,
+    )
+    .await;
+    lines.extend(os_tags);
+    let coverage = coverage.summary();
     log_coverage(&coverage);
     let counts = Counts {
         created: report.count(ChangeKind::Create),
@@ -267,4 +277,90 @@ fn log_coverage(c: &CoverageSummary) {
             "coverage: every host covered"
         );
     }
+}
+
+/// EC2 `CreateTags` resources per call (the sweep writes at most this many at once too).
+const OS_TAG_CHUNK: usize = 500;
+
+/// A promoted environment's per-OS targets select `patchpilot:os=<OS>`
+/// (`crate::promotion`): keep that tag at the OS SSM reports for every node of a promoted
+/// environment's patch groups. Returns the plan lines; failures are failed changes (the sync
+/// is then incomplete), never silent.
+async fn tag_operating_systems(
+    policy: &crate::policy::Policy,
+    adapters: &FleetAdapters<Ec2Fleet, ManagedInstances>,
+    coverage: &crate::coverage::Coverage,
+    dry_run: bool,
+    calls: &CallLog,
+    report: &mut ApplyReport,
+) -> Vec<String> {
+    use crate::fleet::{InstancePort, ManagedPort};
+    use crate::promotion::OS_TAG_KEY;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let groups: BTreeSet<String> = policy
+        .environments
+        .iter()
+        .filter(|e| e.approval.promotes_from().is_some())
+        .flat_map(|e| plan::patch_groups(policy, e))
+        .map(|g| g.to_string())
+        .collect();
+    let mut ec2: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut managed: Vec<(String, &'static str)> = Vec::new();
+    for h in &coverage.hosts {
+        let (Some(group), Some(os)) = (&h.patch_group, h.os) else {
+            continue;
+        };
+        if !groups.contains(group) || h.os_tag.as_deref() == Some(os.as_str()) {
+            continue;
+        }
+        if h.instance_id.starts_with("mi-") {
+            managed.push((h.instance_id.clone(), os.as_str()));
+        } else {
+            ec2.entry(os.as_str())
+                .or_default()
+                .push(h.instance_id.clone());
+        }
+    }
+    let mut lines = Vec::new();
+    let failed = |line: String, e: FleetError, report: &mut ApplyReport| {
+        warn!(change = %line, error = %e, "OS tag not written");
+        let access_denied =
+            matches!(&e, FleetError::Aws { source, .. } if source.is_access_denied());
+        report.changes.push(AppliedChange {
+            line,
+            kind: ChangeKind::Update,
+            outcome: Outcome::Failed {
+                error: e.to_string(),
+                access_denied,
+            },
+        });
+    };
+    for (os, ids) in ec2 {
+        for chunk in ids.chunks(OS_TAG_CHUNK) {
+            let line = format!("~ tag {} {OS_TAG_KEY}={os}", chunk.join(", "));
+            info!(dry_run, change = %line, "planned");
+            lines.push(line.clone());
+            if dry_run {
+                continue;
+            }
+            let tags = [(OS_TAG_KEY.to_string(), os.to_string())];
+            if let Err(e) = adapters.ec2.create_tags(chunk, &tags, calls).await {
+                failed(line, e, report);
+            }
+        }
+    }
+    for (id, os) in managed {
+        let line = format!("~ tag {id} {OS_TAG_KEY}={os}");
+        info!(dry_run, change = %line, "planned");
+        lines.push(line.clone());
+        if dry_run {
+            continue;
+        }
+        let tags = [(OS_TAG_KEY.to_string(), os.to_string())];
+        if let Err(e) = adapters.managed.add_tags(&id, &tags, calls).await {
+            failed(line, e, report);
+        }
+    }
+    lines
 }

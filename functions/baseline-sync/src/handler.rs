@@ -23,10 +23,12 @@ use patchpilot::aws::ec2::Ec2Fleet;
 use patchpilot::aws::managed::ManagedInstances;
 use patchpilot::aws::patching::Outcome;
 use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
+use patchpilot::aws::promotion::{self, PromotionStore};
 use patchpilot::aws::{denial_in, CallLog, ACCESS_DENIED_ERROR_TYPE};
 use patchpilot::fleet::FleetAdapters;
 use patchpilot::names::Owner;
 use patchpilot::plan::Deployment;
+use patchpilot::policy::Policy;
 use patchpilot::settings::Settings;
 use patchpilot::sync::{self, SyncError, SyncOptions, SyncResult};
 use serde::Deserialize;
@@ -45,6 +47,9 @@ pub struct Syncer {
     deployment: Deployment,
     /// The stack whose resources (`patchpilot:managed=<stack>`) this syncer manages.
     owner: Owner,
+    /// The promotion states in the output bucket (`patchpilot::promotion`); `None` without
+    /// an output bucket (a promoted environment is then held).
+    promotions: Option<PromotionStore>,
 }
 
 impl Syncer {
@@ -92,6 +97,11 @@ impl Syncer {
             coverage: CoverageReader::new(config),
             notice: None,
             ssm,
+            promotions: deployment
+                .output_bucket
+                .as_deref()
+                .filter(|b| !b.is_empty())
+                .map(|b| PromotionStore::new(config, b)),
             deployment,
             owner: Owner::default(),
         }
@@ -119,6 +129,8 @@ pub enum HandlerError {
     Sync(#[from] SyncError),
     #[error("the sync was applied, but {0}")]
     CoverageNotice(#[source] Box<CoverageNoticeError>),
+    #[error("forced promotion refused, nothing changed: {0}")]
+    Promotion(String),
     #[error("sync incomplete: {failed} change(s) failed or were skipped{}, {conflicts} conflict(s); first: {first}. Everything else was applied; see the logged result", if *access_denied > 0 { format!(" ({access_denied} denied by IAM)") } else { String::new() })]
     Incomplete {
         failed: usize,
@@ -142,6 +154,7 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::Sync(SyncError::Sweep(_)) => "SweepFailed",
             HandlerError::Sync(SyncError::Coverage(_)) => "CoverageUnreadable",
             HandlerError::CoverageNotice(_) => "CoverageNotPublished",
+            HandlerError::Promotion(_) => "PromotionRefused",
             HandlerError::Incomplete { .. } => "SyncIncomplete",
         };
         Diagnostic {
@@ -160,6 +173,18 @@ struct Manual {
     /// Skip the fleet tag sweep (default: sweep).
     #[serde(default = "yes")]
     sweep: bool,
+    /// `"force"`: promote the manifest a held environment waits on, then sync.
+    #[serde(default)]
+    promote: Option<Promote>,
+    /// With `promote`: the promoted environment (default: every held one).
+    #[serde(default)]
+    environment: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Promote {
+    Force,
 }
 
 fn yes() -> bool {
@@ -173,6 +198,8 @@ pub struct Trigger {
     pub options: SyncOptions,
     /// Re-read the policy now instead of using the warm cache.
     pub fresh_policy: bool,
+    /// `{"promote": "force"}`: `Some(None)` every held environment, `Some(Some(env))` one.
+    pub force_promotion: Option<Option<String>>,
 }
 
 pub fn trigger(event: &Value) -> Result<Trigger, HandlerError> {
@@ -192,6 +219,7 @@ pub fn trigger(event: &Value) -> Result<Trigger, HandlerError> {
                 sweep: true,
             },
             fresh_policy: false,
+            force_promotion: None,
         }),
         (Some("aws.ssm"), Some("Parameter Store Change")) => Ok(Trigger {
             kind: "policy-change",
@@ -200,6 +228,18 @@ pub fn trigger(event: &Value) -> Result<Trigger, HandlerError> {
                 sweep: true,
             },
             fresh_policy: true,
+            force_promotion: None,
+        }),
+        // run-notifier wrote a promotion state (S3 EventBridge notification, template.yaml):
+        // apply it now rather than at the next scheduled sync.
+        (Some("aws.s3"), Some("Object Created")) => Ok(Trigger {
+            kind: "promotion",
+            options: SyncOptions {
+                dry_run: false,
+                sweep: false,
+            },
+            fresh_policy: false,
+            force_promotion: None,
         }),
         (Some(source), detail_type) => Err(HandlerError::UnsupportedEvent(format!(
             "source `{source}`, detail-type `{}`",
@@ -220,6 +260,7 @@ pub fn trigger(event: &Value) -> Result<Trigger, HandlerError> {
                     sweep: manual.sweep,
                 },
                 fresh_policy: true,
+                force_promotion: manual.promote.map(|Promote::Force| manual.environment),
             })
         }
     }
@@ -235,13 +276,19 @@ pub async fn handle(syncer: &Syncer, event: Value) -> Result<SyncResult, Handler
         syncer.policy.get(&calls).await
     }
     .inspect_err(|e| error!(error = %e, "policy unusable: nothing changed"))?;
+    if let Some(which) = &trigger.force_promotion {
+        force_promotions(syncer, &policy.policy, which.as_deref(), &calls)
+            .await
+            .inspect_err(|e| error!(error = %e, "forced promotion refused"))?;
+    }
+    let deployment = with_promotions(syncer, &policy.policy, &calls).await;
     let result = sync::run(
         &syncer.ssm,
         &syncer.fleet,
         &syncer.coverage,
         &syncer.owner,
         &policy,
-        &syncer.deployment,
+        &deployment,
         trigger.options,
         &calls,
     )
@@ -315,6 +362,87 @@ pub async fn handle(syncer: &Syncer, event: Value) -> Result<SyncResult, Handler
         });
     }
     Ok(result)
+}
+
+/// `{"promote": "force"}`: every held promoted environment (or the one named) installs the
+/// manifest it waits on. Refused, with nothing changed, when there is none to force.
+async fn force_promotions(
+    syncer: &Syncer,
+    policy: &Policy,
+    only: Option<&str>,
+    calls: &CallLog,
+) -> Result<(), HandlerError> {
+    let Some(store) = &syncer.promotions else {
+        return Err(HandlerError::Promotion(
+            "OUTPUT_BUCKET is not set: there are no promotion states".to_string(),
+        ));
+    };
+    let promoted: Vec<&str> = policy
+        .environments
+        .iter()
+        .filter(|e| e.approval.promotes_from().is_some())
+        .map(|e| e.name.as_str())
+        .filter(|e| only.is_none_or(|o| o == *e))
+        .collect();
+    if promoted.is_empty() {
+        return Err(HandlerError::Promotion(match only {
+            Some(e) => format!("`{e}` is not an environment with approval mode: promote"),
+            None => "no environment of the policy has approval mode: promote".to_string(),
+        }));
+    }
+    let mut forced = 0;
+    let mut refusals = Vec::new();
+    for env in promoted {
+        match promotion::force(
+            store,
+            env,
+            "baseline-sync invocation {\"promote\": \"force\"}",
+            calls,
+        )
+        .await
+        {
+            Ok(state) => {
+                info!(environment = env, state = %state.describe(), "promotion forced");
+                forced += 1;
+            }
+            Err(e) => refusals.push(format!("{env}: {e}")),
+        }
+    }
+    if forced == 0 {
+        return Err(HandlerError::Promotion(refusals.join("; ")));
+    }
+    Ok(())
+}
+
+/// The deployment with each promoted environment's state (an unreadable one holds it).
+async fn with_promotions(syncer: &Syncer, policy: &Policy, calls: &CallLog) -> Deployment {
+    let mut deployment = syncer.deployment.clone();
+    for env in policy
+        .environments
+        .iter()
+        .filter(|e| e.approval.promotes_from().is_some())
+    {
+        let Some(store) = &syncer.promotions else {
+            deployment
+                .promotion_errors
+                .insert(env.name.clone(), "OUTPUT_BUCKET is not set".to_string());
+            continue;
+        };
+        match store.read_state(&env.name, calls).await {
+            Ok(Some(state)) => {
+                info!(environment = %env.name, state = %state.describe(), "promotion");
+                deployment.promotions.insert(env.name.clone(), state);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(environment = %env.name, error = %e, "promotion state unreadable: held");
+                deployment
+                    .promotion_errors
+                    .insert(env.name.clone(), e.to_string());
+            }
+        }
+    }
+    deployment
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use lambda_runtime::Diagnostic;
 use patchpilot::aws::idempotency::{Claim, Idempotency};
 use patchpilot::aws::notify;
 use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
+use patchpilot::aws::promotion::{self, PatchReader, PromotionStore};
 use patchpilot::aws::runs::{Runs, DOCUMENT};
 use patchpilot::aws::{denial_in, AwsError, CallLog, CallSummary, ACCESS_DENIED_ERROR_TYPE};
 use patchpilot::names::{self, Owner};
@@ -54,6 +55,9 @@ pub struct Notifier {
     pub policy: PolicySource,
     /// Only this stack's windows (`patchpilot:managed=<stack>`) are reported.
     pub owner: Owner,
+    /// Promotion (`patchpilot::promotion`): records the manifest after a source run and
+    /// compares a promoted run with it. `None` without `OUTPUT_BUCKET`.
+    pub promotion: Option<(PatchReader, PromotionStore)>,
 }
 
 /// A required environment variable is missing: the deployment is broken.
@@ -73,7 +77,17 @@ impl Notifier {
             idempotency: Idempotency::new(aws_sdk_dynamodb::Client::new(config), table),
             policy,
             owner: Owner::default(),
+            promotion: None,
         }
+    }
+
+    /// Record and check promotions in `bucket` (the stack's output bucket).
+    pub fn with_promotion(mut self, config: &aws_config::SdkConfig, bucket: &str) -> Notifier {
+        self.promotion = Some((
+            PatchReader::new(config),
+            PromotionStore::new(config, bucket),
+        ));
+        self
     }
 
     /// From `settings` (`Settings::from_env()` in Lambda): `TOPIC_ARN` and
@@ -92,7 +106,14 @@ impl Notifier {
             "the idempotency table",
         )?;
         let policy = PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings);
-        Ok(Notifier::new(config, &topic, &table, policy).with_owner(settings.owner))
+        let notifier = Notifier::new(config, &topic, &table, policy).with_owner(settings.owner);
+        Ok(match settings.deployment.output_bucket.as_deref() {
+            Some(bucket) if !bucket.is_empty() => notifier.with_promotion(config, bucket),
+            _ => {
+                warn!("OUTPUT_BUCKET is not set (template.yaml sets it for run-notifier): promotions are neither recorded nor checked");
+                notifier
+            }
+        })
     }
 
     /// The same notifier for another stack.
@@ -338,7 +359,12 @@ async fn window_event(
         ));
     };
     report_once(n, &policy, &run_id, deadline, calls, || async {
-        runs.window_report(&window, &environment, &run_id).await
+        let mut report = runs.window_report(&window, &environment, &run_id).await?;
+        if let Some((reader, store)) = &n.promotion {
+            report.promotion =
+                promotion::after_run(reader, store, &policy, &environment, &report, calls).await;
+        }
+        Ok(report)
     })
     .await
 }

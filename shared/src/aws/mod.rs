@@ -10,6 +10,7 @@ pub mod managed;
 pub mod notify;
 pub mod patching;
 pub mod policy_source;
+pub mod promotion;
 pub mod runs;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,7 @@ pub enum Service {
     Ec2,
     Sns,
     DynamoDb,
+    S3,
 }
 
 impl Service {
@@ -78,6 +80,7 @@ impl Service {
             Service::Ec2 => "ec2",
             Service::Sns => "sns",
             Service::DynamoDb => "dynamodb",
+            Service::S3 => "s3",
         }
     }
 }

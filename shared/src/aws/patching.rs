@@ -356,7 +356,22 @@ async fn read_targets(
             let Some(id) = t.window_target_id() else {
                 continue;
             };
-            let first = t.targets().first();
+            // The patch-group tag, and for a promoted environment's per-OS target the
+            // `patchpilot:os` tag (`crate::promotion`).
+            let os_key = format!("tag:{}", crate::promotion::OS_TAG_KEY);
+            let first = t
+                .targets()
+                .iter()
+                .find(|t| t.key() != Some(os_key.as_str()));
+            let os = t
+                .targets()
+                .iter()
+                .find(|t| t.key() == Some(os_key.as_str()))
+                .map(|t| {
+                    t.values()
+                        .first()
+                        .and_then(|v| crate::policy::OperatingSystem::parse(v))
+                });
             out.push(ObservedTarget {
                 window_id: window_id.to_string(),
                 id: id.to_string(),
@@ -366,6 +381,8 @@ async fn read_targets(
                     description: t.description().unwrap_or_default().to_string(),
                     key: first.and_then(|t| t.key()).unwrap_or_default().to_string(),
                     value: first.map(|t| t.values().join(",")).unwrap_or_default(),
+                    // An unreadable OS value differs from every desired target: replaced.
+                    os: os.flatten(),
                     owner_information: t.owner_information().unwrap_or_default().to_string(),
                 },
             });
@@ -732,7 +749,7 @@ async fn apply_one(
                 .register_target_with_maintenance_window()
                 .window_id(&window_id)
                 .resource_type(MaintenanceWindowResourceType::Instance)
-                .targets(tag_target(spec))
+                .set_targets(Some(tag_targets(spec)))
                 .owner_information(&spec.owner_information)
                 .name(&spec.name)
                 .description(&spec.description)
@@ -757,7 +774,7 @@ async fn apply_one(
             ssm.update_maintenance_window_target()
                 .window_id(window_id)
                 .window_target_id(target_id)
-                .targets(tag_target(spec))
+                .set_targets(Some(tag_targets(spec)))
                 .owner_information(&spec.owner_information)
                 .name(&spec.name)
                 .description(&spec.description)
@@ -911,8 +928,20 @@ fn rule_group(spec: &BaselineSpec, operation: &'static str) -> Result<PatchRuleG
         .map_err(|e| build_err(operation, e))
 }
 
-fn tag_target(spec: &TargetSpec) -> Target {
-    Target::builder().key(&spec.key).values(&spec.value).build()
+/// The target's tags: SSM selects nodes carrying all of them ("If you specify more than one
+/// key-value pair, a node must be tagged with all the tag keys and values you specify", SSM
+/// User Guide, "Examples: Register targets with a maintenance window").
+fn tag_targets(spec: &TargetSpec) -> Vec<Target> {
+    let mut targets = vec![Target::builder().key(&spec.key).values(&spec.value).build()];
+    if let Some(os) = spec.os {
+        targets.push(
+            Target::builder()
+                .key(format!("tag:{}", crate::promotion::OS_TAG_KEY))
+                .values(os.as_str())
+                .build(),
+        );
+    }
+    targets
 }
 
 fn invocation(spec: &TaskSpec) -> MaintenanceWindowTaskInvocationParameters {

@@ -1033,7 +1033,7 @@ impl<'a> Runs<'a> {
                 .collect();
             let number = target_names
                 .iter()
-                .filter_map(|n| n.parse::<PatchGroup>().ok())
+                .filter_map(|n| target_group(n))
                 .map(|g| g.batch)
                 .min()
                 .unwrap_or_else(|| u32::try_from(position + 1).unwrap_or(u32::MAX));
@@ -1043,7 +1043,7 @@ impl<'a> Runs<'a> {
                 targets
                     .values()
                     .map(|(name, _)| name)
-                    .find(|name| name.parse::<PatchGroup>().is_ok_and(|g| g.batch == number))
+                    .find(|name| target_group(name).is_some_and(|g| g.batch == number))
                     .cloned()
                     .unwrap_or_else(|| task.task_arn.clone())
             } else {
@@ -1128,6 +1128,7 @@ impl<'a> Runs<'a> {
                     .cloned()
                     .collect::<Vec<_>>(),
             ),
+            promotion: Vec::new(),
         };
         info!(
             execution_id = %execution_id,
@@ -1226,6 +1227,7 @@ impl<'a> Runs<'a> {
             instances: runs,
             missed,
             full_report: command.output_location(),
+            promotion: Vec::new(),
         })
     }
 }
@@ -1261,6 +1263,19 @@ impl InstanceRun {
     fn outcome_needs_patch_state(&self) -> bool {
         !matches!(self.outcome(), crate::report::Outcome::Missed)
     }
+}
+
+/// The patch group a window target is named after: the group itself, or for a promoted
+/// environment's per-OS target `<group>_<OS>` (`crate::promotion`).
+fn target_group(name: &str) -> Option<PatchGroup> {
+    name.parse::<PatchGroup>().ok().or_else(|| {
+        crate::policy::OperatingSystem::ALL.iter().find_map(|os| {
+            name.strip_suffix(os.as_str())?
+                .strip_suffix('_')?
+                .parse::<PatchGroup>()
+                .ok()
+        })
+    })
 }
 
 #[cfg(test)]

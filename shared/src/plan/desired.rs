@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::names::{self, PatchGroup};
 use crate::policy::{Environment, OperatingSystem, Policy};
+use crate::promotion::{PromotionState, OS_TAG_KEY};
 use crate::schedule::Schedule;
 
 /// The document every patch task runs.
@@ -26,6 +27,12 @@ pub struct Deployment {
     /// setting must hold (the stack's `EnableDefaultHostManagement` opt-in); `None` = leave
     /// the setting alone.
     pub default_host_management_role: Option<String>,
+    /// The promotion state of each environment with `approval.mode: promote` (read from the
+    /// output bucket, `crate::promotion`); an environment without one is held.
+    pub promotions: BTreeMap<String, PromotionState>,
+    /// Promoted environments whose state could not be read, with why: held (never install
+    /// something unvetted because a read failed).
+    pub promotion_errors: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,6 +82,8 @@ pub struct TargetSpec {
     /// `tag:<tag key>`
     pub key: String,
     pub value: String,
+    /// A promoted environment's per-OS target also requires `tag:patchpilot:os` = this OS.
+    pub os: Option<OperatingSystem>,
     /// OwnerInformation: the batch, shown in Run Command history.
     pub owner_information: String,
 }
@@ -135,8 +144,9 @@ pub fn desired_state(policy: &Policy, deployment: &Deployment) -> DesiredState {
     let mut state = DesiredState::default();
     for env in &policy.environments {
         let groups = patch_groups(policy, env);
+        let promotion = promotion_of(env, deployment);
         for rules in &policy.baselines {
-            let baseline = baseline_spec(env, rules);
+            let baseline = baseline_spec(env, rules, Some(&promotion));
             for group in &groups {
                 state.registrations.push(RegistrationSpec {
                     patch_group: group.to_string(),
@@ -164,89 +174,196 @@ pub fn desired_state(policy: &Policy, deployment: &Deployment) -> DesiredState {
             enabled: true,
         });
 
+        let bucket = policy
+            .output
+            .s3_bucket
+            .clone()
+            .filter(|b| !b.is_empty())
+            .or_else(|| deployment.output_bucket.clone());
         for (group, batch) in groups.iter().zip(&policy.batches) {
-            let target = names::target_name(group);
             let platforms = batch
                 .platforms
                 .iter()
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
-            state.targets.push(TargetSpec {
-                window: window.clone(),
-                name: target.clone(),
-                description: format!(
-                    "{} hosts of {} (batch {})",
-                    platforms, env.name, group.batch
-                ),
-                key: format!("tag:{}", policy.tag_key),
-                value: group.to_string(),
-                owner_information: format!("batch {} ({})", group.batch, batch.name),
-            });
-            let mut parameters = BTreeMap::new();
-            parameters.insert(
-                "Operation".to_string(),
-                vec![policy.operation.as_str().to_string()],
-            );
-            parameters.insert(
-                "RebootOption".to_string(),
-                vec![batch.reboot.as_str().to_string()],
-            );
-            let bucket = policy
-                .output
-                .s3_bucket
-                .clone()
-                .filter(|b| !b.is_empty())
-                .or_else(|| deployment.output_bucket.clone());
-            state.tasks.push(TaskSpec {
-                window: window.clone(),
-                name: names::task_name(&env.name, group.batch, &batch.name),
-                description: format!(
+            // One (target, task) for the batch, or for a promoted environment that installs a
+            // manifest one per OS of the batch, at the batch's priority.
+            let mut units: Vec<(Option<OperatingSystem>, String, Option<String>)> = Vec::new();
+            match &promotion {
+                Promotion::Installs(state) => {
+                    for rules in policy
+                        .baselines
+                        .iter()
+                        .filter(|b| batch.platforms.contains(&b.os.platform()))
+                    {
+                        let list = state.manifest.lists.get(&rules.os).cloned();
+                        let why = match &list {
+                            Some(_) => format!(
+                                "installs manifest {} of {}'s run of {}",
+                                crate::promotion::short(&state.manifest.hash),
+                                state.source,
+                                state.run_date
+                            ),
+                            None => format!(
+                                "scan only: {}'s run of {} installed nothing on {}",
+                                state.source,
+                                state.run_date,
+                                rules.os.as_str()
+                            ),
+                        };
+                        units.push((Some(rules.os), why, list));
+                    }
+                }
+                Promotion::Held(reason) => {
+                    units.push((None, format!("held, scan only: {reason}"), None))
+                }
+                Promotion::None => units.push((None, String::new(), None)),
+            }
+            for (os, why, list) in units {
+                let suffix = os.map(|o| format!("_{}", o.as_str())).unwrap_or_default();
+                let target = format!("{}{suffix}", names::target_name(group));
+                state.targets.push(TargetSpec {
+                    window: window.clone(),
+                    name: target.clone(),
+                    description: match os {
+                        Some(o) => format!(
+                            "{} hosts of {} (batch {}) tagged {OS_TAG_KEY}={}",
+                            platforms,
+                            env.name,
+                            group.batch,
+                            o.as_str()
+                        ),
+                        None => format!(
+                            "{} hosts of {} (batch {})",
+                            platforms, env.name, group.batch
+                        ),
+                    },
+                    key: format!("tag:{}", policy.tag_key),
+                    value: group.to_string(),
+                    os,
+                    owner_information: format!("batch {} ({})", group.batch, batch.name),
+                });
+                let operation = match (&promotion, &list) {
+                    (Promotion::None, _) => policy.operation.as_str(),
+                    (_, Some(_)) => policy.operation.as_str(),
+                    (_, None) => "Scan",
+                };
+                let mut parameters = BTreeMap::new();
+                parameters.insert("Operation".to_string(), vec![operation.to_string()]);
+                parameters.insert(
+                    "RebootOption".to_string(),
+                    vec![batch.reboot.as_str().to_string()],
+                );
+                if let (Some(url), "Install") = (&list, operation) {
+                    parameters.insert("InstallOverrideList".to_string(), vec![url.clone()]);
+                }
+                let mut description = format!(
                     "{} {} on {} (batch {}, {})",
-                    RUN_PATCH_BASELINE,
-                    policy.operation.as_str(),
-                    group,
-                    group.batch,
-                    batch.name
-                ),
-                target,
-                priority: group.batch,
-                max_concurrency: batch.max_concurrency.clone(),
-                max_errors: batch.max_errors.clone(),
-                parameters,
-                output_s3_prefix: bucket.as_ref().map(|_| {
-                    format!(
-                        "{}/{}",
-                        policy.output.s3_prefix.trim_end_matches('/'),
-                        env.name
-                    )
-                }),
-                output_s3_bucket: bucket,
-                service_role_arn: deployment.window_role_arn.clone(),
-            });
+                    RUN_PATCH_BASELINE, operation, group, group.batch, batch.name
+                );
+                if let Some(o) = os {
+                    let _ = std::fmt::Write::write_fmt(
+                        &mut description,
+                        format_args!(", {}", o.as_str()),
+                    );
+                }
+                if !why.is_empty() {
+                    description = format!("{description}: {why}");
+                }
+                state.tasks.push(TaskSpec {
+                    window: window.clone(),
+                    name: format!(
+                        "{}{}",
+                        names::task_name(&env.name, group.batch, &batch.name),
+                        os.map(|o| format!("-{}", o.as_str())).unwrap_or_default()
+                    ),
+                    description: truncate(&description, 128),
+                    target,
+                    priority: group.batch,
+                    max_concurrency: batch.max_concurrency.clone(),
+                    max_errors: batch.max_errors.clone(),
+                    parameters,
+                    output_s3_prefix: bucket.as_ref().map(|_| {
+                        format!(
+                            "{}/{}",
+                            policy.output.s3_prefix.trim_end_matches('/'),
+                            env.name
+                        )
+                    }),
+                    output_s3_bucket: bucket.clone(),
+                    service_role_arn: deployment.window_role_arn.clone(),
+                });
+            }
         }
     }
     state.registrations.sort();
     state
 }
 
-fn baseline_spec(env: &Environment, rules: &crate::policy::BaselineRules) -> BaselineSpec {
+/// How a promoted environment runs (`approval.mode: promote`).
+enum Promotion<'a> {
+    /// Not a promoted environment.
+    None,
+    /// Held (no source run recorded yet, or the gate held the last one): scan only.
+    Held(String),
+    /// The gate passed or an operator forced it: install the manifest.
+    Installs(&'a PromotionState),
+}
+
+fn promotion_of<'a>(env: &Environment, deployment: &'a Deployment) -> Promotion<'a> {
+    let Some(source) = env.approval.promotes_from() else {
+        return Promotion::None;
+    };
+    if let Some(e) = deployment.promotion_errors.get(&env.name) {
+        return Promotion::Held(format!("promotion state unreadable ({e})"));
+    }
+    match deployment.promotions.get(&env.name) {
+        Some(state) if state.decision.verdict.installs() => Promotion::Installs(state),
+        Some(state) => Promotion::Held(state.decision.reason.clone()),
+        None => Promotion::Held(format!("no run of {source} recorded yet")),
+    }
+}
+
+/// SSM's task/target `Description`: 1-128 characters.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+fn baseline_spec(
+    env: &Environment,
+    rules: &crate::policy::BaselineRules,
+    promotion: Option<&Promotion<'_>>,
+) -> BaselineSpec {
     let os = rules.os;
     let delay_allowed = os.supports_approval_delay();
+    // A promotion that installs approves up to the source run's date: compliance scans
+    // (which ignore the override list) then judge by the same cut-off.
+    let promoted_until = match promotion {
+        Some(Promotion::Installs(state)) => Some(state.run_date.clone()),
+        _ => None,
+    };
+    let promoted = promoted_until.is_some();
     let rule_specs = rules
         .rules
         .iter()
         .map(|r| {
             // SSM needs ApproveAfterDays or ApproveUntilDate on every rule except for
             // Ubuntu/Debian, where it rejects both (no release dates in apt repositories).
-            let until = env
-                .approval
-                .approve_until_date
+            let until = promoted_until
                 .clone()
+                .or_else(|| env.approval.approve_until_date.clone())
                 .filter(|_| delay_allowed);
             // A rule without its own delay follows the environment's cut-off date when
             // there is one, else the environment's delay (0 = on release).
-            let after = if !delay_allowed || (until.is_some() && r.approve_after_days.is_none()) {
+            let after = if !delay_allowed
+                || (until.is_some() && (r.approve_after_days.is_none() || promoted))
+            {
                 None
             } else {
                 Some(
@@ -269,7 +386,7 @@ fn baseline_spec(env: &Environment, rules: &crate::policy::BaselineRules) -> Bas
     let delay_text = match (
         delay_allowed,
         env.approval.approve_after_days,
-        &env.approval.approve_until_date,
+        &promoted_until.or_else(|| env.approval.approve_until_date.clone()),
     ) {
         (false, _, _) => "no approval delay (not supported for this OS)".to_string(),
         (true, _, Some(d)) => format!("approves patches released until {d}"),
@@ -312,6 +429,8 @@ mod tests {
                 output_bucket: Some("patchpilot-output".into()),
                 window_role_arn: None,
                 default_host_management_role: None,
+                promotions: BTreeMap::new(),
+                promotion_errors: BTreeMap::new(),
             },
         )
     }

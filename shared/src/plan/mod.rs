@@ -17,8 +17,8 @@ use std::fmt;
 use serde::Serialize;
 
 pub use desired::{
-    desired_state, BaselineSpec, Deployment, DesiredState, RegistrationSpec, RuleSpec, TargetSpec,
-    TaskSpec, WindowSpec,
+    desired_state, patch_groups, BaselineSpec, Deployment, DesiredState, RegistrationSpec,
+    RuleSpec, TargetSpec, TaskSpec, WindowSpec,
 };
 
 use crate::names::{Owner, Ownership, PatchGroup, LEGACY_MARKER_VALUE};
@@ -1029,6 +1029,18 @@ fn target_diffs(c: &TargetSpec, w: &TargetSpec) -> Vec<String> {
         d.push(format!(
             "Targets {}={} → {}={}",
             c.key, c.value, w.key, w.value
+        ));
+    }
+    if c.os != w.os {
+        let show = |o: Option<crate::policy::OperatingSystem>| {
+            o.map(|o| o.as_str().to_string())
+                .unwrap_or_else(|| "(none)".to_string())
+        };
+        d.push(format!(
+            "Targets tag:{} {} → {}",
+            crate::promotion::OS_TAG_KEY,
+            show(c.os),
+            show(w.os)
         ));
     }
     if c.owner_information != w.owner_information {

@@ -12,6 +12,8 @@ fn deployment() -> Deployment {
         output_bucket: Some("patchpilot-output".into()),
         window_role_arn: Some("arn:aws:iam::123456789012:role/patchpilot-window".into()),
         default_host_management_role: None,
+        promotions: Default::default(),
+        promotion_errors: Default::default(),
     }
 }
 

@@ -207,11 +207,81 @@ pub struct Approval {
     /// ApproveUntilDate (`YYYY-MM-DD`) instead of a delay: a frozen cut-off.
     #[serde(default)]
     pub approve_until_date: Option<String>,
-    /// The environment this one follows (e.g. prod promotes from test). Validation then
-    /// checks that the delay equals the gap between that environment's run and this one's,
-    /// so this environment gets exactly the patches the other one already had.
-    #[serde(default)]
+    /// The environment this one follows (e.g. prod promotes from test); `from:` in the
+    /// policy file. With `mode: delay` validation checks that the delay equals the gap
+    /// between that environment's run and this one's; with `mode: promote` this environment
+    /// installs exactly what the other one installed (`crate::promotion`).
+    #[serde(default, alias = "from")]
     pub promote_from: Option<String>,
+    /// `delay` (default: approve by release date, `approve_after_days`) or `promote`
+    /// (install the promotion manifest of `from`'s last good run, behind the gate).
+    #[serde(default)]
+    pub mode: ApprovalMode,
+    /// `mode: promote` only: when a run of `from` is good enough to promote.
+    #[serde(default)]
+    pub gate: Option<Gate>,
+}
+
+impl Approval {
+    /// The environment this one promotes from with `mode: promote`.
+    pub fn promotes_from(&self) -> Option<&str> {
+        match self.mode {
+            ApprovalMode::Promote => self.promote_from.as_deref(),
+            ApprovalMode::Delay => None,
+        }
+    }
+
+    /// The gate of a promoted environment (the default gate when none is written).
+    pub fn gate(&self) -> Gate {
+        self.gate.clone().unwrap_or_default()
+    }
+}
+
+/// How an environment's baselines decide what to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// Approve by release date: `approve_after_days` after release, or until a fixed date.
+    #[default]
+    Delay,
+    /// Install exactly what the source environment's last good run installed.
+    Promote,
+}
+
+/// When a source run may be promoted: at most `max_failed` of the hosts it reached failed,
+/// and no patch failed on any of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    /// A percentage of the hosts the source run reached (`0%` .. `100%`), e.g. `10%`.
+    #[serde(default = "default_max_failed")]
+    pub max_failed: String,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate {
+            max_failed: default_max_failed(),
+        }
+    }
+}
+
+fn default_max_failed() -> String {
+    "0%".to_string()
+}
+
+impl Gate {
+    /// `max_failed` as a whole percentage, `None` when it is not `N%` with N in 0..=100.
+    pub fn max_failed_percent(&self) -> Option<u32> {
+        let n: u32 = self
+            .max_failed
+            .trim()
+            .strip_suffix('%')?
+            .trim()
+            .parse()
+            .ok()?;
+        (n <= 100).then_some(n)
+    }
 }
 
 /// An ordered group of instances patched together, one maintenance-window target and task.

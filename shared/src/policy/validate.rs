@@ -28,7 +28,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use super::{Environment, OperatingSystem, Platform, Policy, Unmatched};
+use super::{ApprovalMode, Environment, OperatingSystem, Platform, Policy, Unmatched};
 use crate::names::{baseline_name, window_name, PatchGroup};
 use crate::schedule::{parse_timezone, Schedule};
 
@@ -667,6 +667,8 @@ fn check_approval(policy: &Policy, i: usize, at: &str, env: &Environment, out: &
         }
     }
 
+    check_promotion_mode(policy, at, env, out);
+
     let delays = a.approve_after_days.is_some_and(|d| d > 0) || a.approve_until_date.is_some();
     let no_delay: Vec<&str> = policy
         .baselines
@@ -694,6 +696,54 @@ fn check_approval(policy: &Policy, i: usize, at: &str, env: &Environment, out: &
             ),
             "accept it, or hold apt packages back with approved_patches / rejected_patches, or run this environment closer to the one it follows",
         );
+    }
+}
+
+/// `mode: promote` needs a source (`from`), sets ApproveUntilDate itself, and has a gate;
+/// a gate without promotion would never be consulted.
+fn check_promotion_mode(policy: &Policy, at: &str, env: &Environment, out: &mut Problems) {
+    let a = &env.approval;
+    match a.mode {
+        ApprovalMode::Promote => {
+            if a.promote_from.is_none() {
+                out.error(
+                    format!("{at}.approval.from"),
+                    format!(
+                        "environment `{}` has mode: promote but no environment to promote from",
+                        env.name
+                    ),
+                    format!(
+                        "from: one of {} (the environment patched first)",
+                        environment_names(policy)
+                    ),
+                );
+            }
+            if a.approve_until_date.is_some() {
+                out.error(
+                    format!("{at}.approval.approve_until_date"),
+                    "mode: promote sets ApproveUntilDate itself (the UTC date of the source's last good run)",
+                    "remove approve_until_date, or use mode: delay",
+                );
+            }
+            if let Some(gate) = &a.gate {
+                if gate.max_failed_percent().is_none() {
+                    out.error(
+                        format!("{at}.approval.gate.max_failed"),
+                        format!("`{}` is not a percentage", gate.max_failed),
+                        "a whole percentage of the source run's hosts, 0% to 100%, e.g. 0% or 10%",
+                    );
+                }
+            }
+        }
+        ApprovalMode::Delay => {
+            if a.gate.is_some() {
+                out.error(
+                    format!("{at}.approval.gate"),
+                    "a gate applies only to an environment with mode: promote",
+                    "mode: promote with from: <environment>, or remove the gate",
+                );
+            }
+        }
     }
 }
 
@@ -767,8 +817,10 @@ fn check_promotion_gaps(
             continue;
         };
         let source = &policy.environments[j];
-        // A frozen cut-off date is not a delay; promotion does not apply to it.
+        // A frozen cut-off date is not a delay, and a promoted environment installs the
+        // manifest whatever the gap: the check applies to neither.
         if i == j
+            || env.approval.mode == ApprovalMode::Promote
             || env.approval.approve_until_date.is_some()
             || source.approval.approve_until_date.is_some()
         {

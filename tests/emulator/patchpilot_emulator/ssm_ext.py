@@ -417,26 +417,32 @@ def resolve_targets(backend: SimpleSystemManagerBackend, targets: list[dict[str,
     Shutting-down and Terminated"). ``nodes`` already leaves terminated instances out."""
     if not targets:
         return []
-    selected: dict[str, None] = {}
     all_nodes = nodes(backend)
+    # Each Target entry selects a set; a node must satisfy every entry: "If you specify more
+    # than one key-value pair, a node must be tagged with all the tag keys and values you
+    # specify to be included in the target group" (SSM User Guide, "Examples: Register targets
+    # with a maintenance window"). Within one entry, any of its Values matches.
+    selected: dict[str, None] | None = None
     for target in targets:
         key = target.get("Key", "")
         values = target.get("Values", []) or []
+        this: dict[str, None] = {}
         if key == "InstanceIds":
             known = {n.instance_id for n in all_nodes}
             for value in values:
                 if value in known:
-                    selected[value] = None
+                    this[value] = None
         elif key.startswith("tag:"):
             tag_key = key[4:]
             for node in all_nodes:
                 if node.tags.get(tag_key) in values:
-                    selected[node.instance_id] = None
+                    this[node.instance_id] = None
         elif key == "tag-key":
             for node in all_nodes:
                 if any(v in node.tags for v in values):
-                    selected[node.instance_id] = None
-    return list(selected)
+                    this[node.instance_id] = None
+        selected = this if selected is None else {i: None for i in selected if i in this}
+    return list(selected or {})
 
 
 def patch_group_of(tags: dict[str, str]) -> str:
