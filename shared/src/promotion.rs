@@ -48,9 +48,21 @@ pub const OS_TAG_KEY: &str = "patchpilot:os";
 pub const PREFIX: &str = "patchpilot/promotion";
 /// Version of the manifest and state documents.
 pub const FORMAT: u32 = 1;
-/// Patch states that count as installed by the run (SSM User Guide, "Patch compliance state
-/// values": `Installed`, and `InstalledPendingReboot` — installed, waiting for a reboot).
-pub const INSTALLED_STATES: [&str; 2] = ["Installed", "InstalledPendingReboot"];
+/// `DescribeInstancePatches` `State` values as the API sends them (API Reference,
+/// `PatchComplianceData.State`: `INSTALLED | INSTALLED_OTHER | INSTALLED_PENDING_REBOOT |
+/// INSTALLED_REJECTED | MISSING | NOT_APPLICABLE | FAILED | AVAILABLE_SECURITY_UPDATE`); the User
+/// Guide's "Patch compliance state values" writes them `Installed`, `InstalledPendingReboot`, ….
+pub mod state {
+    pub const INSTALLED: &str = "INSTALLED";
+    pub const INSTALLED_OTHER: &str = "INSTALLED_OTHER";
+    pub const INSTALLED_PENDING_REBOOT: &str = "INSTALLED_PENDING_REBOOT";
+    pub const MISSING: &str = "MISSING";
+    pub const FAILED: &str = "FAILED";
+}
+
+/// Patch states that count as installed by the run: `INSTALLED`, and
+/// `INSTALLED_PENDING_REBOOT` (installed, waiting for a reboot).
+pub const INSTALLED_STATES: [&str; 2] = [state::INSTALLED, state::INSTALLED_PENDING_REBOOT];
 
 /// One patch record of a host (`DescribeInstancePatches` `PatchComplianceData`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,10 +173,7 @@ impl Manifest {
             let Some(os) = host.os else { continue };
             *host_counts.entry(os).or_default() += 1;
             for p in &host.patches {
-                let in_run = p
-                    .installed_time
-                    .is_some_and(|t| t >= start && t <= end + chrono::Duration::seconds(1));
-                if !INSTALLED_STATES.contains(&p.state.as_str()) || !in_run {
+                if !INSTALLED_STATES.contains(&p.state.as_str()) || !in_run(p, start, end) {
                     continue;
                 }
                 let version = if os.platform() == Platform::Windows {
@@ -298,6 +307,21 @@ impl Manifest {
             os.as_str()
         ))
     }
+}
+
+/// Whether `p`'s `InstalledTime` lies within the run `[start, end]` (the end to the second:
+/// `InstalledTime` has second precision).
+fn in_run(p: &PatchRecord, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+    p.installed_time
+        .is_some_and(|t| t >= start && t <= end + chrono::Duration::seconds(1))
+}
+
+/// Whether the run put `p` on the host: an installed state (`INSTALLED_OTHER` included:
+/// installed although the baseline does not approve it, a dependency or an override-list
+/// entry — "Patch compliance state values") within the run.
+pub fn installed_in(p: &PatchRecord, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+    (INSTALLED_STATES.contains(&p.state.as_str()) || p.state == state::INSTALLED_OTHER)
+        && in_run(p, start, end)
 }
 
 /// The version in a Linux title `name.arch:version` (the agent's format; e.g.
@@ -525,11 +549,7 @@ pub fn compare(
     let got: BTreeMap<String, Option<String>> = host
         .patches
         .iter()
-        .filter(|p| {
-            (INSTALLED_STATES.contains(&p.state.as_str()) || p.state == "InstalledOther")
-                && p.installed_time
-                    .is_some_and(|t| t >= start && t <= end + chrono::Duration::seconds(1))
-        })
+        .filter(|p| installed_in(p, start, end))
         .map(|p| {
             let version = (os.platform() != Platform::Windows).then(|| {
                 host.versions
@@ -558,9 +578,19 @@ pub fn compare(
                     .iter()
                     .find(|p| p.kb_id == e.id)
                     .map(|p| p.state.as_str());
+                // The baseline approves a newer version than the manifest pins (apt approves
+                // on publication): the record is `MISSING`, for that newer version, although
+                // the override list put the pinned one on the host. Inventory tells.
+                if state == Some(state::MISSING)
+                    && e.version.is_some()
+                    && host.versions.get(&e.id) == e.version.as_ref()
+                {
+                    out.exact += 1;
+                    continue;
+                }
                 let why = match state {
-                    Some("Failed") => "failed to install".to_string(),
-                    Some("Installed" | "InstalledOther" | "InstalledPendingReboot") => {
+                    Some(state::FAILED) => "failed to install".to_string(),
+                    Some(state::INSTALLED | state::INSTALLED_OTHER | state::INSTALLED_PENDING_REBOOT) => {
                         "already installed before the run".to_string()
                     }
                     Some(s) => format!("not installed ({s})"),
@@ -618,20 +648,20 @@ mod tests {
                     rec(
                         "openssl.x86_64",
                         "openssl.x86_64:1:1.0.2k-24.amzn2.0.14",
-                        "Installed",
+                        state::INSTALLED,
                         t(5),
                     ),
                     // installed by an earlier run: not part of this one
                     rec(
                         "bash.x86_64",
                         "bash.x86_64:0:4.2.46-34.amzn2",
-                        "Installed",
+                        state::INSTALLED,
                         t(1),
                     ),
                     rec(
                         "curl.x86_64",
                         "curl.x86_64:0:8.3.0-1.amzn2.0.5",
-                        "Missing",
+                        state::MISSING,
                         t(5),
                     ),
                 ],
@@ -642,7 +672,7 @@ mod tests {
                 vec![rec(
                     "KB5044277",
                     "2024-10 Cumulative Update",
-                    "InstalledPendingReboot",
+                    state::INSTALLED_PENDING_REBOOT,
                     t(6),
                 )],
             ),
@@ -676,7 +706,7 @@ mod tests {
             vec![rec(
                 "openssl.amd64",
                 "openssl.amd64:3.0.2-0ubuntu1.17",
-                "Installed",
+                state::INSTALLED,
                 t(5),
             )],
         );
@@ -688,7 +718,7 @@ mod tests {
             vec![rec(
                 "openssl.amd64",
                 "openssl.amd64:3.0.2-0ubuntu1.18",
-                "Installed",
+                state::INSTALLED,
                 t(5),
             )],
         );
@@ -698,7 +728,7 @@ mod tests {
             vec![rec(
                 "openssl.amd64",
                 "openssl.amd64:3.0.2-0ubuntu1.17",
-                "Installed",
+                state::INSTALLED,
                 t(5),
             )],
         );
@@ -719,7 +749,7 @@ mod tests {
             vec![rec(
                 "zlib.x86_64",
                 "zlib security update",
-                "Installed",
+                state::INSTALLED,
                 t(5),
             )],
         );
@@ -797,6 +827,43 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_version_behind_what_the_baseline_approves_is_exact_by_inventory() {
+        let src = host(
+            "i-1",
+            OperatingSystem::Ubuntu,
+            vec![rec(
+                "libssl3.amd64",
+                "libssl3.amd64:3.0.2-0ubuntu1.18",
+                state::INSTALLED,
+                t(5),
+            )],
+        );
+        let m = Manifest::build("test", "e", t(4), t(8), &[src]);
+        // Prod's record names the newer version its baseline approves; Inventory has the
+        // pinned one.
+        let mut prod = host(
+            "i-9",
+            OperatingSystem::Ubuntu,
+            vec![rec(
+                "libssl3.amd64",
+                "libssl3.amd64:3.0.2-0ubuntu1.19",
+                state::MISSING,
+                t(15),
+            )],
+        );
+        prod.versions
+            .insert("libssl3.amd64".into(), "3.0.2-0ubuntu1.18".into());
+        let c = compare(&m, &prod, t(14), t(18));
+        assert_eq!((c.exact, c.missing.len()), (1, 0), "{c:?}");
+        // Inventory with another version (or none): missing, with the state.
+        prod.versions
+            .insert("libssl3.amd64".into(), "3.0.2-0ubuntu1.17".into());
+        let c = compare(&m, &prod, t(14), t(18));
+        assert_eq!(c.exact, 0);
+        assert_eq!(c.missing[0].1, "not installed (MISSING)");
+    }
+
+    #[test]
     fn comparison_names_exact_missing_and_extra() {
         let src = host(
             "i-1",
@@ -805,13 +872,13 @@ mod tests {
                 rec(
                     "openssl.x86_64",
                     "openssl.x86_64:1:3.0.7-27.el9",
-                    "Installed",
+                    state::INSTALLED,
                     t(5),
                 ),
                 rec(
                     "curl.x86_64",
                     "curl.x86_64:0:7.76.1-29.el9",
-                    "Installed",
+                    state::INSTALLED,
                     t(5),
                 ),
             ],
@@ -824,19 +891,19 @@ mod tests {
                 rec(
                     "openssl.x86_64",
                     "openssl.x86_64:1:3.0.7-27.el9",
-                    "Installed",
+                    state::INSTALLED,
                     t(15),
                 ),
                 rec(
                     "curl.x86_64",
                     "curl.x86_64:0:7.76.1-29.el9",
-                    "Failed",
+                    state::FAILED,
                     t(15),
                 ),
                 rec(
                     "kernel.x86_64",
                     "kernel.x86_64:0:5.14.0-427.el9",
-                    "InstalledOther",
+                    state::INSTALLED_OTHER,
                     t(15),
                 ),
             ],
