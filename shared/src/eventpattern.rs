@@ -11,9 +11,10 @@
 //!   matches (OR);
 //! - an event field holding an array matches if **any** element matches;
 //! - conditions: an exact string / number / boolean / `null`, `{"prefix": "..."}`,
+//!   `{"suffix": "..."}` ("Suffix matching": the string ends with it, case-sensitive),
 //!   `{"anything-but": value | [values] | {"prefix": "..."}}`, `{"exists": true|false}`.
 //!
-//! Anything else (`numeric`, `suffix`, `wildcard`, `cidr`, `$or`, …) is rejected with
+//! Anything else (`numeric`, `wildcard`, `cidr`, `$or`, …) is rejected with
 //! [`PatternError::UnsupportedOperator`] rather than silently mis-evaluated: if the template
 //! starts using one, this module has to learn it first.
 
@@ -30,7 +31,7 @@ pub enum PatternError {
     LeafNotArray { path: String, found: &'static str },
     #[error("event pattern at `{path}` is an empty array; EventBridge requires at least one match value")]
     EmptyArray { path: String },
-    #[error("event pattern at `{path}` uses `{operator}`, which patchpilot's matcher does not support (supported: exact values, prefix, anything-but, exists)")]
+    #[error("event pattern at `{path}` uses `{operator}`, which patchpilot's matcher does not support (supported: exact values, prefix, suffix, anything-but, exists)")]
     UnsupportedOperator { path: String, operator: String },
     #[error("event pattern at `{path}`: `{operator}` {problem}")]
     InvalidOperand {
@@ -153,6 +154,16 @@ fn match_operator(
             })?;
             Ok(any_value(field, |v| {
                 v.as_str().is_some_and(|s| s.starts_with(prefix))
+            }))
+        }
+        "suffix" => {
+            let suffix = operand.as_str().ok_or(PatternError::InvalidOperand {
+                path: path.to_string(),
+                operator: "suffix",
+                problem: "takes a string",
+            })?;
+            Ok(any_value(field, |v| {
+                v.as_str().is_some_and(|s| s.ends_with(suffix))
             }))
         }
         "anything-but" => anything_but(operand, field, path),
@@ -301,6 +312,32 @@ mod tests {
             json!({"detail": {"instance-id": [{"prefix": "mi-"}]}}),
             &event
         ));
+    }
+
+    #[test]
+    fn suffix_matches_string_ends_case_sensitively() {
+        let ev = json!({"detail": {"object": {"key": "patchpilot/promotion/prod/state.json"}}});
+        assert!(m(
+            json!({"detail": {"object": {"key": [{"suffix": "/state.json"}]}}}),
+            &ev
+        ));
+        assert!(!m(
+            json!({"detail": {"object": {"key": [{"suffix": "/STATE.json"}]}}}),
+            &ev
+        ));
+        assert!(!m(
+            json!({"detail": {"object": {"key": [{"suffix": "/manifest.json"}]}}}),
+            &ev
+        ));
+        assert!(!m(
+            json!({"detail": {"object": {"size": [{"suffix": "5"}]}}}),
+            &json!({"detail": {"object": {"size": 5}}})
+        ));
+        assert!(matches(
+            &json!({"detail": {"object": {"key": [{"suffix": 1}]}}}),
+            &ev
+        )
+        .is_err());
     }
 
     #[test]

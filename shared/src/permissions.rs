@@ -64,6 +64,10 @@ pub const BASELINE_SYNC: &[&str] = &[
     "ssm:GetDefaultPatchBaseline",
     "ssm:DescribeInstancePatchStates",
     "ssm:GetServiceSetting",
+    // Promotion (README "Promotion"): each promoted environment's state.json is read on every
+    // run; `{"promote": "force"}` rewrites it (`patchpilot/promotion/*` in the output bucket).
+    "s3:GetObject",
+    "s3:PutObject",
     // The coverage message: published when the uncovered set changes; the last one is read
     // from and written to the idempotency table (item `coverage#<stack>`).
     "sns:Publish",
@@ -101,6 +105,12 @@ pub const RUN_NOTIFIER: &[&str] = &[
     // publish (DeleteItem); the claim's failure returns the old item, so no GetItem.
     "dynamodb:PutItem",
     "dynamodb:DeleteItem",
+    // Promotion: what each host installed in the run (patch states with InstalledTime) and
+    // the package versions Inventory knows; the manifest and state in the output bucket.
+    "ssm:DescribeInstancePatches",
+    "ssm:ListInventoryEntries",
+    "s3:GetObject",
+    "s3:PutObject",
 ];
 
 /// Every function: Lambda delivers an async event that failed all retries to the

@@ -52,9 +52,23 @@ fn functions(t: &Yaml) -> Vec<(String, &Yaml)> {
         .collect()
 }
 
-/// Template parameters with a `Default`, as JSON values, for resolving `!Ref`.
+/// Physical ids of the resources an event pattern may `!Ref`, as CloudFormation names them in
+/// a stack called `patchpilot` (a bucket without `BucketName` gets
+/// `<stack>-<logical id, lower case>-<13 characters>`); the files in `events/` use these.
+const DEPLOYED_NAMES: &[(&str, &str)] = &[("OutputBucket", "patchpilot-outputbucket-1q2w3e4r5t6y7")];
+
+/// Template parameters with a `Default`, as JSON values, and the resources of
+/// [`DEPLOYED_NAMES`], for resolving `!Ref`.
 fn parameter_defaults(t: &Yaml) -> BTreeMap<String, Json> {
     let mut out = BTreeMap::new();
+    let resources = t.get("Resources").expect("template has Resources");
+    for (logical_id, physical) in DEPLOYED_NAMES {
+        assert!(
+            resources.get(logical_id).is_some(),
+            "DEPLOYED_NAMES lists {logical_id}, which the template no longer has"
+        );
+        out.insert(logical_id.to_string(), Json::String(physical.to_string()));
+    }
     if let Some(params) = t.get("Parameters").and_then(Yaml::as_mapping) {
         for (name, spec) in params {
             if let (Some(name), Some(default)) = (name.as_str(), spec.get("Default")) {
@@ -80,7 +94,9 @@ fn resolve(v: &Yaml, params: &BTreeMap<String, Json>) -> Result<Json, String> {
         params
             .get(name)
             .cloned()
-            .ok_or_else(|| format!("!Ref {name} is not a template parameter with a Default"))
+            .ok_or_else(|| {
+                format!("!Ref {name} is neither a template parameter with a Default nor in DEPLOYED_NAMES")
+            })
     };
     Ok(match v {
         Yaml::Null => Json::Null,
@@ -200,6 +216,11 @@ const ROUTES: &[(&str, Option<(&str, &str)>)] = &[
     // Direct invokes (aws lambda invoke), never routed by EventBridge.
     ("baseline-sync/manual-dry-run.json", None),
     ("baseline-sync/manual-apply.json", None),
+    ("baseline-sync/manual-force-promotion.json", None),
+    (
+        "baseline-sync/promotion-recorded.json",
+        Some(("BaselineSyncFunction", "PromotionRecorded")),
+    ),
     (
         "run-notifier/window-execution-success.json",
         Some(("RunNotifierFunction", "WindowExecutionFinished")),
@@ -755,53 +776,78 @@ fn pass_role_only_for_the_window_role_towards_ssm() {
 #[test]
 fn instance_tag_writes_are_limited_to_the_patch_group_and_ownership_keys() {
     let t = template();
+    // The tagger writes the Patch Group and the ownership marker; baseline-sync also writes
+    // `patchpilot:os`, which a promoted environment's per-OS targets select (README,
+    // "Promotion"). Any other statement writing instance tags is a finding.
+    let allowed: BTreeMap<&str, &[&str]> = BTreeMap::from([
+        (
+            "AutoTaggerFunction",
+            &["!Ref PatchGroupTagKey", "patchpilot:managed"][..],
+        ),
+        (
+            "BaselineSyncFunction",
+            &["!Ref PatchGroupTagKey", "patchpilot:managed", "patchpilot:os"][..],
+        ),
+    ]);
     let mut statements = Vec::new();
     allow_statements(&t, &mut statements);
-    let tag_writes: Vec<_> = statements
-        .iter()
-        .filter(|s| {
-            actions_of(s)
-                .iter()
-                .any(|a| a == "ec2:CreateTags" || a == "ssm:AddTagsToResource")
+    let writes = |s: &Yaml| {
+        actions_of(s).iter().any(|a| {
+            a == "ec2:CreateTags"
+                || a == "ssm:AddTagsToResource"
+                || a == "ec2:DeleteTags"
+                || a == "ssm:RemoveTagsFromResource"
         })
-        .collect();
-    assert!(!tag_writes.is_empty());
-    for s in tag_writes {
-        let on_instances =
-            s.get("Resource")
-                .map(as_list)
-                .unwrap_or_default()
-                .iter()
-                .any(|r| match r {
-                    Yaml::Tagged(tagged) => tagged.value.as_str().is_some_and(|v| {
-                        v.contains(":instance/") || v.contains(":managed-instance/")
-                    }),
-                    _ => false,
-                });
-        if !on_instances {
-            continue;
-        }
-        let keys = s
-            .get("Condition")
-            .and_then(|c| c.get("ForAllValues:StringEquals"))
-            .and_then(|c| c.get("aws:TagKeys"))
-            .and_then(Yaml::as_sequence)
-            .unwrap_or_else(|| {
-                panic!("instance tag write without an aws:TagKeys condition: {s:?}")
-            });
-        let keys: Vec<String> = keys
+    };
+    let on_instances = |s: &Yaml| {
+        s.get("Resource")
+            .map(as_list)
+            .unwrap_or_default()
             .iter()
-            .map(|k| match k {
-                Yaml::Tagged(tagged) if tagged.tag == "Ref" => {
-                    format!("!Ref {}", tagged.value.as_str().unwrap_or(""))
-                }
-                other => other.as_str().unwrap_or("").to_string(),
+            .any(|r| match r {
+                Yaml::Tagged(tagged) => tagged.value.as_str().is_some_and(|v| {
+                    v.contains(":instance/") || v.contains(":managed-instance/")
+                }),
+                _ => false,
             })
-            .collect();
-        assert_eq!(
-            keys,
-            ["!Ref PatchGroupTagKey", "patchpilot:managed"],
-            "{s:?}"
-        );
+    };
+    let all = statements
+        .iter()
+        .filter(|s| writes(s) && on_instances(s))
+        .count();
+    let mut checked = 0;
+    for (function, resource) in functions(&t) {
+        for s in function_statements(&function, resource) {
+            if !(writes(s) && on_instances(s)) {
+                continue;
+            }
+            let want = allowed
+                .get(function.as_str())
+                .unwrap_or_else(|| panic!("{function} may not write instance tags: {s:?}"));
+            let keys = s
+                .get("Condition")
+                .and_then(|c| c.get("ForAllValues:StringEquals"))
+                .and_then(|c| c.get("aws:TagKeys"))
+                .and_then(Yaml::as_sequence)
+                .unwrap_or_else(|| {
+                    panic!("instance tag write without an aws:TagKeys condition: {s:?}")
+                });
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|k| match k {
+                    Yaml::Tagged(tagged) if tagged.tag == "Ref" => {
+                        format!("!Ref {}", tagged.value.as_str().unwrap_or(""))
+                    }
+                    other => other.as_str().unwrap_or("").to_string(),
+                })
+                .collect();
+            assert_eq!(keys, *want, "{function}: {s:?}");
+            checked += 1;
+        }
     }
+    assert!(checked > 0);
+    assert_eq!(
+        checked, all,
+        "every instance tag write belongs to a function's own policy"
+    );
 }

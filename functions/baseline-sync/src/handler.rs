@@ -231,16 +231,35 @@ pub fn trigger(event: &Value) -> Result<Trigger, HandlerError> {
             force_promotion: None,
         }),
         // run-notifier wrote a promotion state (S3 EventBridge notification, template.yaml):
-        // apply it now rather than at the next scheduled sync.
-        (Some("aws.s3"), Some("Object Created")) => Ok(Trigger {
-            kind: "promotion",
-            options: SyncOptions {
-                dry_run: false,
-                sweep: false,
-            },
-            fresh_policy: false,
-            force_promotion: None,
-        }),
+        // apply it now rather than at the next scheduled sync. The rule admits only
+        // `…/state.json`; any other object (a manifest, Run Command output) is not ours to act on.
+        (Some("aws.s3"), Some("Object Created")) => {
+            let key = event
+                .pointer("/detail/object/key")
+                .and_then(Value::as_str)
+                .unwrap_or("(no detail.object.key)");
+            let is_state = key
+                .strip_prefix(patchpilot::promotion::PREFIX)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(|rest| rest.strip_suffix("/state.json"))
+                .is_some_and(|env| !env.is_empty() && !env.contains('/'));
+            if !is_state {
+                return Err(HandlerError::UnsupportedEvent(format!(
+                    "S3 Object Created for `{key}`, not a promotion state \
+                     ({}/<environment>/state.json)",
+                    patchpilot::promotion::PREFIX
+                )));
+            }
+            Ok(Trigger {
+                kind: "promotion",
+                options: SyncOptions {
+                    dry_run: false,
+                    sweep: false,
+                },
+                fresh_policy: false,
+                force_promotion: None,
+            })
+        }
         (Some(source), detail_type) => Err(HandlerError::UnsupportedEvent(format!(
             "source `{source}`, detail-type `{}`",
             detail_type.unwrap_or("(none)")
@@ -457,6 +476,12 @@ mod tests {
             }
             "manual-dry-run" => include_str!("../../../events/baseline-sync/manual-dry-run.json"),
             "manual-apply" => include_str!("../../../events/baseline-sync/manual-apply.json"),
+            "promotion-recorded" => {
+                include_str!("../../../events/baseline-sync/promotion-recorded.json")
+            }
+            "manual-force-promotion" => {
+                include_str!("../../../events/baseline-sync/manual-force-promotion.json")
+            }
             other => panic!("no event file {other}"),
         };
         serde_json::from_str(text).expect("event files are JSON")
@@ -491,6 +516,44 @@ mod tests {
                 .dry_run
         );
         assert!(!trigger(&event("manual-apply")).expect("ok").options.dry_run);
+    }
+
+    #[test]
+    fn a_recorded_promotion_syncs_without_the_sweep() {
+        let t = trigger(&event("promotion-recorded")).expect("accepted");
+        assert_eq!(t.kind, "promotion");
+        assert!(!t.options.dry_run && !t.options.sweep && t.force_promotion.is_none());
+    }
+
+    #[test]
+    fn other_objects_in_the_bucket_are_rejected() {
+        for file in [
+            include_str!("../../../events/lookalikes/s3-promotion-manifest-created.json"),
+            include_str!("../../../events/lookalikes/s3-run-command-output-created.json"),
+        ] {
+            let ev: Value = serde_json::from_str(file).expect("json");
+            let e = trigger(&ev).expect_err("not a state").to_string();
+            assert!(e.contains("not a promotion state"), "{e}");
+        }
+        let mut ev = event("promotion-recorded");
+        ev["detail"]["object"]["key"] = Value::from("patchpilot/promotion/a/b/state.json");
+        assert!(trigger(&ev).is_err());
+        ev["detail"]["object"] = serde_json::json!({});
+        assert!(trigger(&ev).is_err());
+    }
+
+    #[test]
+    fn a_forced_promotion_names_every_held_environment_or_one() {
+        let t = trigger(&event("manual-force-promotion")).expect("accepted");
+        assert_eq!(t.force_promotion, Some(None));
+        assert!(!t.options.dry_run);
+        let t = trigger(&serde_json::json!({"promote": "force", "environment": "prod"}))
+            .expect("accepted");
+        assert_eq!(t.force_promotion, Some(Some("prod".to_string())));
+        let e = trigger(&serde_json::json!({"promote": "yes"}))
+            .expect_err("unknown value")
+            .to_string();
+        assert!(e.contains("force"), "{e}");
     }
 
     #[test]
