@@ -84,6 +84,11 @@ struct ScheduleArgs {
     /// (`2027-03-01T08:00:00+01:00`). Default: now.
     #[arg(long, value_name = "DATE", value_parser = parse_from)]
     from: Option<DateTime<Utc>>,
+    /// The stack's output bucket: also show each promoted environment's gate state (the
+    /// manifest it installs, or why it is held), read from there (region and credentials as
+    /// `plan`). Without it the gate's state is not read, and the output says so.
+    #[arg(long, env = "OUTPUT_BUCKET", value_name = "BUCKET")]
+    bucket: Option<String>,
 }
 
 #[derive(Args)]
@@ -257,7 +262,18 @@ fn schedule(args: &ScheduleArgs, now: DateTime<Utc>) -> ExitCode {
         Ok(view) => {
             let (text, _mismatch) = schedule_view::to_text(&view);
             print!("{text}");
-            ExitCode::SUCCESS
+            let promoted = promoted_environments(&policy, None);
+            if promoted.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            println!("\nPromotion gates (what each promoted environment's next run does):");
+            let Some(bucket) = args.bucket.as_deref().filter(|b| !b.trim().is_empty()) else {
+                for env in promoted {
+                    println!("  {env}: state not read: give --bucket (or OUTPUT_BUCKET), the stack's OutputBucket");
+                }
+                return ExitCode::SUCCESS;
+            };
+            gate_states(bucket, &promoted)
         }
         Err(e) => {
             eprintln!("patchpilot: {e}");
@@ -504,13 +520,7 @@ fn promote(args: &PromoteArgs, now: DateTime<Utc>) -> ExitCode {
         Err(e) => return fail(&e),
     };
     print_warnings(&validation.problems);
-    let promoted: Vec<&str> = policy
-        .environments
-        .iter()
-        .filter(|e| e.approval.promotes_from().is_some())
-        .map(|e| e.name.as_str())
-        .filter(|e| args.environment.as_deref().is_none_or(|o| o == *e))
-        .collect();
+    let promoted = promoted_environments(&policy, args.environment.as_deref());
     if promoted.is_empty() {
         eprintln!(
             "patchpilot: {}",
@@ -521,15 +531,11 @@ fn promote(args: &PromoteArgs, now: DateTime<Utc>) -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("patchpilot: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    if !args.force {
+        return gate_states(&args.bucket, &promoted);
+    }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
     };
     let who = std::env::var("USER").unwrap_or_else(|_| "an operator".to_string());
     runtime.block_on(async {
@@ -538,28 +544,72 @@ fn promote(args: &PromoteArgs, now: DateTime<Utc>) -> ExitCode {
         let calls = CallLog::new();
         let mut code = ExitCode::SUCCESS;
         for env in promoted {
-            if args.force {
-                match promotion::force(
-                    &store,
-                    env,
-                    &format!("patchpilot promote --force ({who})"),
-                    &calls,
-                )
-                .await
-                {
-                    Ok(state) => println!("{env}: forced. {}", state.describe()),
-                    Err(e) => {
-                        eprintln!("patchpilot: {env}: {e}");
-                        code = ExitCode::from(1);
-                    }
-                }
-                continue;
-            }
-            match store.read_state(env, &calls).await {
-                Ok(Some(state)) => println!("{env}: {}", state.describe()),
-                Ok(None) => println!("{env}: held (scan only): no run of its source recorded yet"),
+            match promotion::force(
+                &store,
+                env,
+                &format!("patchpilot promote --force ({who})"),
+                &calls,
+            )
+            .await
+            {
+                Ok(state) => println!("{env}: forced. {}", state.describe()),
                 Err(e) => {
                     eprintln!("patchpilot: {env}: {e}");
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+        code
+    })
+}
+
+/// The environments with `approval.mode: promote` (only `only`, when given).
+fn promoted_environments<'a>(
+    policy: &'a patchpilot::policy::Policy,
+    only: Option<&str>,
+) -> Vec<&'a str> {
+    policy
+        .environments
+        .iter()
+        .filter(|e| e.approval.promotes_from().is_some())
+        .map(|e| e.name.as_str())
+        .filter(|e| only.is_none_or(|o| o == *e))
+        .collect()
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("patchpilot: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Print each promoted environment's gate state from the output bucket: the manifest it
+/// installs, or why it is held. Exit 1 when a state cannot be read.
+fn gate_states(bucket: &str, promoted: &[&str]) -> ExitCode {
+    use patchpilot::aws::promotion::PromotionStore;
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
+    };
+    runtime.block_on(async {
+        let config = patchpilot::aws::load_config().await;
+        let store = PromotionStore::new(&config, bucket);
+        let calls = CallLog::new();
+        let mut code = ExitCode::SUCCESS;
+        for env in promoted {
+            match store.read_state(env, &calls).await {
+                Ok(Some(state)) => println!("  {env}: {}", state.describe()),
+                Ok(None) => println!(
+                    "  {env}: held (scan only): no run of its source recorded yet in s3://{bucket}"
+                ),
+                Err(e) => {
+                    eprintln!("patchpilot: {env}: gate state unreadable: {e}");
                     code = ExitCode::from(1);
                 }
             }

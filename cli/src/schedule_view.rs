@@ -43,6 +43,9 @@ pub enum Verdict {
     Behind { days: i64 },
     /// The promoted environment has no run after this one.
     NoRun,
+    /// `approval.mode: promote`: the promoted run installs this run's manifest (if the gate
+    /// passes), whatever the gap.
+    Manifest,
 }
 
 /// An environment that promotes from another one (`approval.promote_from`).
@@ -50,8 +53,10 @@ pub enum Verdict {
 pub struct Promotion {
     pub from: String,
     pub to: String,
-    /// `None` when the environment uses `approve_until_date`.
+    /// `None` when the environment uses `approve_until_date` or promotes a manifest.
     pub delay_days: Option<u32>,
+    /// `approval.mode: promote`: the gate's `max_failed` percentage.
+    pub gate_max_failed: Option<u32>,
     pub checks: Vec<GapCheck>,
     /// Baseline OSes whose approval cannot be delayed (Ubuntu, Debian).
     pub undelayable: Vec<String>,
@@ -114,7 +119,8 @@ pub fn compute(
         };
         let (src_schedule, src_tz, src_offset) = window_of(source)?;
         let (dst_schedule, dst_tz, dst_offset) = window_of(env)?;
-        let delay = if env.approval.approve_until_date.is_some() {
+        let promotes = env.approval.mode == patchpilot::policy::ApprovalMode::Promote;
+        let delay = if promotes || env.approval.approve_until_date.is_some() {
             None
         } else {
             Some(env.approval.approve_after_days.unwrap_or(0))
@@ -132,6 +138,7 @@ pub fn compute(
                     .map(|dst_run| (local_date(dst_run) - local_date(&src_run)).num_days());
                 let verdict = match (gap, delay) {
                     (None, _) => Verdict::NoRun,
+                    (Some(_), _) if promotes => Verdict::Manifest,
                     (Some(_), None) => Verdict::Match,
                     (Some(g), Some(d)) => {
                         let d = i64::from(d);
@@ -150,16 +157,19 @@ pub fn compute(
                 }
             })
             .collect();
+        // A promoted environment's override lists pin apt packages too.
         let undelayable = policy
             .baselines
             .iter()
-            .filter(|b| !b.os.supports_approval_delay())
+            .filter(|b| !promotes && !b.os.supports_approval_delay())
             .map(|b| b.os.as_str().to_string())
             .collect();
         promotions.push(Promotion {
             from: source.name.clone(),
             to: env.name.clone(),
             delay_days: delay,
+            gate_max_failed: promotes
+                .then(|| env.approval.gate().max_failed_percent().unwrap_or_default()),
             checks,
             undelayable,
         });
@@ -215,9 +225,13 @@ pub fn to_text(view: &ScheduleView) -> (String, bool) {
 
     let mut failed = false;
     for p in &view.promotions {
-        let delay = match p.delay_days {
-            Some(d) => format!("approval delay {d} day(s)"),
-            None => "approval by fixed date (approve_until_date)".to_string(),
+        let delay = match (p.gate_max_failed, p.delay_days) {
+            (Some(max), _) => format!(
+                "installs {}'s manifest if at most {max}% of its hosts and no patch failed",
+                p.from
+            ),
+            (None, Some(d)) => format!("approval delay {d} day(s)"),
+            (None, None) => "approval by fixed date (approve_until_date)".to_string(),
         };
         out.push_str(&format!(
             "\n{} -> {} gap ({} promotes from {}, {delay})\n",
@@ -240,6 +254,7 @@ pub fn to_text(view: &ScheduleView) -> (String, bool) {
             };
             let verdict = match &c.verdict {
                 Verdict::Match => "ok".to_string(),
+                Verdict::Manifest => format!("installs this {} run's manifest", p.from),
                 Verdict::Untested { days } => {
                     failed = true;
                     format!(
@@ -305,9 +320,34 @@ mod tests {
         );
     }
 
+    /// The reference policy with prod on a plain 14-day delay behind test.
+    fn delay_policy() -> Policy {
+        let mut policy = Policy::reference();
+        policy.environments[1].approval.mode = patchpilot::policy::ApprovalMode::Delay;
+        policy.environments[1].approval.gate = None;
+        policy
+    }
+
+    #[test]
+    fn a_promoted_prod_installs_each_test_runs_manifest() {
+        let view = compute(&Policy::reference(), 3, from()).expect("computes");
+        let p = &view.promotions[0];
+        assert_eq!(p.delay_days, None);
+        assert_eq!(p.gate_max_failed, Some(0));
+        assert!(p.checks.iter().all(|c| c.verdict == Verdict::Manifest));
+        assert!(p.undelayable.is_empty(), "the override lists pin Ubuntu");
+        let (text, failed) = to_text(&view);
+        assert!(!failed, "{text}");
+        assert!(
+            text.contains("installs test's manifest if at most 0% of its hosts and no patch failed")
+                && text.contains("installs this test run's manifest"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn prod_approval_delay_matches_the_fourteen_day_gap() {
-        let view = compute(&Policy::reference(), 6, from()).expect("computes");
+        let view = compute(&delay_policy(), 6, from()).expect("computes");
         let p = &view.promotions[0];
         assert_eq!((p.from.as_str(), p.to.as_str()), ("test", "prod"));
         assert_eq!(p.delay_days, Some(14));
@@ -321,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_delay_shorter_than_the_gap_is_flagged_with_both_dates() {
-        let mut policy = Policy::reference();
+        let mut policy = delay_policy();
         policy.environments[1].approval.approve_after_days = Some(7);
         let view = compute(&policy, 2, from()).expect("computes");
         assert_eq!(

@@ -9,6 +9,8 @@ const REFERENCE: &str = include_str!("../../examples/policy.yaml");
 fn patchpilot(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_patchpilot"))
         .args(args)
+        // `schedule` reads the gate states from OUTPUT_BUCKET when it is set.
+        .env_remove("OUTPUT_BUCKET")
         .output()
         .expect("the patchpilot binary runs")
 }
@@ -65,15 +67,29 @@ fn policy_file(test: &str, text: &str) -> PolicyFile {
 }
 
 #[test]
-fn validate_accepts_the_reference_policy_and_prints_its_warning() {
+fn validate_accepts_the_reference_policy_without_warnings() {
     let o = patchpilot(&["validate"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(
-        out.contains("embedded reference policy: OK: 2 environment(s), 2 batch(es), 12 baseline(s), 2 window(s)"),
+        out.contains("embedded reference policy: OK: 2 environment(s), 2 batch(es), 12 baseline(s), 2 window(s); 0 warning(s)"),
         "{out}"
     );
-    assert!(out.contains("warning: environments[1]"), "{out}");
+    // Prod promotes test's manifest, which pins Ubuntu too: no "cannot lag" warning. With a
+    // plain delay the warning is printed.
+    assert!(!out.contains("warning:"), "{out}");
+    let delay = with_stdin(
+        &["validate", "-"],
+        &REFERENCE
+            .replace("mode: promote", "mode: delay")
+            .replace("      gate:\n        max_failed: \"0%\"\n", ""),
+    );
+    assert_eq!(delay.status.code(), Some(0), "{}", stderr(&delay));
+    assert!(
+        stdout(&delay).contains("warning: environments[1].approval.approve_after_days"),
+        "{}",
+        stdout(&delay)
+    );
 }
 
 #[test]
@@ -208,9 +224,10 @@ fn schedule_shows_local_and_utc_runs_and_the_approval_check() {
         "1  Sat 2026-12-05 06:00 CET  2026-12-05 05:00 UTC",
         "2  Sat 2027-01-02 06:00 CET  2027-01-02 05:00 UTC",
         "1  Sat 2026-12-19 06:00 CET  2026-12-19 05:00 UTC",
-        "test -> prod gap (prod promotes from test, approval delay 14 day(s))",
-        "Sat 2026-12-05 06:00 CET  Sat 2026-12-19 06:00 CET  14 days  ok",
-        "UBUNTU baselines cannot delay approval",
+        "test -> prod gap (prod promotes from test, installs test's manifest if at most 0% of its hosts and no patch failed)",
+        "Sat 2026-12-05 06:00 CET  Sat 2026-12-19 06:00 CET  14 days  installs this test run's manifest",
+        "Promotion gates (what each promoted environment's next run does):",
+        "prod: state not read: give --bucket (or OUTPUT_BUCKET)",
     ] {
         assert!(out.contains(needle), "missing `{needle}`:\n{out}");
     }
@@ -224,7 +241,10 @@ fn schedule_shows_local_and_utc_runs_and_the_approval_check() {
 fn schedule_flags_a_delay_that_does_not_match_the_gap() {
     let path = policy_file(
         "gap",
-        &REFERENCE.replace("approve_after_days: 14", "approve_after_days: 7"),
+        &REFERENCE
+            .replace("mode: promote", "mode: delay")
+            .replace("      gate:\n        max_failed: \"0%\"\n", "")
+            .replace("approve_after_days: 14", "approve_after_days: 7"),
     );
     let o = patchpilot(&[
         "schedule",
