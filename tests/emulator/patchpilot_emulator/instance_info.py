@@ -21,6 +21,7 @@ from .ssm_ext import (
     SSMError,
     _b,
     node_views,
+    nodes_among,
     now,
     paginate,
     paginate_lazy,
@@ -114,7 +115,12 @@ def describe_instance_information(self: R) -> ActionResult:
         makers, token = paginate_lazy(node_views(backend), max_results, next_token, 50)
         page = [make() for make in makers]
     else:
-        candidates = (make() for make in node_views(backend))
+        id_sets = [set(values) for key, values in normalized if key == "InstanceIds"]
+        if id_sets:
+            # only the named nodes can match: build their views alone, in the same order
+            candidates = nodes_among(backend, set.intersection(*id_sets))
+        else:
+            candidates = (make() for make in node_views(backend))
         page, token = paginate_lazy((n for n in candidates if matches(n)), max_results, next_token, 50)
     return ActionResult(prune({"InstanceInformationList": [info_of(n) for n in page], "NextToken": token}))
 

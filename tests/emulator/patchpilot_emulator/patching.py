@@ -1001,9 +1001,9 @@ def node_packages(backend: Any, node: Any) -> dict[str, Any]:
 
 
 def find_node(backend: Any, instance_id: str) -> Any:
-    from .ssm_ext import nodes
+    from .ssm_ext import node_by_id
 
-    for n in nodes(backend):
-        if n.instance_id == instance_id:
-            return n
+    node = node_by_id(backend, instance_id)
+    if node is not None:
+        return node
     raise SSMError("InvalidInstanceId", f"Instance Id {instance_id} is not a managed node of this account and Region.")
