@@ -23,11 +23,16 @@ use chrono::{DateTime, Utc};
 use crate::classify;
 use crate::policy::{Environment, OperatingSystem, Platform, Policy};
 use crate::promotion::{
-    compare, decide, list_key, manifest_key, short, state_key, HostComparison, HostInstall,
-    Manifest, ManifestRef, PatchRecord, PromotionState, Verdict,
+    compare, decide, installed_in, list_key, manifest_key, short, state_key, version_from_title,
+    HostComparison, HostInstall, Manifest, ManifestRef, PatchRecord, PromotionState, Verdict,
 };
 use crate::report::{Outcome, RunKind, RunReport};
 
+/// Hosts whose patch records are read at the same time (SSM throttles per account and
+/// Region; the SDK's retries absorb a `ThrottlingException`).
+const CONCURRENT_HOSTS: usize = 8;
+/// Hosts named one by one in a promoted run's comparison; the rest are counted.
+const HOSTS_LISTED: usize = 20;
 /// `DescribeInstancePatches` `MaxResults` maximum.
 const PATCH_PAGE: i32 = 100;
 /// `ListInventoryEntries` `MaxResults` maximum (1–50).
@@ -54,31 +59,40 @@ impl PatchReader {
         PatchReader { ssm }
     }
 
-    /// Each host's OS, patch records and the Inventory versions of its installed patches.
+    /// Each host's OS, patch records and, where `needs_versions` says the records do not
+    /// settle it, the Inventory versions of its packages. Hosts are read [`CONCURRENT_HOSTS`]
+    /// at a time: a 5,000-host run is one `DescribeInstancePatches` per host, and one after
+    /// the other they would not fit in run-notifier's timeout.
     pub async fn hosts(
         &self,
         ids: &[String],
         calls: &CallLog,
+        needs_versions: impl Fn(OperatingSystem, &[PatchRecord]) -> bool,
     ) -> Result<Vec<HostInstall>, AwsError> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
         let os = self.operating_systems(ids, calls).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let patches = self.patches(id, calls).await?;
-            let host_os = os.get(id).copied();
-            let versions = match host_os {
-                Some(o) if o.platform() != Platform::Windows => {
-                    self.versions(id, &patches, calls).await?
-                }
-                _ => BTreeMap::new(),
-            };
-            out.push(HostInstall {
-                instance_id: id.clone(),
-                os: host_os,
-                patches,
-                versions,
-            });
-        }
-        Ok(out)
+        let needs_versions = &needs_versions;
+        let os = &os;
+        stream::iter(ids)
+            .map(|id| async move {
+                let patches = self.patches(id, calls).await?;
+                let host_os = os.get(id).copied();
+                let versions = match host_os {
+                    Some(o) if o.platform() != Platform::Windows && needs_versions(o, &patches) => {
+                        self.versions(id, &patches, calls).await?
+                    }
+                    _ => BTreeMap::new(),
+                };
+                Ok::<_, AwsError>(HostInstall {
+                    instance_id: id.clone(),
+                    os: host_os,
+                    patches,
+                    versions,
+                })
+            })
+            .buffered(CONCURRENT_HOSTS)
+            .try_collect()
+            .await
     }
 
     /// OS of each managed node among `ids`, as SSM reports it.
@@ -548,7 +562,15 @@ async fn record(
         .filter(|i| matches!(i.outcome(), Outcome::Patched | Outcome::RebootPending))
         .map(|i| i.instance_id.clone())
         .collect();
-    let hosts = reader.hosts(&ids, calls).await?;
+    // Inventory only for a host whose records installed in the run lack a version in the
+    // title (`name.arch:version`): then the manifest needs Inventory's.
+    let hosts = reader
+        .hosts(&ids, calls, |_, patches| {
+            patches.iter().any(|p| {
+                installed_in(p, start, end) && version_from_title(&p.kb_id, &p.title).is_none()
+            })
+        })
+        .await?;
     let manifest = Manifest::build(source, execution_id, start, end, &hosts);
     let manifest_ref = store.store_manifest(&target.name, &manifest, calls).await?;
     let decision = decide(&target.approval.gate(), source, report);
@@ -592,7 +614,22 @@ async fn compare_run(
         .filter(|i| i.outcome() != Outcome::Missed)
         .map(|i| i.instance_id.clone())
         .collect();
-    let hosts = reader.hosts(&ids, calls).await?;
+    // Inventory only for a host where some manifest entry is not settled by a record the
+    // run installed with that very version (apt: the record names the newer version the
+    // baseline approves, Inventory the one the list pinned).
+    let hosts = reader
+        .hosts(&ids, calls, |os, patches| {
+            manifest.patches.get(&os).is_some_and(|want| {
+                want.iter().any(|e| {
+                    !patches.iter().any(|p| {
+                        p.kb_id == e.id
+                            && installed_in(p, start, end)
+                            && version_from_title(&p.kb_id, &p.title) == e.version
+                    })
+                })
+            })
+        })
+        .await?;
     let comparisons: Vec<HostComparison> = hosts
         .iter()
         .map(|h| compare(&manifest, h, start, end))
@@ -608,7 +645,19 @@ async fn compare_run(
         manifest.run_date,
         comparisons.len()
     )];
-    for c in &comparisons {
+    // Every host that differs, up to HOSTS_LISTED (a 5,000-host report stays within SNS's
+    // 256 KB), then the exact ones while there is room.
+    let (differ, same): (Vec<&HostComparison>, Vec<&HostComparison>) = comparisons
+        .iter()
+        .partition(|c| !c.missing.is_empty() || !c.extra.is_empty());
+    let listed: Vec<&HostComparison> = differ
+        .iter()
+        .chain(same.iter())
+        .take(HOSTS_LISTED)
+        .copied()
+        .collect();
+    let unlisted = comparisons.len() - listed.len();
+    for c in listed {
         let os = c.os.map(|o| o.as_str()).unwrap_or("unknown OS");
         let mut parts = vec![format!("{} exact", c.exact)];
         if !c.missing.is_empty() {
@@ -623,6 +672,12 @@ async fn compare_run(
             parts.push(format!("extra {}", c.extra.join(", ")));
         }
         lines.push(format!("  {} {os}: {}", c.instance_id, parts.join("; ")));
+    }
+    if unlisted > 0 {
+        let differ_unlisted = differ.len().saturating_sub(HOSTS_LISTED);
+        lines.push(format!(
+            "  … and {unlisted} more host(s), {differ_unlisted} of them not exact (each host's patch records: DescribeInstancePatches)"
+        ));
     }
     Ok(lines)
 }
@@ -664,4 +719,24 @@ pub enum ForceError {
     NotHeld(String),
     #[error("promotion state: {0}")]
     Aws(#[source] AwsError),
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ssm::types::PatchComplianceDataState as S;
+
+    use crate::promotion::state;
+
+    /// The states the manifest and the comparison match on are the SDK's wire values.
+    #[test]
+    fn patch_states_are_the_apis_wire_values() {
+        assert_eq!(S::Installed.as_str(), state::INSTALLED);
+        assert_eq!(S::InstalledOther.as_str(), state::INSTALLED_OTHER);
+        assert_eq!(
+            S::InstalledPendingReboot.as_str(),
+            state::INSTALLED_PENDING_REBOOT
+        );
+        assert_eq!(S::Missing.as_str(), state::MISSING);
+        assert_eq!(S::Failed.as_str(), state::FAILED);
+    }
 }
