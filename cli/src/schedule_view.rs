@@ -227,7 +227,7 @@ pub fn to_text(view: &ScheduleView) -> (String, bool) {
     for p in &view.promotions {
         let delay = match (p.gate_max_failed, p.delay_days) {
             (Some(max), _) => format!(
-                "installs {}'s manifest if at most {max}% of its hosts and no patch failed",
+                "installs {}'s manifest if at most {max}% of its hosts failed and no patch failed",
                 p.from
             ),
             (None, Some(d)) => format!("approval delay {d} day(s)"),
@@ -339,8 +339,9 @@ mod tests {
         let (text, failed) = to_text(&view);
         assert!(!failed, "{text}");
         assert!(
-            text.contains("installs test's manifest if at most 0% of its hosts and no patch failed")
-                && text.contains("installs this test run's manifest"),
+            text.contains(
+                "installs test's manifest if at most 0% of its hosts failed and no patch failed"
+            ) && text.contains("installs this test run's manifest"),
             "{text}"
         );
     }

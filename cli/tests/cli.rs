@@ -224,7 +224,7 @@ fn schedule_shows_local_and_utc_runs_and_the_approval_check() {
         "1  Sat 2026-12-05 06:00 CET  2026-12-05 05:00 UTC",
         "2  Sat 2027-01-02 06:00 CET  2027-01-02 05:00 UTC",
         "1  Sat 2026-12-19 06:00 CET  2026-12-19 05:00 UTC",
-        "test -> prod gap (prod promotes from test, installs test's manifest if at most 0% of its hosts and no patch failed)",
+        "test -> prod gap (prod promotes from test, installs test's manifest if at most 0% of its hosts failed and no patch failed)",
         "Sat 2026-12-05 06:00 CET  Sat 2026-12-19 06:00 CET  14 days  installs this test run's manifest",
         "Promotion gates (what each promoted environment's next run does):",
         "prod: state not read: give --bucket (or OUTPUT_BUCKET)",

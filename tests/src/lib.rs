@@ -270,6 +270,10 @@ pub struct ExecuteWindow {
     /// Forces the final window execution status (e.g. `TIMED_OUT`, `CANCELLED`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// When the execution starts (ISO 8601 UTC, e.g. `2026-11-07T05:00:00Z`): the moment
+    /// patch approval is evaluated at (default: now).
+    #[serde(rename = "at", skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 impl ExecuteWindow {
@@ -284,6 +288,12 @@ impl ExecuteWindow {
     /// Sets one instance's outcome.
     pub fn with(mut self, instance_id: &str, outcome: Outcome) -> Self {
         self.outcomes.insert(instance_id.to_owned(), outcome);
+        self
+    }
+
+    /// Starts the execution at `at` (ISO 8601 UTC).
+    pub fn at(mut self, at: &str) -> Self {
+        self.at = Some(at.to_owned());
         self
     }
 }
@@ -958,6 +968,37 @@ impl Emulator {
         let body = serde_json::to_string(request)?;
         self.call("POST", "/patchpilot-emulator/set-managed", Some(&body))
             .map(|_| ())
+    }
+
+    /// `POST /patchpilot-emulator/patch-catalogue`: `{"Add": [...], "Withdraw": [...]}`
+    /// (tests/emulator/README.md, "Patching"): new versions reach the repositories, or leave
+    /// them. Returns the hook's answer.
+    pub fn change_catalogue(
+        &self,
+        change: &serde_json::Value,
+    ) -> Result<serde_json::Value, EmulatorError> {
+        let answer = self.call(
+            "POST",
+            "/patchpilot-emulator/patch-catalogue",
+            Some(&change.to_string()),
+        )?;
+        Ok(serde_json::from_str(&answer)?)
+    }
+
+    /// `POST /patchpilot-emulator/installed-packages`: what the emulator holds installed on a
+    /// node (`Packages`: `KBId`, `Title`, `InstalledTime`, `PendingReboot`, `Base`), its
+    /// ground truth rather than what the SSM APIs report.
+    pub fn installed_packages(
+        &self,
+        instance_id: &str,
+    ) -> Result<serde_json::Value, EmulatorError> {
+        let body = serde_json::json!({"InstanceId": instance_id}).to_string();
+        let answer = self.call(
+            "POST",
+            "/patchpilot-emulator/installed-packages",
+            Some(&body),
+        )?;
+        Ok(serde_json::from_str(&answer)?)
     }
 
     /// Makes the next `fault.count` calls of an action fail (cleared by reset).

@@ -196,6 +196,16 @@ async fn executes_a_maintenance_window() {
         // RegisterTaskWithMaintenanceWindow: a task with targets must give both.
         .max_concurrency("1")
         .max_errors("0")
+        // An Install (a Scan installs nothing, so a failed scan has no failed patch).
+        .task_invocation_parameters(
+            aws_sdk_ssm::types::MaintenanceWindowTaskInvocationParameters::builder()
+                .run_command(
+                    aws_sdk_ssm::types::MaintenanceWindowRunCommandParameters::builder()
+                        .parameters("Operation", vec!["Install".to_string()])
+                        .build(),
+                )
+                .build(),
+        )
         .targets(
             Target::builder()
                 .key("WindowTargetIds")

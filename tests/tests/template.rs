@@ -55,7 +55,8 @@ fn functions(t: &Yaml) -> Vec<(String, &Yaml)> {
 /// Physical ids of the resources an event pattern may `!Ref`, as CloudFormation names them in
 /// a stack called `patchpilot` (a bucket without `BucketName` gets
 /// `<stack>-<logical id, lower case>-<13 characters>`); the files in `events/` use these.
-const DEPLOYED_NAMES: &[(&str, &str)] = &[("OutputBucket", "patchpilot-outputbucket-1q2w3e4r5t6y7")];
+const DEPLOYED_NAMES: &[(&str, &str)] =
+    &[("OutputBucket", "patchpilot-outputbucket-1q2w3e4r5t6y7")];
 
 /// Template parameters with a `Default`, as JSON values, and the resources of
 /// [`DEPLOYED_NAMES`], for resolving `!Ref`.
@@ -91,12 +92,11 @@ fn parameter_defaults(t: &Yaml) -> BTreeMap<String, Json> {
 fn resolve(v: &Yaml, params: &BTreeMap<String, Json>) -> Result<Json, String> {
     let reference = |name: &Yaml| -> Result<Json, String> {
         let name = name.as_str().ok_or("!Ref of a non-string")?;
-        params
-            .get(name)
-            .cloned()
-            .ok_or_else(|| {
-                format!("!Ref {name} is neither a template parameter with a Default nor in DEPLOYED_NAMES")
-            })
+        params.get(name).cloned().ok_or_else(|| {
+            format!(
+                "!Ref {name} is neither a template parameter with a Default nor in DEPLOYED_NAMES"
+            )
+        })
     };
     Ok(match v {
         Yaml::Null => Json::Null,
@@ -786,7 +786,11 @@ fn instance_tag_writes_are_limited_to_the_patch_group_and_ownership_keys() {
         ),
         (
             "BaselineSyncFunction",
-            &["!Ref PatchGroupTagKey", "patchpilot:managed", "patchpilot:os"][..],
+            &[
+                "!Ref PatchGroupTagKey",
+                "patchpilot:managed",
+                "patchpilot:os",
+            ][..],
         ),
     ]);
     let mut statements = Vec::new();
@@ -805,9 +809,10 @@ fn instance_tag_writes_are_limited_to_the_patch_group_and_ownership_keys() {
             .unwrap_or_default()
             .iter()
             .any(|r| match r {
-                Yaml::Tagged(tagged) => tagged.value.as_str().is_some_and(|v| {
-                    v.contains(":instance/") || v.contains(":managed-instance/")
-                }),
+                Yaml::Tagged(tagged) => tagged
+                    .value
+                    .as_str()
+                    .is_some_and(|v| v.contains(":instance/") || v.contains(":managed-instance/")),
                 _ => false,
             })
     };
