@@ -319,9 +319,84 @@ def cases(emu: Emulator, fleet: Fleet) -> list[Case]:
         Case(sync, "baseline-sync/scheduled.json", load("baseline-sync/scheduled.json"), "ok", "no drift", no_writes),
         Case(sync, "lookalikes/parameter-change-other-parameter.json", load("lookalikes/parameter-change-other-parameter.json"), "ignore"),
         Case(sync, "lookalikes/parameter-delete-policy.json", load("lookalikes/parameter-delete-policy.json"), "ignore"),
+        # No test run recorded yet: prod stays held (scan only), as the apply above left it.
+        Case(sync, "baseline-sync/promotion-recorded.json", s3_event("baseline-sync/promotion-recorded.json", fleet), "ok",
+             f"bucket {fleet.bucket}, no state yet", all_of(no_writes, prod_operations(emu, "Scan"))),
+        Case(sync, "lookalikes/s3-promotion-manifest-created.json", s3_event("lookalikes/s3-promotion-manifest-created.json", fleet),
+             "ignore", f"bucket {fleet.bucket}"),
+        Case(sync, "lookalikes/s3-run-command-output-created.json", s3_event("lookalikes/s3-run-command-output-created.json", fleet),
+             "ignore", f"bucket {fleet.bucket}"),
         Case(sync, "malformed: dry_run is not a boolean", {"dry_run": "yes please"}, "reject"),
     ]
     return c
+
+
+def s3_event(rel: str, fleet: Fleet) -> Any:
+    """An S3 `Object Created` file with the documented bucket name replaced by the stack's."""
+    payload = copy.deepcopy(load(rel))
+    doc_bucket = payload["detail"]["bucket"]["name"]
+    return replace_ids(payload, {doc_bucket: fleet.bucket})
+
+
+def prod_tasks(emu: Emulator) -> dict[str, tuple[str, str | None]]:
+    """patchpilot-prod's AWS-RunPatchBaseline tasks: name -> (Operation, InstallOverrideList)."""
+    ssm = emu.client("ssm")
+    windows = {w["Name"]: w["WindowId"] for w in ssm.describe_maintenance_windows()["WindowIdentities"]}
+    out: dict[str, tuple[str, str | None]] = {}
+    for task in ssm.describe_maintenance_window_tasks(WindowId=windows.get("patchpilot-prod", ""))["Tasks"]:
+        full = ssm.get_maintenance_window_task(WindowId=windows["patchpilot-prod"], WindowTaskId=task["WindowTaskId"])
+        params = full["TaskInvocationParameters"]["RunCommand"]["Parameters"]
+        out[full.get("Name", task["WindowTaskId"])] = (params["Operation"][0], (params.get("InstallOverrideList") or [None])[0])
+    return out
+
+
+def prod_operations(emu: Emulator, want: str, fleet: Fleet | None = None) -> Callable[[Invocation, dict[str, int]], str | None]:
+    """`Scan`: prod is held, every task scans. `Install`: prod installs the promoted manifest:
+    each OS with an override list in state.json installs exactly that list, the others
+    (no test host of that OS, or its test host failed) scan."""
+
+    def check(_inv: Invocation, _delta: dict[str, int]) -> str | None:
+        tasks = prod_tasks(emu)
+        if not tasks:
+            return "no patchpilot-prod tasks"
+        if want == "Scan":
+            wrong = {n: t for n, t in tasks.items() if t != ("Scan", None)}
+            return f"expected every prod task to scan, found {wrong}" if wrong else None
+        if fleet is None:
+            return "the promoted layout needs the fleet's bucket"
+        body = emu.client("s3").get_object(Bucket=fleet.bucket, Key="patchpilot/promotion/prod/state.json")["Body"].read()
+        lists: dict[str, str] = json.loads(body)["manifest"]["lists"]
+        expected = {n: ("Install", url) if (url := next((u for os_, u in lists.items() if n.endswith(f"-{os_}")), None)) else ("Scan", None)
+                    for n in tasks}
+        if not lists or tasks != expected:
+            return f"expected {expected} (lists {lists}), found {tasks}"
+        return None
+
+    return check
+
+
+def promotion_cases(emu: Emulator, fleet: Fleet) -> list[Case]:
+    """After test's failed run the gate holds prod; an operator forces the promotion."""
+    sync = "baseline-sync"
+    rel = "baseline-sync/manual-force-promotion.json"
+
+    def state_is(verdict: str) -> Callable[[Invocation, dict[str, int]], str | None]:
+        def check(_inv: Invocation, _delta: dict[str, int]) -> str | None:
+            body = emu.client("s3").get_object(Bucket=fleet.bucket, Key="patchpilot/promotion/prod/state.json")["Body"].read()
+            got = json.loads(body).get("decision", {}).get("verdict")
+            return None if got == verdict else f"expected state verdict {verdict!r}, got {got!r}"
+
+        return check
+
+    return [
+        Case(sync, "baseline-sync/promotion-recorded.json (held)", s3_event("baseline-sync/promotion-recorded.json", fleet), "ok",
+             "test's last run failed: prod scans only", all_of(state_is("held"), prod_operations(emu, "Scan"))),
+        Case(sync, rel, load(rel), "ok", "operator forces the held manifest",
+             all_of(state_is("forced"), prod_operations(emu, "Install", fleet))),
+        Case(sync, f"{rel} (again)", load(rel), "reject", "nothing held any more: refused, nothing changed"),
+        Case(sync, "baseline-sync/promotion-recorded.json (forced)", s3_event("baseline-sync/promotion-recorded.json", fleet), "ok",
+             "the forced state's own event: no drift", all_of(no_writes, prod_operations(emu, "Install", fleet))),
+    ]
 
 
 def exclusion_cases(emu: Emulator, fleet: Fleet, retagged: dict[str, str]) -> list[Case]:
@@ -528,6 +603,7 @@ def main() -> int:
             run(notifier_cases(emu, fleet, "success"))
             run_window(emu, fleet, "failed", [fleet.windows_test])
             run(notifier_cases(emu, fleet, "failed"))
+            run(promotion_cases(emu, fleet))
             say(emu.iam_cost())
             passed = sum(1 for _, ok, _ in results if ok)
             failed = len(results) - passed
