@@ -243,6 +243,25 @@ fn installed_since(emu: &Emulator, id: &str, since: &str) -> BTreeSet<(String, S
 }
 
 /// Every task's `Operation` and `InstallOverrideList` in `env`'s window, by task name.
+/// The names of a window's targets, sorted.
+async fn target_names(emu: &Emulator, window_id: &str) -> Vec<String> {
+    let out = emu
+        .ssm()
+        .await
+        .describe_maintenance_window_targets()
+        .window_id(window_id)
+        .send()
+        .await
+        .expect("DescribeMaintenanceWindowTargets");
+    let mut names: Vec<String> = out
+        .targets()
+        .iter()
+        .filter_map(|t| t.name().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
 async fn tasks(emu: &Emulator, window_id: &str) -> BTreeMap<String, (String, Option<String>)> {
     let out = emu
         .ssm()
@@ -396,6 +415,11 @@ async fn prod_installs_what_test_installed_and_the_gate_holds_it_after_a_bad_run
     let held = tasks(emu, &prod_window).await;
     assert_eq!(held.len(), 2, "{held:?}");
     assert!(held.values().all(|(op, _)| op == "Scan"), "{held:?}");
+    // Held again, the per-OS targets go with their tasks: only the batches' targets remain.
+    assert_eq!(
+        target_names(emu, &prod_window).await,
+        ["patch_prod_0600_batch_1", "patch_prod_0600_batch_2"]
+    );
 
     // 6. An operator forces the promotion: prod installs the new manifest again.
     s.sync(json!({"promote": "force"})).await;

@@ -1000,7 +1000,7 @@ fn plan_targets_and_tasks(
             }
         }
         for t in observed.targets.iter().filter(|t| &t.window_id == wid) {
-            if t.spec.name.parse::<PatchGroup>().is_ok()
+            if is_our_target_name(&t.spec.name)
                 && !desired_targets.contains(&(window.as_str(), t.spec.name.as_str()))
             {
                 target_deletes.push((
@@ -1021,6 +1021,18 @@ fn plan_targets_and_tasks(
     for (line, change) in task_deletes.into_iter().chain(target_deletes) {
         p.push(line, change);
     }
+}
+
+/// A window target patchpilot names: a patch group (`patch_prod_0600_batch_1`), or a
+/// promoted environment's per-OS target (`patch_prod_0600_batch_1_UBUNTU`), which must go
+/// when the environment is held again or the OS leaves the manifest.
+fn is_our_target_name(name: &str) -> bool {
+    name.parse::<PatchGroup>().is_ok()
+        || OperatingSystem::ALL.iter().any(|os| {
+            name.strip_suffix(os.as_str())
+                .and_then(|rest| rest.strip_suffix('_'))
+                .is_some_and(|group| group.parse::<PatchGroup>().is_ok())
+        })
 }
 
 fn target_diffs(c: &TargetSpec, w: &TargetSpec) -> Vec<String> {

@@ -340,6 +340,34 @@ fn a_foreign_target_in_our_window_is_left_alone_but_a_stale_patchpilot_one_goes(
 }
 
 #[test]
+fn a_per_os_target_left_from_a_promotion_goes_when_prod_is_held_again() {
+    let d = reference();
+    let mut observed = applied(&d);
+    let wid = observed.windows[0].id.clone();
+    for (id, name) in [
+        ("target-os", "patch_test_0600_batch_1_UBUNTU"),
+        ("target-os-2", "patch_test_0600_batch_1_AMAZON_LINUX_2"),
+        // not ours: no patch group before the OS, or no OS after it
+        ("target-x", "patch_test_0600_batch_1_NOT_AN_OS"),
+        ("target-y", "db_UBUNTU"),
+    ] {
+        let mut spec = observed.targets[0].spec.clone();
+        spec.name = name.into();
+        observed.targets.push(ObservedTarget {
+            window_id: wid.clone(),
+            id: id.into(),
+            spec,
+        });
+    }
+    let p = plan(&d, &observed, &owner());
+    assert_eq!(ops(&p), ["deregister-target", "deregister-target"], "{p}");
+    assert!(p.lines().contains(
+        &"- target patch_test_0600_batch_1_UBUNTU in patchpilot-test: no longer in the policy"
+            .to_string()
+    ));
+}
+
+#[test]
 fn changing_the_batch_order_renames_the_tasks_and_keeps_the_baselines() {
     let observed = applied(&reference());
     let mut policy = Policy::reference();
