@@ -458,27 +458,25 @@ pub struct PromotionState {
 impl PromotionState {
     /// One line for reports, `schedule` and logs.
     pub fn describe(&self) -> String {
-        match self.decision.verdict {
-            Verdict::Pass => format!(
-                "{} installs manifest {} ({} patch(es) from {}'s run of {}): {}",
+        let installs = || {
+            format!(
+                "{} installs manifest {} ({} patch(es) from {}'s run of {})",
                 self.environment,
                 short(&self.manifest.hash),
                 self.manifest.patches,
                 self.source,
-                self.run_date,
-                self.decision.reason
-            ),
+                self.run_date
+            )
+        };
+        match self.decision.verdict {
+            Verdict::Pass => format!("{}: {}", installs(), self.decision.reason),
             Verdict::Held => format!(
                 "{} is held (scan only): {}; it installs again after the next good {} run or `patchpilot promote --force`",
                 self.environment, self.decision.reason, self.source
             ),
             Verdict::Forced => format!(
-                "{} installs manifest {} ({} patch(es) from {}'s run of {}), forced by {} although {}",
-                self.environment,
-                short(&self.manifest.hash),
-                self.manifest.patches,
-                self.source,
-                self.run_date,
+                "{}, forced by {} although {}",
+                installs(),
                 self.forced_by.as_deref().unwrap_or("an operator"),
                 self.decision.reason
             ),

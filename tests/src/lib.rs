@@ -223,6 +223,16 @@ impl RequestCounts {
             .unwrap_or(0)
     }
 
+    /// Requests whose `"<service>:<Action>"` key starts with `prefix`, e.g. `"s3:PUT "` (S3
+    /// requests are logged by method and path).
+    pub fn starting_with(&self, prefix: &str) -> u64 {
+        self.counts
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Counts of the write actions only (see [`is_write_action`]).
     pub fn writes(&self) -> BTreeMap<String, u64> {
         self.counts

@@ -461,12 +461,14 @@ async fn a_failed_windows_host_and_two_pending_reboots_make_exactly_one_clear_re
         .iter()
         .map(|l| l.as_str().expect("a line").to_string())
         .collect();
-    assert_eq!(
-        promotion.first().map(String::as_str),
-        Some(
-            "prod is held (scan only): 1/6 failed in test, 2 patch(es) failed to install; \
-             it installs again after the next good test run or `patchpilot promote --force`"
-        ),
+    // (how many of the Windows host's patches fail is the emulator's draw: one or more)
+    assert!(
+        promotion.first().is_some_and(|l| l
+            .starts_with("prod is held (scan only): 1/6 failed in test, ")
+            && l.contains(" patch(es) failed to install; ")
+            && l.ends_with(
+                "it installs again after the next good test run or `patchpilot promote --force`"
+            )),
         "{promotion:#?}"
     );
     // The rest of the report is what the run's own records say: gathered again without the
@@ -514,23 +516,19 @@ async fn a_failed_windows_host_and_two_pending_reboots_make_exactly_one_clear_re
     );
     println!("AWS calls for the 12-instance fleet: {:?}", counts.counts);
     // Recording the promotion (test is prod's source): per host the run reached without
-    // failing, its patch records and its Inventory versions; then the manifest, one override
-    // list per OS with something installed, and the state.
+    // failing, its patch records (no Inventory: the titles carry the versions); then the
+    // manifest, one override list per OS with something installed, and the state.
     let reached_ok = 5;
     assert_eq!(counts.get("ssm", "DescribeInstancePatches"), reached_ok);
-    assert_eq!(counts.get("ssm", "ListInventoryEntries"), reached_ok);
-    let s3_puts: u64 = counts
-        .counts
-        .iter()
-        .filter(|(k, _)| k.starts_with("s3:PUT "))
-        .map(|(_, n)| n)
-        .sum();
+    assert_eq!(counts.get("ssm", "ListInventoryEntries"), 0);
+    let s3_puts = counts.starting_with("s3:PUT ");
     assert!(
         (2..=2 + reached_ok).contains(&s3_puts),
         "manifest, state and at most one list per host's OS: {:?}",
         counts.counts
     );
-    let promotion = 2 * reached_ok + s3_puts;
+    // + one DescribeInstanceInformation for the hosts' OS (50 ids a call)
+    let promotion = reached_ok + 1 + s3_puts;
     assert!(
         counts.total - promotion <= 20,
         "the report itself: {:?}",
@@ -888,12 +886,7 @@ async fn five_thousand_instances_make_one_message_within_256_kb_from_paginated_c
     let reached_ok = (FLEET_SIZE - fail.len()) as u64;
     assert_eq!(counts.get("ssm", "DescribeInstancePatches"), reached_ok);
     assert_eq!(counts.get("ssm", "ListInventoryEntries"), 0);
-    let s3_puts: u64 = counts
-        .counts
-        .iter()
-        .filter(|(k, _)| k.starts_with("s3:PUT "))
-        .map(|(_, n)| n)
-        .sum();
+    let s3_puts = counts.starting_with("s3:PUT ");
     assert_eq!(
         s3_puts, 3,
         "manifest, AMAZON_LINUX_2.yaml, state: {:?}",
