@@ -127,6 +127,7 @@ def test_register_managed_instance_platforms(emu: Emulator, platform_type: str, 
     ssm.register_task_with_maintenance_window(
         WindowId=wid, TaskArn="AWS-RunPatchBaseline", TaskType="RUN_COMMAND", Priority=1,
         Targets=[{"Key": "WindowTargetIds", "Values": [tid]}], MaxConcurrency="1", MaxErrors="0",
+        TaskInvocationParameters={"RunCommand": {"Parameters": {"Operation": ["Scan"]}}},
     )
     emu.post("/patchpilot-emulator/execute-window", {"WindowId": wid})
     patch = ssm.describe_instance_patch_states(InstanceIds=[body["InstanceId"]])["InstancePatchStates"][0]
@@ -165,6 +166,7 @@ def test_unmanaged_instance_is_unknown_to_ssm(emu: Emulator) -> None:
     ssm.register_task_with_maintenance_window(
         WindowId=wid, TaskArn="AWS-RunPatchBaseline", TaskType="RUN_COMMAND", Priority=1,
         Targets=[{"Key": "WindowTargetIds", "Values": [tid]}], MaxConcurrency="2", MaxErrors="0",
+        TaskInvocationParameters={"RunCommand": {"Parameters": {"Operation": ["Scan"]}}},
     )
     _, body = emu.post("/patchpilot-emulator/execute-window", {"WindowId": wid})
     assert body["Tasks"][0]["InstanceIds"] == [managed]
@@ -174,6 +176,37 @@ def test_unmanaged_instance_is_unknown_to_ssm(emu: Emulator) -> None:
     # managed again (agent back): listed again
     set_managed(emu, {"InstanceId": rhel, "Managed": True})
     assert info(emu, rhel)[0]["PingStatus"] == "Online"
+
+
+def test_run_patch_baseline_requires_its_operation(emu: Emulator) -> None:
+    """AWS-RunPatchBaseline's Operation is "(Required)" with no default (the document's
+    content), so SendCommand without it, with a value outside Scan | Install, or with a
+    parameter the document does not define fails with InvalidParameters; a window task sending
+    such a command fails with that error and reaches no node."""
+    ssm = emu.client("ssm")
+    iid = run(emu, RHEL_9, group="strict")
+    for parameters in ({}, {"Operation": ["Patch"]}, {"Operation": ["Scan"], "Reboot": ["No"]},
+                       {"Operation": ["Install"], "RebootOption": ["Always"]}):
+        with pytest.raises(ClientError) as err:
+            ssm.send_command(InstanceIds=[iid], DocumentName="AWS-RunPatchBaseline", Parameters=parameters)
+        assert code(err) == "InvalidParameters", parameters
+    ok = ssm.send_command(InstanceIds=[iid], DocumentName="AWS-RunPatchBaseline",
+                          Parameters={"Operation": ["Scan"], "RebootOption": ["NoReboot"]})["Command"]
+    assert ok["DocumentName"] == "AWS-RunPatchBaseline"
+    wid = window(emu)
+    tid = ssm.register_target_with_maintenance_window(WindowId=wid, ResourceType="INSTANCE", Targets=[{"Key": "tag:Patch Group", "Values": ["strict"]}])["WindowTargetId"]
+    ssm.register_task_with_maintenance_window(
+        WindowId=wid, TaskArn="AWS-RunPatchBaseline", TaskType="RUN_COMMAND", Priority=1,
+        Targets=[{"Key": "WindowTargetIds", "Values": [tid]}], MaxConcurrency="1", MaxErrors="0",
+    )
+    _, body = emu.post("/patchpilot-emulator/execute-window", {"WindowId": wid})
+    assert body["Status"] == "FAILED", body
+    task = ssm.describe_maintenance_window_execution_tasks(WindowExecutionId=body["WindowExecutionId"])["WindowExecutionTaskIdentities"][0]
+    invocations = ssm.describe_maintenance_window_execution_task_invocations(
+        WindowExecutionId=body["WindowExecutionId"], TaskId=task["TaskExecutionId"])["WindowExecutionTaskInvocationIdentities"]
+    assert [i["Status"] for i in invocations] == ["FAILED"]
+    assert "InvalidParameters" in invocations[0]["StatusDetails"], invocations
+    assert body["Tasks"][0]["CommandIds"] == []
 
 
 def test_connection_lost_node(emu: Emulator) -> None:
@@ -333,6 +366,7 @@ def test_register_default_patch_baseline(emu: Emulator) -> None:
     ssm.register_task_with_maintenance_window(
         WindowId=wid, TaskArn="AWS-RunPatchBaseline", TaskType="RUN_COMMAND", Priority=1,
         Targets=[{"Key": "InstanceIds", "Values": [al]}], MaxConcurrency="1", MaxErrors="0",
+        TaskInvocationParameters={"RunCommand": {"Parameters": {"Operation": ["Scan"]}}},
     )
     emu.post("/patchpilot-emulator/execute-window", {"WindowId": wid})
     assert ssm.describe_instance_patch_states(InstanceIds=[al])["InstancePatchStates"][0]["BaselineId"] == custom

@@ -317,6 +317,11 @@ def execute_window(body: dict[str, Any]) -> dict[str, Any]:
         for cmd in entry["commands"]:
             cmd_start = started + timedelta(seconds=entry["start"])
             denial = _authorize_send_command(account, region, task, settings, cmd["instances"])
+            if denial is None:
+                problem = patching.parameter_problem(task.task_arn, settings["parameters"])
+                # the task's SendCommand is refused as the API refuses it (README: verified
+                # only in the emulator)
+                denial = f"InvalidParameters: {problem}" if problem else None
             if denial is not None:
                 # The service role may not send this command: SSM records the task invocation
                 # as failed with the error and sends nothing (README: verified only in the

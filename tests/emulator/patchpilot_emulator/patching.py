@@ -641,13 +641,46 @@ def fetch_override_list(account: str, region: str, node: Any, url: str) -> list[
     return parse_override_list(obj.value.decode("utf-8", "replace"))
 
 
+# AWS-RunPatchBaseline's parameters (the document's content: "Operation" is "(Required)", with
+# allowedValues Scan | Install and no default; RebootOption RebootIfNeeded | NoReboot; the rest
+# optional; SSM User Guide, "SSM Command document for patching: AWS-RunPatchBaseline").
+RUN_PATCH_BASELINE_PARAMETERS: dict[str, tuple[str, ...] | None] = {
+    "Operation": ("Scan", "Install"),
+    "SnapshotId": None,
+    "InstallOverrideList": None,
+    "AssociationId": None,
+    "BaselineOverride": None,
+    "RebootOption": ("RebootIfNeeded", "NoReboot"),
+    "StepTimeoutSeconds": None,
+}
+
+
+def parameter_problem(document_name: str, parameters: dict[str, Any]) -> str | None:
+    """SendCommand ``InvalidParameters`` ("You must specify values for all required parameters
+    in the SSM document. You can only supply values to parameters defined in the SSM
+    document.") for AWS-RunPatchBaseline; other documents' parameters are not known here."""
+    if document_name != "AWS-RunPatchBaseline":
+        return None
+    for name, values in (parameters or {}).items():
+        if name not in RUN_PATCH_BASELINE_PARAMETERS:
+            return f"Parameter {name} is not defined in document AWS-RunPatchBaseline."
+        allowed = RUN_PATCH_BASELINE_PARAMETERS[name]
+        for v in values or []:
+            if allowed is not None and v not in allowed:
+                return f"Parameter {name} value {v} is not one of the allowed values {', '.join(allowed)}."
+    if not (parameters or {}).get("Operation"):
+        return "Parameter Operation is required by document AWS-RunPatchBaseline."
+    return None
+
+
 def plan(
     backend: Any, account: str, region: str, node: Any, parameters: dict[str, Any], at: datetime,
     baselines: dict[tuple[str, str, str], Baseline] | None = None,
 ) -> PatchPlan:
     """Decides an AWS-RunPatchBaseline run on ``node`` evaluated at ``at`` (the window
     execution's start); ``baselines``: a cache shared by the nodes of one run."""
-    operation = (parameters.get("Operation") or ["Scan"])[0]
+    # required: a command without it is refused (parameter_problem) before this plan is used
+    operation = (parameters.get("Operation") or [""])[0]
     baseline = load_baseline(backend, node, baselines)
     result = PatchPlan(operation, baseline, at)
     installed_packages(backend, node)

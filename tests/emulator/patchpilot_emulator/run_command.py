@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from moto.core.responses import ActionResult
 
+from . import patching
 from .ssm_ext import R, SSMError, _b, nodes, paginate, prune, validation
 
 
@@ -25,6 +26,9 @@ def send_command(self: R) -> ActionResult:
         raise validation("Either InstanceIds or Targets must be specified.")
     if instance_ids and targets:
         raise validation("InstanceIds and Targets cannot be specified together.")
+    problem = patching.parameter_problem(self._get_param("DocumentName"), self._get_param("Parameters", {}) or {})
+    if problem:
+        raise SSMError("InvalidParameters", problem)
     # InvalidInstanceId only for unknown, shutting-down or terminated instances (SendCommand)
     known = {n.instance_id for n in nodes(backend)}
     for iid in instance_ids:
