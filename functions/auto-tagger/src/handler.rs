@@ -177,6 +177,46 @@ fn ids_from_arns(resources: &[String], kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `id` is a node id of `kind` as SSM's API pattern has it
+/// (`(^i-(\w{8}|\w{17})$)|(^mi-\w{17}$)`, API Reference `InstancePatchState.InstanceId`):
+/// an EC2 instance `i-` + 8 or 17 word characters, an on-prem node `mi-` + 17.
+fn valid_node_id(id: &str, kind: &str) -> bool {
+    let word = |rest: &str| rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    match kind {
+        "instance" => id
+            .strip_prefix("i-")
+            .is_some_and(|rest| matches!(rest.len(), 8 | 17) && word(rest)),
+        _ => id
+            .strip_prefix("mi-")
+            .is_some_and(|rest| rest.len() == 17 && word(rest)),
+    }
+}
+
+/// Every id is a well-formed node id of `kind`, or the event is malformed (an absurd id is
+/// never sent to EC2 or SSM). The message quotes at most 40 characters of a bad id.
+fn check_ids(detail_type: &str, ids: &[String], kind: &str) -> Result<(), HandlerError> {
+    match ids.iter().find(|id| !valid_node_id(id, kind)) {
+        None => Ok(()),
+        Some(bad) => {
+            let shown: String = bad.chars().take(40).collect();
+            let more = if bad.chars().count() > 40 {
+                format!("… ({} characters)", bad.chars().count())
+            } else {
+                String::new()
+            };
+            let want = if kind == "instance" {
+                "`i-` and 8 or 17 characters"
+            } else {
+                "`mi-` and 17 characters"
+            };
+            Err(malformed(
+                detail_type,
+                format!("`{shown}{more}` is not a {kind} id ({want})"),
+            ))
+        }
+    }
+}
+
 fn push_unique(ids: &mut Vec<String>, id: String) {
     if !ids.contains(&id) {
         ids.push(id);
@@ -206,6 +246,7 @@ pub fn parse(event: Value) -> Result<Trigger, HandlerError> {
             for id in ids_from_arns(&resources, "instance") {
                 push_unique(&mut ids, id);
             }
+            check_ids(detail_type, &ids, "instance")?;
             Ok(Trigger::Tag { ids })
         }
         ("aws.tag", TAG_CHANGE) => {
@@ -229,6 +270,7 @@ pub fn parse(event: Value) -> Result<Trigger, HandlerError> {
                     format!("no EC2 instance ARN in `resources` ({resources:?})"),
                 ));
             }
+            check_ids(detail_type, &ids, "instance")?;
             info!(instance_ids = %ids.join(","), changed = %d.changed_tag_keys.join(","), tags = d.tags.len(), "tag change");
             Ok(Trigger::TagChange {
                 ids,
@@ -254,6 +296,7 @@ pub fn parse(event: Value) -> Result<Trigger, HandlerError> {
                     "no managed-instance ARN in `resources` and no `detail.instance-id`",
                 ));
             }
+            check_ids(detail_type, &ids, "managed-instance")?;
             Ok(Trigger::Tag { ids })
         }
         (event_source, detail_type) => Err(HandlerError::UnsupportedEvent {
@@ -358,6 +401,39 @@ mod tests {
                 changed_keys: vec!["Environment".to_string()],
             }
         );
+    }
+
+    #[test]
+    fn an_absurd_node_id_is_a_malformed_event_that_quotes_only_its_start() {
+        let huge = format!("i-{}", "0".repeat(10 * 1024));
+        let mut launch = event(PENDING);
+        launch["detail"]["instance-id"] = Value::from(huge.clone());
+        let err = parse(launch).expect_err("a 10 KB id");
+        let text = err.to_string();
+        assert_eq!(Diagnostic::from(err).error_type, "MalformedEvent");
+        assert!(text.contains("(10242 characters)") && text.len() < 300, "{text}");
+        for bad in ["i-123", "i-0123456789abcdef", "x-1234567890abcdef0", "i-12345678;rm"] {
+            let mut e = event(PENDING);
+            e["detail"]["instance-id"] = Value::from(bad);
+            assert!(parse(e).is_err(), "{bad}");
+        }
+        // 8 characters: the older EC2 id format is still valid.
+        let mut old = event(PENDING);
+        old["detail"]["instance-id"] = Value::from("i-1a2b3c4d");
+        old["resources"] = Value::Array(vec![]);
+        assert!(parse(old).is_ok());
+        // An instance ARN in `resources` with a bad id, and a registration whose node id is
+        // not `mi-` + 17.
+        let mut tag = event(TAG_ENV);
+        tag["resources"] = serde_json::json!([format!(
+            "arn:aws:ec2:us-east-1:123456789012:instance/{huge}"
+        )]);
+        assert!(parse(tag).is_err());
+        let mut reg = event(REGISTRATION);
+        reg["resources"] =
+            serde_json::json!(["arn:aws:ssm:us-east-1:123456789012:managed-instance/mi-0123"]);
+        reg["detail"] = Value::Null;
+        assert!(parse(reg).is_err());
     }
 
     #[test]
