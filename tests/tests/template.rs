@@ -856,3 +856,45 @@ fn instance_tag_writes_are_limited_to_the_patch_group_and_ownership_keys() {
         "every instance tag write belongs to a function's own policy"
     );
 }
+
+#[test]
+fn every_function_logs_to_a_group_with_the_stacks_retention() {
+    let t = template();
+    let retention = t
+        .get("Parameters")
+        .and_then(|p| p.get("LogRetentionDays"))
+        .expect("a LogRetentionDays parameter");
+    assert_eq!(
+        retention.get("Default").and_then(Yaml::as_u64),
+        Some(30),
+        "30 days unless the operator says otherwise"
+    );
+    let groups: Vec<&Yaml> = resources(&t)
+        .values()
+        .filter(|r| r.get("Type").and_then(Yaml::as_str) == Some("AWS::Logs::LogGroup"))
+        .collect();
+    let mut covered = BTreeSet::new();
+    for g in &groups {
+        let props = g.get("Properties").expect("log group properties");
+        assert!(
+            is_ref_to(props.get("RetentionInDays"), "LogRetentionDays"),
+            "{props:?}"
+        );
+        let name = match props.get("LogGroupName") {
+            Some(Yaml::Tagged(tagged)) if tagged.tag == "Sub" => {
+                tagged.value.as_str().unwrap_or_default().to_string()
+            }
+            other => panic!("LogGroupName must be !Sub /aws/lambda/${{Function}}: {other:?}"),
+        };
+        let function = name
+            .strip_prefix("/aws/lambda/${")
+            .and_then(|f| f.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{name} is not the function's own log group"));
+        covered.insert(function.to_string());
+    }
+    let functions: BTreeSet<String> = functions(&t).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        covered, functions,
+        "one log group per function, named as Lambda names it"
+    );
+}
