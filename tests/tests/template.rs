@@ -898,3 +898,32 @@ fn every_function_logs_to_a_group_with_the_stacks_retention() {
         "one log group per function, named as Lambda names it"
     );
 }
+
+#[test]
+fn the_event_driven_functions_have_a_concurrency_cap_from_a_parameter() {
+    let t = template();
+    let functions = functions(&t);
+    for (function, parameter) in [
+        ("AutoTaggerFunction", "TaggerReservedConcurrency"),
+        ("RunNotifierFunction", "NotifierReservedConcurrency"),
+    ] {
+        let (_, f) = functions
+            .iter()
+            .find(|(id, _)| id == function)
+            .expect("the function");
+        let cap = f
+            .get("Properties")
+            .and_then(|p| p.get("ReservedConcurrentExecutions"));
+        assert!(is_ref_to(cap, parameter), "{function}: {cap:?}");
+        let spec = t
+            .get("Parameters")
+            .and_then(|p| p.get(parameter))
+            .expect("the parameter");
+        // 0 would stop the function altogether.
+        assert_eq!(spec.get("MinValue").and_then(Yaml::as_u64), Some(1));
+        assert!(spec
+            .get("Default")
+            .and_then(Yaml::as_u64)
+            .is_some_and(|d| d >= 1));
+    }
+}
