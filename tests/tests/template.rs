@@ -927,3 +927,68 @@ fn the_event_driven_functions_have_a_concurrency_cap_from_a_parameter() {
             .is_some_and(|d| d >= 1));
     }
 }
+
+#[test]
+fn alarms_publish_to_their_own_topic_which_only_cloudwatch_may_use() {
+    let t = template();
+    let res = resources(&t);
+    let alarms: Vec<(&Yaml, &Yaml)> = res
+        .iter()
+        .filter(|(_, r)| r.get("Type").and_then(Yaml::as_str) == Some("AWS::CloudWatch::Alarm"))
+        .collect();
+    assert!(!alarms.is_empty());
+    for (id, alarm) in alarms {
+        let props = alarm.get("Properties").expect("alarm properties");
+        let actions = props
+            .get("AlarmActions")
+            .and_then(Yaml::as_sequence)
+            .unwrap_or_else(|| panic!("{id:?} has no AlarmActions"));
+        // CloudWatch publishes without message attributes: on the report topic a subscriber
+        // with a filter policy would never see it.
+        assert!(
+            actions.len() == 1 && is_ref_to(actions.first(), "AlarmTopic"),
+            "{id:?}: {actions:?}"
+        );
+        assert!(props.get("OKActions").is_none() && props.get("InsufficientDataActions").is_none());
+    }
+    let policy = |topic: &str| -> Vec<Yaml> {
+        let p = res
+            .values()
+            .find(|r| {
+                r.get("Type").and_then(Yaml::as_str) == Some("AWS::SNS::TopicPolicy")
+                    && r.get("Properties")
+                        .and_then(|p| p.get("Topics"))
+                        .and_then(Yaml::as_sequence)
+                        .is_some_and(|ts| is_ref_to(ts.first(), topic))
+            })
+            .unwrap_or_else(|| panic!("a topic policy for {topic}"));
+        p.get("Properties")
+            .and_then(|p| p.get("PolicyDocument"))
+            .and_then(|d| d.get("Statement"))
+            .and_then(Yaml::as_sequence)
+            .cloned()
+            .expect("statements")
+    };
+    let allows_cloudwatch = |statements: &[Yaml]| {
+        statements.iter().any(|s| {
+            is_allow(s)
+                && s.get("Principal")
+                    .and_then(|p| p.get("Service"))
+                    .and_then(Yaml::as_str)
+                    == Some("cloudwatch.amazonaws.com")
+        })
+    };
+    assert!(allows_cloudwatch(&policy("AlarmTopic")));
+    assert!(
+        !allows_cloudwatch(&policy("ReportTopic")),
+        "nothing but the two functions publishes reports"
+    );
+    // The stack's e-mail address gets the alarms too.
+    assert!(res.values().any(|r| {
+        r.get("Type").and_then(Yaml::as_str) == Some("AWS::SNS::Subscription")
+            && is_ref_to(
+                r.get("Properties").and_then(|p| p.get("TopicArn")),
+                "AlarmTopic",
+            )
+    }));
+}
