@@ -568,6 +568,55 @@ async fn a_duplicate_event_sends_nothing_more() {
 }
 
 #[tokio::test]
+async fn two_concurrent_deliveries_of_one_event_send_one_mail() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    let event = window_event(WINDOW_SUCCESS, &run);
+    // EventBridge delivers at least once: the same event twice, at the same time. Both run
+    // interleaved on this task, each request a real HTTP call to the emulator.
+    let (a, b) = tokio::join!(
+        handle(&setup.notifier, event.clone(), deadline()),
+        handle(&setup.notifier, event.clone(), deadline())
+    );
+    let outcomes: Vec<String> = [&a, &b]
+        .iter()
+        .map(|r| match r {
+            Ok(resp) => format!("{:?}", resp.outcome),
+            Err(e) => format!("error: {e}"),
+        })
+        .collect();
+    let published_count = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Ok(resp) if resp.outcome == Outcome::Published))
+        .count();
+    println!("concurrent deliveries: {outcomes:?}");
+    assert_eq!(published_count, 1, "{outcomes:?}");
+    // The other one saw the claim: a duplicate, or (claim still in progress) an error that
+    // Lambda retries; the retry is a duplicate.
+    for r in [a, b] {
+        match r {
+            Ok(resp) if resp.outcome == Outcome::Published => {}
+            Ok(resp) => assert_eq!(resp.outcome, Outcome::Duplicate),
+            Err(_) => {
+                let retry = handle(&setup.notifier, event.clone(), deadline())
+                    .await
+                    .expect("the retry");
+                assert_eq!(retry.outcome, Outcome::Duplicate);
+            }
+        }
+    }
+    assert_eq!(
+        deliveries(emu, &setup.queue_url).await.len(),
+        1,
+        "exactly one mail: {outcomes:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_report_in_progress_elsewhere_fails_so_the_delivery_is_retried() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
