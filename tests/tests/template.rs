@@ -992,3 +992,27 @@ fn alarms_publish_to_their_own_topic_which_only_cloudwatch_may_use() {
             )
     }));
 }
+
+#[test]
+fn every_function_outlives_one_aws_calls_timeout() {
+    let t = template();
+    let global = t
+        .get("Globals")
+        .and_then(|g| g.get("Function"))
+        .and_then(|f| f.get("Timeout"))
+        .and_then(Yaml::as_u64);
+    for (function, resource) in functions(&t) {
+        let timeout = resource
+            .get("Properties")
+            .and_then(|p| p.get("Timeout"))
+            .and_then(Yaml::as_u64)
+            .or(global)
+            .unwrap_or(3);
+        assert!(
+            timeout > patchpilot::aws::OPERATION_TIMEOUT.as_secs(),
+            "{function}: Timeout {timeout} s must exceed one AWS call's {} s, so the call's \
+             error is reported before Lambda ends the invocation",
+            patchpilot::aws::OPERATION_TIMEOUT.as_secs()
+        );
+    }
+}

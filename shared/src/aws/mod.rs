@@ -27,20 +27,39 @@ use aws_smithy_http_client::{tls, Builder, ConnectorBuilder};
 use serde::Serialize;
 use thiserror::Error;
 
+/// One attempt of one AWS call may take this long (a hung connection is cut, then retried).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One AWS call, all its attempts and back-offs included, ends by then: within the shortest
+/// function timeout (auto-tagger's 30 s in template.yaml), so a call that cannot succeed
+/// fails with its error while the function can still report it, instead of Lambda killing
+/// the invocation at its timeout with nothing said.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
+
 /// Load the SDK configuration once per cold start: region, credentials and
 /// `AWS_ENDPOINT_URL` (the local emulator) from the environment. Throttling and transient
 /// errors are retried by the SDK's standard retry mode with exponential backoff and jitter;
-/// five attempts ride out a burst of `ThrottlingException`s on a large fleet.
+/// five attempts ride out a burst of `ThrottlingException`s on a large fleet. Each call is
+/// bounded by [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`].
 pub async fn load_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client())
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(5)
-                .with_initial_backoff(Duration::from_millis(200)),
-        )
+        .retry_config(retry_config())
+        .timeout_config(timeout_config())
         .load()
         .await
+}
+
+fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(5)
+        .with_initial_backoff(Duration::from_millis(200))
+}
+
+fn timeout_config() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
 }
 
 /// The SDK's default HTTPS client (hyper 1 + rustls, the platform's native root
@@ -324,6 +343,17 @@ impl fmt::Display for CallSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_retry_five_times_and_end_within_their_timeouts() {
+        let r = retry_config();
+        assert_eq!(r.mode(), aws_config::retry::RetryMode::Standard);
+        assert_eq!(r.max_attempts(), 5);
+        let t = timeout_config();
+        assert_eq!(t.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(t.operation_timeout(), Some(OPERATION_TIMEOUT));
+        assert!(ATTEMPT_TIMEOUT < OPERATION_TIMEOUT);
+    }
 
     #[test]
     fn an_iam_denial_names_the_action_the_resource_and_the_role() {
