@@ -205,13 +205,13 @@ fn check_ids(detail_type: &str, ids: &[String], kind: &str) -> Result<(), Handle
                 String::new()
             };
             let want = if kind == "instance" {
-                "`i-` and 8 or 17 characters"
+                "an EC2 instance id (`i-` and 8 or 17 characters)"
             } else {
-                "`mi-` and 17 characters"
+                "a managed-node id (`mi-` and 17 characters)"
             };
             Err(malformed(
                 detail_type,
-                format!("`{shown}{more}` is not a {kind} id ({want})"),
+                format!("`{shown}{more}` is not {want}"),
             ))
         }
     }
@@ -411,8 +411,16 @@ mod tests {
         let err = parse(launch).expect_err("a 10 KB id");
         let text = err.to_string();
         assert_eq!(Diagnostic::from(err).error_type, "MalformedEvent");
-        assert!(text.contains("(10242 characters)") && text.len() < 300, "{text}");
-        for bad in ["i-123", "i-0123456789abcdef", "x-1234567890abcdef0", "i-12345678;rm"] {
+        assert!(
+            text.contains("(10242 characters)") && text.len() < 300,
+            "{text}"
+        );
+        for bad in [
+            "i-123",
+            "i-0123456789abcdef",
+            "x-1234567890abcdef0",
+            "i-12345678;rm",
+        ] {
             let mut e = event(PENDING);
             e["detail"]["instance-id"] = Value::from(bad);
             assert!(parse(e).is_err(), "{bad}");
