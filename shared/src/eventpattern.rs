@@ -146,32 +146,33 @@ fn match_operator(
                 problem: "takes true or false",
             }),
         },
-        "prefix" => {
-            let prefix = operand.as_str().ok_or(PatternError::InvalidOperand {
-                path: path.to_string(),
-                operator: "prefix",
-                problem: "takes a string",
-            })?;
-            Ok(any_value(field, |v| {
-                v.as_str().is_some_and(|s| s.starts_with(prefix))
-            }))
-        }
-        "suffix" => {
-            let suffix = operand.as_str().ok_or(PatternError::InvalidOperand {
-                path: path.to_string(),
-                operator: "suffix",
-                problem: "takes a string",
-            })?;
-            Ok(any_value(field, |v| {
-                v.as_str().is_some_and(|s| s.ends_with(suffix))
-            }))
-        }
+        "prefix" => string_test(operand, field, path, "prefix", |s, p| s.starts_with(p)),
+        "suffix" => string_test(operand, field, path, "suffix", |s, p| s.ends_with(p)),
         "anything-but" => anything_but(operand, field, path),
         other => Err(PatternError::UnsupportedOperator {
             path: path.to_string(),
             operator: other.to_string(),
         }),
     }
+}
+
+/// `prefix` / `suffix`: the operand is a string, and some string value of the field passes
+/// `test(value, operand)`.
+fn string_test(
+    operand: &Value,
+    field: Option<&Value>,
+    path: &str,
+    operator: &'static str,
+    test: fn(&str, &str) -> bool,
+) -> Result<bool, PatternError> {
+    let want = operand.as_str().ok_or(PatternError::InvalidOperand {
+        path: path.to_string(),
+        operator,
+        problem: "takes a string",
+    })?;
+    Ok(any_value(field, |v| {
+        v.as_str().is_some_and(|s| test(s, want))
+    }))
 }
 
 fn anything_but(operand: &Value, field: Option<&Value>, path: &str) -> Result<bool, PatternError> {
