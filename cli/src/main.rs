@@ -397,11 +397,12 @@ fn plan(args: &PlanArgs, now: DateTime<Utc>) -> ExitCode {
         Err(e) => return fail(&e),
     };
     print_warnings(&validation.problems);
-    let loaded = LoadedPolicy {
-        policy,
-        warnings: validation.problems,
-        source: source.to_string(),
-    };
+    // The hash names the policy the plan came from; re-reading the text cannot fail where
+    // the first read succeeded, and an empty text only changes that label.
+    let text = input::read_text(args.policy.policy.as_deref())
+        .map(|(_, t)| t)
+        .unwrap_or_default();
+    let loaded = LoadedPolicy::from_text(policy, validation.problems, source.to_string(), &text);
     let deployment = deployment(&args.deploy);
     let owner = Owner::new(&args.deploy.stack);
     let runtime = match tokio::runtime::Builder::new_current_thread()

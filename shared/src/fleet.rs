@@ -625,6 +625,83 @@ pub async fn tag_instances<E: InstancePort, M: ManagedPort>(
     Ok(outcomes)
 }
 
+/// Tags of one instance known better than a read gives them: EC2's `DescribeInstances` is
+/// eventually consistent (Amazon EC2 API Reference, "Eventual consistency in the Amazon EC2
+/// API"), so a read right after a tag change may still show the old tags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownTags {
+    /// The instance's tags as a `Tag Change on Resource` event carried them (`detail.tags`:
+    /// every tag of the resource after the change). Decide from these, except the Patch
+    /// Group key and the ownership marker.
+    pub tags: BTreeMap<String, String>,
+    /// The Patch Group key and marker as patchpilot itself just wrote them (read-after-write
+    /// from our own `CreateTags` / `DeleteTags`); `None`: as the read shows them.
+    pub own: Option<BTreeMap<String, String>>,
+}
+
+impl KnownTags {
+    /// What the Patch Group key and the marker are after `outcome` was applied.
+    pub fn after(mut self, outcome: &TagOutcome, policy: &Policy, owner: &Owner) -> KnownTags {
+        let mut own = BTreeMap::new();
+        if outcome.action == Action::Tagged {
+            if let Some(g) = &outcome.patch_group {
+                own.insert(policy.tag_key.clone(), g.clone());
+                own.insert(OWNERSHIP_TAG_KEY.to_string(), owner.stack().to_string());
+            }
+        }
+        self.own = Some(own);
+        self
+    }
+}
+
+/// Tag one instance from [`KnownTags`] rather than from the read alone: one describe (for
+/// the platform facts and, unless known, patchpilot's own keys), then at most one write.
+pub async fn tag_instance_known<E: InstancePort, M: ManagedPort>(
+    id: &str,
+    known: &KnownTags,
+    policy: &Policy,
+    owner: &Owner,
+    adapters: &FleetAdapters<E, M>,
+    calls: &CallLog,
+) -> Result<TagOutcome, FleetError> {
+    let kind = kind_of(id)?;
+    let ids = [id.to_string()];
+    let facts = match kind {
+        ResourceKind::Ec2Instance => adapters.ec2.describe(&ids, calls).await?,
+        ResourceKind::ManagedInstance => adapters.managed.describe(&ids, calls).await?,
+    };
+    let Some(mut f) = facts.into_iter().find(|f| f.instance_id == id) else {
+        let outcome = gone(id, "not returned by EC2 DescribeInstances");
+        log_outcome(&outcome);
+        return Ok(outcome);
+    };
+    let own_keys = [policy.tag_key.as_str(), OWNERSHIP_TAG_KEY];
+    let mut tags: BTreeMap<String, String> = known
+        .tags
+        .iter()
+        .filter(|(k, _)| !own_keys.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let own = known.own.as_ref().unwrap_or(&f.tags);
+    for key in own_keys {
+        if let Some(v) = own.get(key) {
+            tags.insert(key.to_string(), v.clone());
+        }
+    }
+    if kind == ResourceKind::Ec2Instance {
+        f.name = tags.get("Name").cloned();
+    }
+    f.tags = tags;
+    let (outcome, write) = decide(policy, owner, &f);
+    let mut pending = PendingWrites::default();
+    if let Some(write) = write {
+        pending.push(kind, id, write);
+    }
+    pending.flush(policy, owner, adapters, calls, false).await?;
+    log_outcome(&outcome);
+    Ok(outcome)
+}
+
 /// Sweep the whole fleet (every EC2 instance that is not terminated, every managed node) and
 /// fix missing or wrong Patch Group tags, removing patchpilot's own tag from excluded
 /// instances. Pages are read first, then the writes are made grouped by value across the

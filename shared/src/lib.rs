@@ -8,6 +8,7 @@ pub mod console;
 pub mod coverage;
 pub mod coverage_notice;
 pub mod eventpattern;
+pub mod failure;
 pub mod fleet;
 pub mod logging;
 pub mod names;

@@ -795,6 +795,7 @@ mod tests {
             missed: vec![],
             full_report: None,
             promotion: vec![],
+            policy: None,
         };
         let strict = Gate::default();
         let ok = report(vec![inst("i-1", "Success", 0), inst("i-2", "Success", 0)]);

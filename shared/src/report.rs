@@ -346,6 +346,10 @@ pub struct RunReport {
     /// host against the manifest. One line each; empty when promotion does not apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotion: Vec<String>,
+    /// Which policy the report was made with (parameter, version, hash; whether it is the
+    /// last known good one): the footer's last line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// Counts of a run, as the subject and the summary line tell them.
@@ -766,6 +770,9 @@ impl RunReport {
         if let Some(location) = &self.full_report {
             let _ = write!(t, "\nRun Command output: {location}\n");
         }
+        if let Some(policy) = &self.policy {
+            let _ = write!(t, "\nPolicy: {policy}\n");
+        }
         t
     }
 
@@ -1122,7 +1129,19 @@ mod tests {
             missed: vec![],
             full_report: Some("s3://out/patchpilot/run-command/".into()),
             promotion: Vec::new(),
+            policy: Some("/patchpilot/policy version 3 (sha256 ba7816bf8f01)".into()),
         }
+    }
+
+    #[test]
+    fn the_footer_ends_with_the_policy_the_report_was_made_with() {
+        let r = reference_run();
+        let text = r.text_body(Keep::ALL);
+        assert!(
+            text.trim_end()
+                .ends_with("Policy: /patchpilot/policy version 3 (sha256 ba7816bf8f01)"),
+            "{text}"
+        );
     }
 
     #[test]

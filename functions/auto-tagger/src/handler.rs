@@ -11,6 +11,20 @@
 //!   window patches it any more;
 //! - `SSM Managed Instance Registration` (`aws.ssm`): the `mi-*` id is the last path segment
 //!   of `resources[0]` (AWS publishes no example payload; `detail` is treated as optional).
+//!
+//! A tag change decides from the event's own `detail.tags` (EventBridge User Guide, "Tag
+//! Change on Resource": every tag of the resource after the change), not from an eventually
+//! consistent re-read, and in the order of the events (`patchpilot::aws::tag_order`): two
+//! racing changes of one instance converge on the newest one's group.
+//!
+//! Every id is checked against the format the SSM API model gives `InstanceId`
+//! (`(^i-(\w{8}|\w{17})$)|(^mi-\w{17}$)`; EC2 User Guide, "Resource IDs": 8 or 17
+//! characters after the hyphen) before any AWS call: anything else is a `MalformedEvent`.
+//!
+//! Failures are classified (`patchpilot::failure`): a malformed or unsupported event, an
+//! unsupported id and an IAM denial are permanent (logged with their `errorType`, counted,
+//! not retried); throttling, 5xx, timeouts and an instance EC2 does not show yet are
+//! transient (Lambda retries, then the failure queue).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,11 +32,15 @@ use std::time::Duration;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::Diagnostic;
 use patchpilot::aws::ec2::Ec2Fleet;
+use patchpilot::aws::last_good::LastGoodStore;
 use patchpilot::aws::managed::ManagedInstances;
 use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
-use patchpilot::aws::{denial_in, CallLog, CallSummary, ACCESS_DENIED_ERROR_TYPE};
+use patchpilot::aws::tag_order::{TagEvent, TagOrder, Turn};
+use patchpilot::aws::{denial_in, AwsError, CallLog, CallSummary, ACCESS_DENIED_ERROR_TYPE};
+use patchpilot::failure::{settle, Classified, Retry, TransientFailure};
 use patchpilot::fleet::{
-    tag_instances, FleetAdapters, FleetError, InstancePort, ManagedPort, TagOutcome,
+    tag_instance_known, tag_instances, Action, FleetAdapters, FleetError, InstancePort, KnownTags,
+    ManagedPort, TagOutcome,
 };
 use patchpilot::names::{Owner, OWNERSHIP_TAG_KEY};
 use patchpilot::settings::Settings;
@@ -34,6 +52,10 @@ use tracing::info;
 pub const EC2_STATE_CHANGE: &str = "EC2 Instance State-change Notification";
 pub const TAG_CHANGE: &str = "Tag Change on Resource";
 pub const MANAGED_INSTANCE_REGISTRATION: &str = "SSM Managed Instance Registration";
+/// The function's `Timeout` in template.yaml (every AWS call must end well within it).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// The function's name in logs and metrics.
+pub const FUNCTION: &str = "auto-tagger";
 
 /// What the handler needs, built once per cold start.
 pub struct Tagger<E = Ec2Fleet, M = ManagedInstances> {
@@ -41,19 +63,33 @@ pub struct Tagger<E = Ec2Fleet, M = ManagedInstances> {
     pub policy: PolicySource,
     /// The stack whose marker (`patchpilot:managed=<stack>`) the tagger writes and trusts.
     pub owner: Owner,
+    /// The order of tag changes per instance (`IDEMPOTENCY_TABLE`); `None`: decide from each
+    /// event alone.
+    pub order: Option<TagOrder>,
 }
 
 impl Tagger {
     /// Adapters over `config` (the emulator when `AWS_ENDPOINT_URL` is set); policy, stack
     /// and deployed tag key from `settings` (`Settings::from_env()` in Lambda).
     pub fn from_settings(config: &aws_config::SdkConfig, settings: Settings) -> Tagger {
+        let mut policy = PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings);
+        let mut order = None;
+        if let Some(table) = &settings.idempotency_table {
+            let dynamodb = aws_sdk_dynamodb::Client::new(config);
+            policy = policy.with_last_good(
+                LastGoodStore::new(dynamodb.clone(), table, &settings.owner),
+                true,
+            );
+            order = Some(TagOrder::new(dynamodb, table, &settings.owner));
+        }
         Tagger {
             fleet: FleetAdapters {
                 ec2: Ec2Fleet::new(config),
                 managed: ManagedInstances::new(config),
             },
-            policy: PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings),
+            policy,
             owner: settings.owner,
+            order,
         }
     }
 }
@@ -68,6 +104,7 @@ impl<E, M> Tagger<E, M> {
             fleet,
             policy: PolicySource::new(ssm, None, Duration::from_secs(60)),
             owner: Owner::default(),
+            order: None,
         }
     }
 
@@ -91,12 +128,18 @@ pub enum HandlerError {
     Policy(#[from] PolicySourceError),
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error("ordering the tag changes of {instance_id} in the idempotency table: {source}")]
+    Order {
+        instance_id: String,
+        #[source]
+        source: AwsError,
+    },
 }
 
-impl From<HandlerError> for Diagnostic {
-    fn from(e: HandlerError) -> Diagnostic {
-        let error_type = match &e {
-            _ if denial_in(&e).is_some() => ACCESS_DENIED_ERROR_TYPE,
+impl Classified for HandlerError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            _ if denial_in(self).is_some() => ACCESS_DENIED_ERROR_TYPE,
             HandlerError::MalformedEvent { .. } => "MalformedEvent",
             HandlerError::UnsupportedEvent { .. } => "UnsupportedEvent",
             HandlerError::Policy(e) => e.error_type(),
@@ -105,12 +148,52 @@ impl From<HandlerError> for Diagnostic {
             HandlerError::Fleet(FleetError::Aws { .. } | FleetError::Request { .. }) => {
                 "AwsCallFailed"
             }
-        };
+            HandlerError::Order { .. } => "TagOrderFailed",
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            _ if denial_in(self).is_some() => Retry::Permanent,
+            HandlerError::MalformedEvent { .. }
+            | HandlerError::UnsupportedEvent { .. }
+            | HandlerError::Fleet(FleetError::UnsupportedId { .. } | FleetError::Request { .. }) => {
+                Retry::Permanent
+            }
+            HandlerError::Policy(PolicySourceError::Read { source, .. }) => source.retry(),
+            // No valid policy at all (none stored yet): keep the event for a redrive.
+            HandlerError::Policy(_) => Retry::Transient,
+            HandlerError::Fleet(FleetError::NotVisible { .. }) => Retry::Transient,
+            HandlerError::Fleet(FleetError::Aws { source, .. })
+            | HandlerError::Order { source, .. } => source.retry(),
+        }
+    }
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
         Diagnostic {
-            error_type: error_type.to_string(),
+            error_type: e.error_type().to_string(),
             error_message: e.to_string(),
         }
     }
+}
+
+/// One Lambda invocation: [`handle`], then a permanent failure ends it without error
+/// (logged, counted) and a transient one fails it so that Lambda retries.
+pub async fn invoke<E: InstancePort, M: ManagedPort>(
+    tagger: &Tagger<E, M>,
+    event: Value,
+) -> Result<Value, Diagnostic> {
+    settle(FUNCTION, handle(tagger, event).await).map_err(
+        |TransientFailure {
+             error_type,
+             error_message,
+         }| Diagnostic {
+            error_type: error_type.to_string(),
+            error_message,
+        },
+    )
 }
 
 /// The handler's answer (also logged).
@@ -156,6 +239,8 @@ pub enum Trigger {
     TagChange {
         ids: Vec<String>,
         changed_keys: Vec<String>,
+        /// `detail.tags`, EventBridge `id` and `time`.
+        event: TagEvent,
     },
     /// Nothing to do, with the reason.
     Ignore { reason: String },
@@ -275,6 +360,11 @@ pub fn parse(event: Value) -> Result<Trigger, HandlerError> {
             Ok(Trigger::TagChange {
                 ids,
                 changed_keys: d.changed_tag_keys,
+                event: TagEvent {
+                    event_id: event.id.clone().unwrap_or_default(),
+                    time: event.time.unwrap_or_else(chrono::Utc::now),
+                    tags: d.tags,
+                },
             })
         }
         ("aws.ssm", MANAGED_INSTANCE_REGISTRATION) => {
@@ -313,10 +403,14 @@ pub async fn handle<E: InstancePort, M: ManagedPort>(
 ) -> Result<Response, HandlerError> {
     let calls = CallLog::new();
     let trigger = parse(event)?;
-    let ids = match trigger {
+    let (ids, event) = match trigger {
         Trigger::Ignore { reason } => return Ok(ignored(reason, &calls)),
-        Trigger::Tag { ids } => ids,
-        Trigger::TagChange { ids, changed_keys } => {
+        Trigger::Tag { ids } => (ids, None),
+        Trigger::TagChange {
+            ids,
+            changed_keys,
+            event,
+        } => {
             let policy = tagger.policy.get(&calls).await?.policy;
             let own = [policy.tag_key.as_str(), OWNERSHIP_TAG_KEY];
             if changed_keys.iter().all(|k| own.contains(&k.as_str())) {
@@ -328,15 +422,24 @@ pub async fn handle<E: InstancePort, M: ManagedPort>(
                     &calls,
                 ));
             }
-            ids
+            (ids, Some(event))
         }
     };
     let loaded = tagger.policy.get(&calls).await?;
-    let results = tag_instances(&ids, &loaded.policy, &tagger.owner, &tagger.fleet, &calls).await?;
+    let results = match event {
+        None => tag_instances(&ids, &loaded.policy, &tagger.owner, &tagger.fleet, &calls).await?,
+        Some(event) => {
+            let mut results = Vec::new();
+            for id in &ids {
+                results.push(tag_change(tagger, id, &event, &loaded.policy, &calls).await?);
+            }
+            results
+        }
+    };
     let aws_calls = calls.summary();
     info!(
         instances = results.len(),
-        policy = %loaded.source,
+        policy = %loaded.label(),
         aws_reads = aws_calls.reads,
         aws_writes = aws_calls.writes,
         aws_calls = %serde_json::to_string(&aws_calls.by_operation).unwrap_or_default(),
@@ -347,6 +450,58 @@ pub async fn handle<E: InstancePort, M: ManagedPort>(
         ignored: None,
         aws_calls,
     })
+}
+
+/// One instance of a tag-change event: in event order when the table is configured
+/// (`patchpilot::aws::tag_order`: claim, decide from the event's tags, write, check).
+async fn tag_change<E: InstancePort, M: ManagedPort>(
+    tagger: &Tagger<E, M>,
+    id: &str,
+    event: &TagEvent,
+    policy: &patchpilot::policy::Policy,
+    calls: &CallLog,
+) -> Result<TagOutcome, HandlerError> {
+    let known = KnownTags {
+        tags: event.tags.clone(),
+        own: None,
+    };
+    let Some(order) = &tagger.order else {
+        return Ok(
+            tag_instance_known(id, &known, policy, &tagger.owner, &tagger.fleet, calls).await?,
+        );
+    };
+    let ordered = |source| HandlerError::Order {
+        instance_id: id.to_string(),
+        source,
+    };
+    if let Turn::Superseded { newer } = order.claim(id, event, calls).await.map_err(ordered)? {
+        return Ok(TagOutcome {
+            instance_id: id.to_string(),
+            action: Action::Unchanged,
+            patch_group: None,
+            reason: Some(format!(
+                "superseded: a newer tag change of this instance ({newer}) decides its patch group"
+            )),
+        });
+    }
+    let outcome =
+        tag_instance_known(id, &known, policy, &tagger.owner, &tagger.fleet, calls).await?;
+    if !matches!(outcome.action, Action::Tagged | Action::Untagged) {
+        return Ok(outcome);
+    }
+    // Our write may have landed after the write of a newer event's handler.
+    match order.newest(id, calls).await.map_err(ordered)? {
+        Some(newest) if newest.event_id != event.event_id => {
+            info!(instance_id = %id, newer = %newest.time, "a newer tag change was claimed meanwhile: applying its tags");
+            let known = KnownTags {
+                tags: newest.tags,
+                own: None,
+            }
+            .after(&outcome, policy, &tagger.owner);
+            Ok(tag_instance_known(id, &known, policy, &tagger.owner, &tagger.fleet, calls).await?)
+        }
+        _ => Ok(outcome),
+    }
 }
 
 fn ignored(reason: String, calls: &CallLog) -> Response {
@@ -393,14 +548,60 @@ mod tests {
     }
 
     #[test]
-    fn a_tag_change_names_the_instance_and_the_changed_keys() {
-        assert_eq!(
-            parse(event(TAG_ENV)).expect("parses"),
+    fn a_tag_change_names_the_instance_the_changed_keys_and_carries_the_events_tags() {
+        let ev = event(TAG_ENV);
+        let tags: BTreeMap<String, String> =
+            serde_json::from_value(ev["detail"]["tags"].clone()).expect("detail.tags");
+        assert!(!tags.is_empty());
+        match parse(ev.clone()).expect("parses") {
             Trigger::TagChange {
-                ids: vec!["i-0000000aaaaaaaaaa".to_string()],
-                changed_keys: vec!["Environment".to_string()],
+                ids,
+                changed_keys,
+                event,
+            } => {
+                assert_eq!(ids, ["i-0000000aaaaaaaaaa"]);
+                assert_eq!(changed_keys, ["Environment"]);
+                assert_eq!(event.tags, tags, "decided from detail.tags");
+                assert_eq!(Some(event.event_id.as_str()), ev["id"].as_str());
+                assert_eq!(
+                    event
+                        .time
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ev["time"].as_str().expect("time")
+                );
             }
-        );
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_invalid_event_ends_the_invocation_without_error_and_a_hidden_instance_with_one() {
+        let ok = run(invoke(
+            &offline_tagger(),
+            serde_json::json!({"hello": "world"}),
+        ))
+        .expect("permanent: no retry");
+        assert_eq!(ok["errorType"], "MalformedEvent");
+        assert_eq!(ok["retried"], false);
+        let ok = run(invoke(&offline_tagger(), event(SCHEDULED))).expect("permanent");
+        assert_eq!(ok["errorType"], "UnsupportedEvent");
+        let hidden = HandlerError::Fleet(FleetError::NotVisible {
+            ids: vec!["i-0123456789abcdef0".into()],
+            attempts: 5,
+            waited: Duration::from_secs(3),
+            message: "InvalidInstanceID.NotFound".into(),
+        });
+        assert_eq!(hidden.retry(), Retry::Transient);
+        let throttled = HandlerError::Fleet(FleetError::aws(
+            "describing",
+            patchpilot::aws::AwsError::from_parts(
+                patchpilot::aws::Service::Ec2,
+                "DescribeInstances",
+                Some("RequestLimitExceeded".into()),
+                "slow down".into(),
+            ),
+        ));
+        assert_eq!(throttled.retry(), Retry::Transient);
     }
 
     #[test]
@@ -650,7 +851,9 @@ mod tests {
     fn adding_the_exclusion_tag_removes_patchpilots_patch_group_tag() {
         let ev = event(TAG_EXCLUDE);
         match parse(ev.clone()).expect("parses") {
-            Trigger::TagChange { ids, changed_keys } => {
+            Trigger::TagChange {
+                ids, changed_keys, ..
+            } => {
                 assert_eq!(ids, ["i-0000000aaaaaaaaaa"]);
                 assert_eq!(changed_keys, ["patchpilot:exclude"]);
             }

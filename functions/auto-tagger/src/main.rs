@@ -1,7 +1,7 @@
 //! auto-tagger: sets the Patch Group tag on launched, re-tagged or newly registered
 //! instances. Set-up only; the logic is in the handler and `patchpilot::fleet`.
 
-use auto_tagger::{handle, Tagger};
+use auto_tagger::{invoke, Tagger};
 use lambda_runtime::{service_fn, LambdaEvent};
 use patchpilot::settings::Settings;
 use serde_json::Value;
@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let tagger = Tagger::from_settings(&config, Settings::from_env());
     let tagger = &tagger;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(tagger, event.payload).await
+        invoke(tagger, event.payload).await
     }))
     .await
 }

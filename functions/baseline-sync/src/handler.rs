@@ -12,6 +12,18 @@
 //! uncovered hosts differs from the last message's (`patchpilot::coverage_notice`; the last
 //! one is remembered in the idempotency table), including once when every host is covered
 //! again.
+//!
+//! The policy: a valid one is remembered as the last known good policy (item
+//! `policy#<stack>` of the idempotency table, with its version and hash; written only when it
+//! changed), which auto-tagger and run-notifier fall back to. An invalid one changes nothing
+//! and is reported in **one** message on the report topic (`type=policy`, every problem
+//! listed, once per invalid text), and the invocation ends without error: a retry would read
+//! the same text.
+//!
+//! Failures are classified (`patchpilot::failure`): an unsupported event, an invalid policy,
+//! conflicts with another owner's resources and IAM denials are permanent (logged with their
+//! `errorType`, counted, not retried); failed AWS calls are as their error says (throttling,
+//! 5xx, timeouts transient).
 
 use std::time::Duration;
 
@@ -20,11 +32,13 @@ use lambda_runtime::Diagnostic;
 use patchpilot::aws::coverage::CoverageReader;
 use patchpilot::aws::coverage_notice::{CoverageNoticeError, CoverageNotifier, NoticeOutcome};
 use patchpilot::aws::ec2::Ec2Fleet;
+use patchpilot::aws::last_good::{InvalidPolicy, LastGoodStore, PolicyInvalidNotifier};
 use patchpilot::aws::managed::ManagedInstances;
 use patchpilot::aws::patching::Outcome;
 use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
 use patchpilot::aws::promotion::{self, PromotionStore};
-use patchpilot::aws::{denial_in, CallLog, ACCESS_DENIED_ERROR_TYPE};
+use patchpilot::aws::{denial_in, AwsError, CallLog, ACCESS_DENIED_ERROR_TYPE};
+use patchpilot::failure::{retry_in, settle, Classified, Retry, TransientFailure};
 use patchpilot::fleet::FleetAdapters;
 use patchpilot::names::Owner;
 use patchpilot::plan::Deployment;
@@ -43,6 +57,8 @@ pub struct Syncer {
     coverage: CoverageReader,
     /// The coverage message (`TOPIC_ARN`, `IDEMPOTENCY_TABLE`); `None` when either is unset.
     notice: Option<CoverageNotifier>,
+    /// The invalid-policy message (same settings).
+    invalid_notice: Option<PolicyInvalidNotifier>,
     policy: PolicySource,
     deployment: Deployment,
     /// The stack whose resources (`patchpilot:managed=<stack>`) this syncer manages.
@@ -57,12 +73,25 @@ impl Syncer {
     /// deployed tag key, output bucket and window role.
     pub fn from_settings(config: &SdkConfig, settings: Settings) -> Syncer {
         let ssm = aws_sdk_ssm::Client::new(config);
-        let policy = PolicySource::from_settings(ssm.clone(), &settings);
+        let mut policy = PolicySource::from_settings(ssm.clone(), &settings);
+        if let Some(table) = &settings.idempotency_table {
+            // Kept here, never fallen back to: an invalid policy changes nothing.
+            policy = policy.with_last_good(
+                LastGoodStore::new(
+                    aws_sdk_dynamodb::Client::new(config),
+                    table,
+                    &settings.owner,
+                ),
+                false,
+            );
+        }
         let mut syncer =
             Syncer::build(config, policy, ssm, settings.deployment).with_owner(settings.owner);
         match (&settings.topic_arn, &settings.idempotency_table) {
             (Some(topic), Some(table)) => {
                 syncer.notice = Some(CoverageNotifier::new(config, topic, table, &syncer.owner));
+                syncer.invalid_notice =
+                    Some(PolicyInvalidNotifier::new(config, topic, table, &syncer.owner));
             }
             _ => warn!(
                 "TOPIC_ARN or IDEMPOTENCY_TABLE is not set (template.yaml sets both for baseline-sync): coverage changes are logged, not published"
@@ -96,6 +125,7 @@ impl Syncer {
             },
             coverage: CoverageReader::new(config),
             notice: None,
+            invalid_notice: None,
             ssm,
             promotions: deployment
                 .output_bucket
@@ -131,6 +161,14 @@ pub enum HandlerError {
     CoverageNotice(#[source] Box<CoverageNoticeError>),
     #[error("forced promotion refused, nothing changed: {0}")]
     Promotion(String),
+    #[error("{policy}; and its message could not be published: {source}")]
+    InvalidPolicyNotice {
+        policy: Box<PolicySourceError>,
+        #[source]
+        source: AwsError,
+    },
+    #[error("the policy is valid, but remembering it as the last known good policy failed: {0}")]
+    LastGood(#[source] AwsError),
     #[error("sync incomplete: {failed} change(s) failed or were skipped{}, {conflicts} conflict(s); first: {first}. Everything else was applied; see the logged result", if *access_denied > 0 { format!(" ({access_denied} denied by IAM)") } else { String::new() })]
     Incomplete {
         failed: usize,
@@ -141,27 +179,78 @@ pub enum HandlerError {
     },
 }
 
-impl From<HandlerError> for Diagnostic {
-    fn from(e: HandlerError) -> Diagnostic {
-        let error_type = match &e {
-            _ if denial_in(&e).is_some() => ACCESS_DENIED_ERROR_TYPE,
+impl Classified for HandlerError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            _ if denial_in(self).is_some() => ACCESS_DENIED_ERROR_TYPE,
             HandlerError::Incomplete { access_denied, .. } if *access_denied > 0 => {
                 ACCESS_DENIED_ERROR_TYPE
             }
             HandlerError::UnsupportedEvent(_) => "UnsupportedEvent",
             HandlerError::Policy(e) => e.error_type(),
+            HandlerError::InvalidPolicyNotice { .. } => "PolicyInvalidNotPublished",
+            HandlerError::LastGood(_) => "LastGoodPolicyNotStored",
             HandlerError::Sync(SyncError::Observe(_)) => "SsmUnreadable",
             HandlerError::Sync(SyncError::Sweep(_)) => "SweepFailed",
             HandlerError::Sync(SyncError::Coverage(_)) => "CoverageUnreadable",
             HandlerError::CoverageNotice(_) => "CoverageNotPublished",
             HandlerError::Promotion(_) => "PromotionRefused",
+            HandlerError::Incomplete {
+                failed: 0,
+                conflicts,
+                ..
+            } if *conflicts > 0 => "Conflict",
             HandlerError::Incomplete { .. } => "SyncIncomplete",
-        };
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            _ if denial_in(self).is_some() => Retry::Permanent,
+            HandlerError::UnsupportedEvent(_) => Retry::Permanent,
+            // Nothing to force: the same request is refused the same way.
+            HandlerError::Promotion(_) => Retry::Permanent,
+            // Reported in its message; a retry would read the same text.
+            HandlerError::Policy(e) if e.is_invalid() => Retry::Permanent,
+            // Every failed change denied by IAM, or nothing failed but conflicts with another
+            // owner's resources: the same run fails the same way.
+            HandlerError::Incomplete {
+                failed,
+                access_denied,
+                ..
+            } if *failed == *access_denied => Retry::Permanent,
+            HandlerError::Incomplete { .. } => Retry::Transient,
+            other => retry_in(other),
+        }
+    }
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
         Diagnostic {
-            error_type: error_type.to_string(),
+            error_type: e.error_type().to_string(),
             error_message: e.to_string(),
         }
     }
+}
+
+/// The function's `Timeout` in template.yaml (every AWS call must end well within it).
+pub const TIMEOUT: Duration = Duration::from_secs(300);
+/// The function's name in logs and metrics.
+pub const FUNCTION: &str = "baseline-sync";
+
+/// One Lambda invocation: [`handle`], then a permanent failure ends it without error
+/// (logged, counted) and a transient one fails it so that Lambda retries.
+pub async fn invoke(syncer: &Syncer, event: Value) -> Result<Value, Diagnostic> {
+    settle(FUNCTION, handle(syncer, event).await).map_err(
+        |TransientFailure {
+             error_type,
+             error_message,
+         }| Diagnostic {
+            error_type: error_type.to_string(),
+            error_message,
+        },
+    )
 }
 
 /// A manual invocation: `{}` or `{"dry_run": true}`.
@@ -289,12 +378,28 @@ pub fn trigger(event: &Value) -> Result<Trigger, HandlerError> {
 pub async fn handle(syncer: &Syncer, event: Value) -> Result<SyncResult, HandlerError> {
     let trigger = trigger(&event).inspect_err(|e| error!(error = %e, "rejected event"))?;
     let calls = CallLog::new();
-    let policy = if trigger.fresh_policy {
+    let policy = match if trigger.fresh_policy {
         syncer.policy.fetch(&calls).await
     } else {
         syncer.policy.get(&calls).await
+    } {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e, "policy unusable: nothing changed");
+            if e.is_invalid() && !trigger.options.dry_run {
+                return Err(report_invalid(syncer, e, &calls).await);
+            }
+            return Err(e.into());
+        }
+    };
+    if !trigger.options.dry_run {
+        if let Some(store) = syncer.policy.last_good() {
+            store
+                .remember(&policy.stored(), &calls)
+                .await
+                .map_err(HandlerError::LastGood)?;
+        }
     }
-    .inspect_err(|e| error!(error = %e, "policy unusable: nothing changed"))?;
     if let Some(which) = &trigger.force_promotion {
         force_promotions(syncer, &policy.policy, which.as_deref(), &calls)
             .await
@@ -462,6 +567,58 @@ async fn with_promotions(syncer: &Syncer, policy: &Policy, calls: &CallLog) -> D
         }
     }
     deployment
+}
+
+/// Publish the one message about an invalid policy (unless this text was reported before),
+/// and answer the error to end with: the policy error (permanent: the message is out), or
+/// the failed publish (retried as its AWS error says).
+async fn report_invalid(syncer: &Syncer, e: PolicySourceError, calls: &CallLog) -> HandlerError {
+    let Some(notice) = &syncer.invalid_notice else {
+        return e.into();
+    };
+    let last_good = match syncer.policy.last_good() {
+        Some(store) => store.read(calls).await.ok().flatten(),
+        None => None,
+    };
+    let environments = last_good
+        .as_ref()
+        .and_then(|s| patchpilot::policy::Policy::load(&s.text, chrono::Utc::now()).ok())
+        .map(|(p, _)| p.environments.iter().map(|e| e.name.clone()).collect())
+        .unwrap_or_default();
+    let invalid = InvalidPolicy {
+        policy: invalid_label(syncer, &e),
+        sha256: e.sha256().unwrap_or_default().to_string(),
+        problems: e.problems(),
+        last_known_good: last_good.map(|s| s.label()),
+        environments,
+    };
+    let prefix = patchpilot::policy::Policy::reference()
+        .notifications
+        .subject_prefix;
+    match notice.publish_once(&invalid, &prefix, calls).await {
+        Ok(message_id) => {
+            info!(
+                message_id = message_id.as_deref().unwrap_or("(sent before)"),
+                problems = invalid.problems.len(),
+                "invalid policy reported"
+            );
+            e.into()
+        }
+        Err(source) => HandlerError::InvalidPolicyNotice {
+            policy: Box::new(e),
+            source,
+        },
+    }
+}
+
+fn invalid_label(syncer: &Syncer, e: &PolicySourceError) -> String {
+    let parameter = syncer.policy.parameter().unwrap_or("embedded");
+    match e {
+        PolicySourceError::Invalid {
+            version, sha256, ..
+        } => patchpilot::aws::last_good::label(parameter, Some(*version), sha256),
+        other => patchpilot::aws::last_good::label(parameter, None, other.sha256().unwrap_or("")),
+    }
 }
 
 #[cfg(test)]

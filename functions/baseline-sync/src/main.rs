@@ -2,7 +2,7 @@
 //! windows, targets, tasks) and sweeps the fleet's Patch Group tags. Set-up only; the
 //! logic is in the handler and `patchpilot::sync`.
 
-use baseline_sync::{handle, Syncer};
+use baseline_sync::{invoke, Syncer};
 use lambda_runtime::{service_fn, LambdaEvent};
 use patchpilot::settings::Settings;
 use serde_json::Value;
@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let syncer = Syncer::from_settings(&config, Settings::from_env());
     let syncer = &syncer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(syncer, event.payload).await
+        invoke(syncer, event.payload).await
     }))
     .await
 }

@@ -6,6 +6,16 @@
 //! (`patchpilot::aws::idempotency`, see there for the failure order) → gather
 //! (`patchpilot::aws::runs`) → log the full report → publish the fitted message
 //! (`patchpilot::report`, `patchpilot::aws::notify`) → mark the run completed.
+//!
+//! Failures are classified (`patchpilot::failure`): a malformed or unsupported event, a run
+//! that no longer exists (`DoesNotExistException`: the window or command was deleted), a
+//! report too large to send and an IAM denial are permanent — logged with their
+//! `errorType`, counted, not retried. Throttling, 5xx, timeouts, a run another invocation is
+//! reporting right now, and a policy that is invalid with no last known good one stored are
+//! transient: Lambda retries, then the failure queue keeps the event for a redrive.
+//!
+//! The policy is the parameter's, or the last known good one when the parameter's is invalid
+//! (`patchpilot::aws::last_good`); every report's footer names the one it used.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -14,11 +24,13 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use lambda_runtime::Diagnostic;
 use patchpilot::aws::idempotency::{Claim, Idempotency};
+use patchpilot::aws::last_good::LastGoodStore;
 use patchpilot::aws::notify;
-use patchpilot::aws::policy_source::{PolicySource, PolicySourceError};
+use patchpilot::aws::policy_source::{LoadedPolicy, PolicySource, PolicySourceError};
 use patchpilot::aws::promotion::{self, PatchReader, PromotionStore};
 use patchpilot::aws::runs::{Runs, DOCUMENT};
 use patchpilot::aws::{denial_in, AwsError, CallLog, CallSummary, ACCESS_DENIED_ERROR_TYPE};
+use patchpilot::failure::{settle, Classified, Retry, TransientFailure};
 use patchpilot::names::{self, Owner};
 use patchpilot::policy::{NotifyOn, Policy};
 use patchpilot::report::{RunReport, RunStatus, TooLarge, SNS_MAX_MESSAGE_BYTES};
@@ -45,6 +57,10 @@ const COMMAND_TERMINAL: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled
 const DEFAULT_CLAIM: Duration = Duration::from_secs(120);
 /// Instances per log line of the full report (CloudWatch Logs events are cut at 256 KB).
 const LOG_CHUNK: usize = 500;
+/// The function's `Timeout` in template.yaml (every AWS call must end well within it).
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+/// The function's name in logs and metrics.
+pub const FUNCTION: &str = "run-notifier";
 
 /// What the handler needs, built once per cold start.
 pub struct Notifier {
@@ -105,7 +121,17 @@ impl Notifier {
             settings::IDEMPOTENCY_TABLE,
             "the idempotency table",
         )?;
-        let policy = PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings);
+        // An invalid policy parameter must not stop the reports: the last known good policy
+        // (stored by baseline-sync in the same table) is used instead.
+        let policy = PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings)
+            .with_last_good(
+                LastGoodStore::new(
+                    aws_sdk_dynamodb::Client::new(config),
+                    &table,
+                    &settings.owner,
+                ),
+                true,
+            );
         let notifier = Notifier::new(config, &topic, &table, policy).with_owner(settings.owner);
         Ok(match settings.deployment.output_bucket.as_deref() {
             Some(bucket) if !bucket.is_empty() => notifier.with_promotion(config, bucket),
@@ -158,24 +184,64 @@ pub enum HandlerError {
     },
 }
 
-impl From<HandlerError> for Diagnostic {
-    fn from(e: HandlerError) -> Diagnostic {
-        let error_type = match &e {
-            _ if denial_in(&e).is_some() => ACCESS_DENIED_ERROR_TYPE,
+impl Classified for HandlerError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            _ if denial_in(self).is_some() => ACCESS_DENIED_ERROR_TYPE,
             HandlerError::MalformedEvent { .. } => "MalformedEvent",
             HandlerError::UnsupportedEvent { .. } => "UnsupportedEvent",
             HandlerError::Policy(e) => e.error_type(),
+            HandlerError::Gather { source, .. } if source.is_gone() => "RunGone",
             HandlerError::Gather { .. } => "RunUnreadable",
             HandlerError::InProgress { .. } => "ReportInProgress",
             HandlerError::Idempotency(_) => "IdempotencyStoreFailed",
             HandlerError::Publish { .. } => "PublishFailed",
             HandlerError::TooLarge { .. } => "ReportTooLarge",
-        };
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            _ if denial_in(self).is_some() => Retry::Permanent,
+            HandlerError::MalformedEvent { .. }
+            | HandlerError::UnsupportedEvent { .. }
+            | HandlerError::TooLarge { .. } => Retry::Permanent,
+            HandlerError::Policy(PolicySourceError::Read { source, .. }) => source.retry(),
+            // Invalid and no last known good policy stored: keep the event for a redrive.
+            HandlerError::Policy(_) => Retry::Transient,
+            HandlerError::InProgress { .. } => Retry::Transient,
+            HandlerError::Gather { source, .. }
+            | HandlerError::Publish { source, .. }
+            | HandlerError::Idempotency(source) => source.retry(),
+        }
+    }
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
         Diagnostic {
-            error_type: error_type.to_string(),
+            error_type: e.error_type().to_string(),
             error_message: e.to_string(),
         }
     }
+}
+
+/// One Lambda invocation: [`handle`], then a permanent failure ends it without error
+/// (logged, counted) and a transient one fails it so that Lambda retries.
+pub async fn invoke(
+    n: &Notifier,
+    payload: Value,
+    deadline: SystemTime,
+) -> Result<Value, Diagnostic> {
+    settle(FUNCTION, handle(n, payload, deadline).await).map_err(
+        |TransientFailure {
+             error_type,
+             error_message,
+         }| Diagnostic {
+            error_type: error_type.to_string(),
+            error_message,
+        },
+    )
 }
 
 /// What happened to the event.
@@ -334,7 +400,8 @@ async fn window_event(
             calls,
         ));
     }
-    let policy = n.policy.get(calls).await?.policy;
+    let loaded = n.policy.get(calls).await?;
+    let policy = &loaded.policy;
     let runs = Runs::new(&n.ssm, &n.ec2, calls, &policy.tag_key);
     let gather = |source| HandlerError::Gather {
         run_id: run_id.clone(),
@@ -342,7 +409,7 @@ async fn window_event(
     };
     let window = runs.window(&d.window_id).await.map_err(gather)?;
     let Some(environment) = window
-        .environment_if_owned(&n.owner, &environments(&policy))
+        .environment_if_owned(&n.owner, &environments(policy))
         .map(str::to_string)
     else {
         return Ok(Response::ignored(
@@ -358,11 +425,11 @@ async fn window_event(
             calls,
         ));
     };
-    report_once(n, &policy, &run_id, deadline, calls, || async {
+    report_once(n, &loaded, &run_id, deadline, calls, || async {
         let mut report = runs.window_report(&window, &environment, &run_id).await?;
         if let Some((reader, store)) = &n.promotion {
             report.promotion =
-                promotion::after_run(reader, store, &policy, &environment, &report, calls).await;
+                promotion::after_run(reader, store, policy, &environment, &report, calls).await;
         }
         Ok(report)
     })
@@ -390,7 +457,8 @@ async fn command_event(
             calls,
         ));
     }
-    let policy = n.policy.get(calls).await?.policy;
+    let loaded = n.policy.get(calls).await?;
+    let policy = &loaded.policy;
     let runs = Runs::new(&n.ssm, &n.ec2, calls, &policy.tag_key);
     let gather = |source| HandlerError::Gather {
         run_id: run_id.clone(),
@@ -398,7 +466,7 @@ async fn command_event(
     };
     let command = runs.command(&run_id).await.map_err(gather)?;
     // A patchpilot window's own commands are reported once, with the window's execution.
-    let window_names: BTreeSet<String> = environments(&policy)
+    let window_names: BTreeSet<String> = environments(policy)
         .into_iter()
         .map(names::window_name)
         .collect();
@@ -415,8 +483,8 @@ async fn command_event(
             calls,
         ));
     }
-    let envs = environments(&policy);
-    report_once(n, &policy, &run_id, deadline, calls, || async {
+    let envs = environments(policy);
+    report_once(n, &loaded, &run_id, deadline, calls, || async {
         runs.command_report(&command, &envs).await
     })
     .await
@@ -426,7 +494,7 @@ async fn command_event(
 /// gathering or publishing fails, so the retry can report at once.
 async fn report_once<F, Fut>(
     n: &Notifier,
-    policy: &Policy,
+    loaded: &LoadedPolicy,
     run_id: &str,
     deadline: SystemTime,
     calls: &CallLog,
@@ -461,8 +529,12 @@ where
             })
         }
     }
+    let policy = &loaded.policy;
     let report = match gather().await {
-        Ok(r) => r,
+        Ok(mut r) => {
+            r.policy = Some(loaded.label());
+            r
+        }
         Err(source) => {
             release(n, run_id, calls).await;
             return Err(HandlerError::Gather {

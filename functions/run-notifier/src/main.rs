@@ -2,9 +2,13 @@
 //! `AWS-RunPatchBaseline` command) to the SNS topic. Set-up only; the logic is in the handler,
 //! `patchpilot::report` and `patchpilot::aws::{runs, notify, idempotency}`.
 
+// The handler's future (claim, gather, publish, behind the failure classification) is deeper
+// than the default query depth when rustc computes its layout.
+#![recursion_limit = "256"]
+
 use lambda_runtime::{service_fn, LambdaEvent};
 use patchpilot::settings::Settings;
-use run_notifier::{handle, Notifier};
+use run_notifier::{invoke, Notifier};
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
@@ -16,7 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let notifier = &notifier;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = event.context.deadline();
-        handle(notifier, event.payload, deadline).await
+        invoke(notifier, event.payload, deadline).await
     }))
     .await
 }

@@ -6,12 +6,14 @@ pub mod coverage_notice;
 pub mod ec2;
 pub mod host_management;
 pub mod idempotency;
+pub mod last_good;
 pub mod managed;
 pub mod notify;
 pub mod patching;
 pub mod policy_source;
 pub mod promotion;
 pub mod runs;
+pub mod tag_order;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1129,6 +1129,7 @@ impl<'a> Runs<'a> {
                     .collect::<Vec<_>>(),
             ),
             promotion: Vec::new(),
+            policy: None,
         };
         info!(
             execution_id = %execution_id,
@@ -1228,6 +1229,7 @@ impl<'a> Runs<'a> {
             missed,
             full_report: command.output_location(),
             promotion: Vec::new(),
+            policy: None,
         })
     }
 }
