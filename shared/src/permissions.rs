@@ -23,6 +23,11 @@ pub const AUTO_TAGGER: &[&str] = &[
     "ssm:ListTagsForResource",
     "ssm:AddTagsToResource",
     "ssm:RemoveTagsFromResource",
+    // The last known good policy (item `policy#<stack>`, read when the parameter's policy is
+    // invalid) and the order of tag changes per instance (`tagorder#<stack>#<id>`: a
+    // conditional PutItem claims an event, a consistent GetItem checks after a write).
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
 ];
 
 /// baseline-sync: schedule / policy change / manual invoke -> baselines, groups, windows,
@@ -69,7 +74,9 @@ pub const BASELINE_SYNC: &[&str] = &[
     "s3:GetObject",
     "s3:PutObject",
     // The coverage message: published when the uncovered set changes; the last one is read
-    // from and written to the idempotency table (item `coverage#<stack>`).
+    // from and written to the idempotency table (item `coverage#<stack>`). The same for the
+    // last known good policy (`policy#<stack>`) and the one message about an invalid policy
+    // (`policy-invalid#<stack>`).
     "sns:Publish",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
@@ -111,6 +118,8 @@ pub const RUN_NOTIFIER: &[&str] = &[
     "ssm:ListInventoryEntries",
     "s3:GetObject",
     "s3:PutObject",
+    // The last known good policy (item `policy#<stack>`), read when the parameter's is invalid.
+    "dynamodb:GetItem",
 ];
 
 /// Every function: Lambda delivers an async event that failed all retries to the

@@ -458,6 +458,9 @@ struct JsonReport<'a> {
     full_report: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     promotion: &'a [String],
+    /// The policy the report was made with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
 }
 
 #[derive(Serialize, Default, Clone, Copy)]
@@ -899,6 +902,7 @@ impl RunReport {
             omitted: self.omitted(keep),
             full_report: self.full_report.as_deref(),
             promotion: &self.promotion,
+            policy: self.policy.as_deref(),
         };
         // Serialising plain data (strings, numbers, timestamps) cannot fail.
         serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

@@ -8,15 +8,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use auto_tagger::{handle, Tagger};
+use auto_tagger::{handle, invoke, Tagger};
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
 use lambda_runtime::Diagnostic;
 use patchpilot::aws::ec2::{Ec2Fleet, NotFoundRetry};
+use patchpilot::aws::last_good::LastGoodStore;
 use patchpilot::aws::managed::ManagedInstances;
 use patchpilot::aws::policy_source::PolicySource;
 use patchpilot::aws::CallLog;
-use patchpilot::fleet::{sweep, Action, FleetAdapters};
+use patchpilot::classify::InstanceFacts;
+use patchpilot::failure::{Classified, Retry};
+use patchpilot::fleet::{sweep, Action, FleetAdapters, FleetError, InstancePort, Page};
 use patchpilot::names::Owner;
 use patchpilot::policy::Policy;
 use patchpilot::settings::Settings;
@@ -465,6 +468,8 @@ async fn an_instance_ec2_never_sees_fails_the_invocation_for_eventbridge_to_retr
         text.contains("i-0aaaaaaaaaaaaaaaa") && text.contains("4 DescribeInstances attempts"),
         "{text}"
     );
+    // Transient: Lambda retries the event, and dead-letters it only after that.
+    assert_eq!(err.retry(), Retry::Transient);
     assert_eq!(Diagnostic::from(err).error_type, "InstanceNotVisible");
     assert_eq!(counts(emu).get("ec2", "DescribeInstances"), 4);
 }
@@ -518,6 +523,7 @@ async fn a_malformed_event_gives_a_clear_error_and_touches_nothing() {
             .contains("EC2 Spot Instance Interruption Warning"),
         "{err}"
     );
+    assert_eq!(err.retry(), Retry::Permanent, "the same event fails again");
     assert_eq!(Diagnostic::from(err).error_type, "UnsupportedEvent");
     assert_eq!(counts(emu).total, 0);
 }
@@ -703,7 +709,9 @@ async fn excluding_a_host_patchpilot_tagged_removes_its_patch_group() {
     // Counted before the checks below, which read the tags through the emulator too.
     let requests = counts(emu);
     assert_eq!(requests.get("ec2", "DeleteTags"), 1);
-    assert_eq!(requests.write_count(), 1, "{:?}", requests.writes());
+    // One EC2 write; the tag change's claim in the idempotency table is the other write.
+    assert_eq!(requests.write_count(), 2, "{:?}", requests.writes());
+    assert_eq!(requests.get("dynamodb", "PutItem"), 1);
     assert_eq!(requests.get("ec2", "DescribeInstances"), 1);
     assert_eq!(response.aws_calls.by_operation.get("DeleteTags"), Some(&1));
     let r = &response.results[0];
@@ -731,8 +739,13 @@ async fn excluding_a_host_patchpilot_tagged_removes_its_patch_group() {
         .expect("repeat handled");
     assert_eq!(again.results[0].action, Action::Excluded);
     let requests = counts(emu);
-    assert_eq!(requests.write_count(), 0, "{:?}", requests.writes());
-    assert_eq!(again.aws_calls.writes, 0);
+    assert_eq!(
+        requests.write_count() - requests.get("dynamodb", "PutItem"),
+        0,
+        "only the claim: {:?}",
+        requests.writes()
+    );
+    assert_eq!(again.aws_calls.by_operation.get("DeleteTags"), None);
 
     // A launch-type event (reboot, restart) does not tag it again either.
     emu.reset_request_counts().expect("reset counter");
@@ -772,7 +785,12 @@ async fn a_manual_patch_group_tag_on_an_excluded_host_is_kept_and_reported() {
         assert!(reason.contains(part), "missing {part}: {reason}");
     }
     let requests = counts(emu);
-    assert_eq!(requests.write_count(), 0, "{:?}", requests.writes());
+    assert_eq!(
+        requests.write_count(),
+        requests.get("dynamodb", "PutItem"),
+        "only the tag change's claim: {:?}",
+        requests.writes()
+    );
     assert_eq!(
         tags_of(emu, &id)
             .await
@@ -934,9 +952,10 @@ async fn the_sweep_untags_excluded_hosts_patchpilot_tagged() {
     assert_eq!(counts(emu).write_count(), 0, "second sweep writes nothing");
 }
 
-/// Without `ec2:CreateTags` in its role the auto-tagger cannot tag a launch: the invocation
-/// fails as AccessDenied naming the action (so EventBridge retries and the DLQ keeps it),
-/// and the instance has no Patch Group tag.
+/// Without `ec2:CreateTags` in its role the auto-tagger cannot tag a launch: the error is
+/// AccessDenied naming the action, a permanent failure (the same role is denied again on a
+/// retry): logged, counted in the PermanentFailures metric and not retried; the instance has
+/// no Patch Group tag.
 #[tokio::test]
 async fn without_create_tags_a_launch_fails_as_access_denied_naming_the_action() {
     let emu = emulator();
@@ -972,6 +991,7 @@ async fn without_create_tags_a_launch_fails_as_access_denied_naming_the_action()
         "{:?}",
         requests.counts
     );
+    assert_eq!(err.retry(), Retry::Permanent);
     let diagnostic = Diagnostic::from(err);
     assert_eq!(diagnostic.error_type, "AccessDenied", "{diagnostic:?}");
     assert!(
@@ -981,4 +1001,236 @@ async fn without_create_tags_a_launch_fails_as_access_denied_naming_the_action()
     let tags = tags_of(emu, &id).await;
     assert!(!tags.contains_key("Patch Group"), "{tags:?}");
     assert!(!tags.contains_key("patchpilot:managed"), "{tags:?}");
+}
+
+/// EC2 as eventual consistency can show it right after a tag change: every
+/// `DescribeInstances` answers the instance's real facts but the tags of `snapshot` (taken
+/// before the change); the first answer comes `first_delay` late. Writes go to the emulator.
+struct StaleReads {
+    inner: Ec2Fleet,
+    snapshot: BTreeMap<String, String>,
+    first_delay: std::sync::Mutex<Option<Duration>>,
+}
+
+impl InstancePort for StaleReads {
+    async fn describe(
+        &self,
+        ids: &[String],
+        calls: &CallLog,
+    ) -> Result<Vec<InstanceFacts>, FleetError> {
+        let delay = self
+            .first_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut facts = self.inner.describe(ids, calls).await?;
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        for f in &mut facts {
+            f.tags = self.snapshot.clone();
+            f.name = self.snapshot.get("Name").cloned();
+        }
+        Ok(facts)
+    }
+    async fn page(&self, token: Option<String>, calls: &CallLog) -> Result<Page, FleetError> {
+        self.inner.page(token, calls).await
+    }
+    async fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &[(String, String)],
+        calls: &CallLog,
+    ) -> Result<(), FleetError> {
+        self.inner.create_tags(ids, tags, calls).await
+    }
+    async fn delete_tags(
+        &self,
+        ids: &[String],
+        keys: &[String],
+        calls: &CallLog,
+    ) -> Result<(), FleetError> {
+        self.inner.delete_tags(ids, keys, calls).await
+    }
+}
+
+/// The documented tag-change event of `id` with `tags` as `detail.tags`, at `time`.
+fn tag_change_event(id: &str, event_id: &str, time: &str, tags: &[(&str, &str)]) -> Value {
+    let mut event = json(TAG_CHANGE);
+    event["id"] = Value::String(event_id.to_string());
+    event["time"] = Value::String(time.to_string());
+    event["resources"] = Value::Array(vec![instance_arn(id)]);
+    event["detail"]["tags"] = tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    event
+}
+
+/// Two tag changes of one host race: Environment=test (older) and Environment=prod (newer)
+/// are handled at the same time, EC2's reads still show the old tags, and the older event's
+/// handler writes last. The host ends in the prod group: decided from the events' own tags,
+/// in their order (the older write is followed by a consistent check that re-applies the
+/// newest tags). Deciding from the stale read left it in the test group, where patches have
+/// no delay.
+#[tokio::test]
+async fn racing_tag_changes_converge_on_the_newest_ones_group() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (stack, warm) = deployed_tagger(emu, STACK).await;
+    let (config, _) = function(emu, &stack, "auto-tagger").await;
+    let id = emu
+        .launch_instance("amazon-linux-2", "web-07", &[("Environment", "test")])
+        .await
+        .expect("launch");
+    add_tag(emu, &id, "Environment", "prod").await;
+    let stale = BTreeMap::from([
+        ("Environment".to_string(), "test".to_string()),
+        ("Name".to_string(), "web-07".to_string()),
+    ]);
+    let tagger = Tagger {
+        fleet: FleetAdapters {
+            ec2: StaleReads {
+                inner: Ec2Fleet::new(&config).with_not_found_retry(FAST_RETRY),
+                snapshot: stale.clone(),
+                first_delay: std::sync::Mutex::new(Some(Duration::from_millis(400))),
+            },
+            managed: ManagedInstances::new(&config),
+        },
+        policy: warm.policy,
+        owner: warm.owner,
+        order: warm.order,
+    };
+    let older = tag_change_event(
+        &id,
+        "0b8bb2b4-0001-4c2f-9a51-000000000001",
+        "2026-12-01T08:00:00Z",
+        &[("Environment", "test"), ("Name", "web-07")],
+    );
+    let newer = tag_change_event(
+        &id,
+        "0b8bb2b4-0002-4c2f-9a51-000000000002",
+        "2026-12-01T08:00:05Z",
+        &[("Environment", "prod"), ("Name", "web-07")],
+    );
+    // Both at once; the older one's read answers late, so its write lands after the newer's.
+    let (a, b) = tokio::join!(handle(&tagger, older.clone()), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        handle(&tagger, newer.clone()).await
+    });
+    let (a, b) = (a.expect("older handled"), b.expect("newer handled"));
+    assert_eq!(
+        tags_of(emu, &id)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_prod_0600_batch_1"),
+        "older: {:?}, newer: {:?}",
+        a.results,
+        b.results
+    );
+
+    // Redelivered later, oldest last: the older event is superseded and writes nothing.
+    emu.reset_request_counts().expect("reset counter");
+    let again = handle(&tagger, older).await.expect("redelivery handled");
+    let reason = again.results[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("superseded"), "{reason}");
+    assert_eq!(counts(emu).get("ec2", "CreateTags"), 0);
+    assert_eq!(
+        tags_of(emu, &id)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_prod_0600_batch_1")
+    );
+}
+
+/// A 10 KB instance id is a malformed event: the invocation ends without error (a retry
+/// would fail the same way), nothing is sent to EC2.
+#[tokio::test]
+async fn an_absurd_instance_id_is_rejected_before_any_aws_call() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let tagger = tagger(emu).await;
+    let huge = format!("i-{}", "0".repeat(10 * 1024));
+    let answer = invoke(&tagger, running_event(&[&huge]))
+        .await
+        .expect("permanent: the invocation succeeds");
+    assert_eq!(answer["errorType"], "MalformedEvent", "{answer}");
+    assert_eq!(answer["retried"], false);
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.len() < 600),
+        "the id is not echoed whole: {answer}"
+    );
+    assert_eq!(counts(emu).total, 0);
+}
+
+/// The policy parameter turns invalid: the auto-tagger keeps tagging with the last known
+/// good policy baseline-sync stored (version and hash), instead of failing every event.
+#[tokio::test]
+async fn an_invalid_policy_parameter_leaves_the_tagger_on_the_last_known_good_policy() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let stack = emu.deploy_stack(STACK).expect("stack");
+    let parameter = stack.env("auto-tagger", "POLICY_PARAMETER");
+    let table = stack.env("auto-tagger", "IDEMPOTENCY_TABLE");
+    // baseline-sync loaded the valid policy and remembered it, with its own key.
+    let (sync_config, sync_settings) = function(emu, &stack, "baseline-sync").await;
+    let good = PolicySource::from_settings(aws_sdk_ssm::Client::new(&sync_config), &sync_settings)
+        .fetch(&CallLog::new())
+        .await
+        .expect("valid policy");
+    let store = LastGoodStore::new(
+        aws_sdk_dynamodb::Client::new(&sync_config),
+        &table,
+        &sync_settings.owner,
+    );
+    assert!(store
+        .remember(&good.stored(), &CallLog::new())
+        .await
+        .expect("stored"));
+    // Someone puts a policy with an error.
+    emu.ssm()
+        .await
+        .put_parameter()
+        .name(&parameter)
+        .value("tag_key: Patch Group\nenvironments: 7\n")
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put invalid policy");
+
+    let (config, settings) = function(emu, &stack, "auto-tagger").await;
+    let mut tagger = Tagger::from_settings(&config, settings);
+    tagger.fleet = adapters(&config);
+    let loaded = tagger
+        .policy
+        .fetch(&CallLog::new())
+        .await
+        .expect("the last known good policy");
+    assert!(loaded.fallback.is_some(), "{loaded:?}");
+    assert_eq!(loaded.sha256, good.sha256);
+    assert!(
+        loaded.label().contains("last known good"),
+        "{}",
+        loaded.label()
+    );
+    let id = emu
+        .launch_instance("amazon-linux-2", "web-09", &[("Environment", "prod")])
+        .await
+        .expect("launch");
+    let response = handle(&tagger, running_event(&[&id]))
+        .await
+        .expect("tagged on the last known good policy");
+    assert_eq!(response.results[0].action, Action::Tagged);
+    assert_eq!(
+        tags_of(emu, &id)
+            .await
+            .get("Patch Group")
+            .map(String::as_str),
+        Some("patch_prod_0600_batch_1")
+    );
 }

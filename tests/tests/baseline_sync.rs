@@ -5,7 +5,8 @@ use aws_sdk_ssm::types::{
     OperatingSystem, ParameterType, PatchFilter, PatchFilterGroup, PatchFilterKey, PatchRule,
     PatchRuleGroup,
 };
-use baseline_sync::{handle, HandlerError, Syncer};
+use baseline_sync::{handle, invoke, HandlerError, Syncer};
+use patchpilot::failure::{Classified, Retry};
 use patchpilot::policy::REFERENCE_POLICY_YAML;
 use patchpilot::settings::Settings;
 use patchpilot::sync::SyncResult;
@@ -342,9 +343,10 @@ async fn a_second_run_makes_zero_write_calls() {
     assert_eq!(again.aws_calls.writes, 0);
     // Reads grow with baselines and windows: 3 listings + 2 per baseline + per window
     // (tags, window, targets, tasks) + 1 per task, + policy + sweep pages, + the coverage of
-    // an empty fleet (one page of each fleet list, the Default Host Management setting).
+    // an empty fleet (one page of each fleet list, the Default Host Management setting), + the
+    // last known good policy (unchanged: read, not written).
     assert!(
-        again.aws_calls.reads <= 3 + 24 + 8 + 4 + 1 + 4 + 3,
+        again.aws_calls.reads <= 3 + 24 + 8 + 4 + 1 + 4 + 3 + 1,
         "{:?}",
         again.aws_calls
     );
@@ -460,6 +462,9 @@ async fn a_foreign_baseline_with_a_clashing_name_is_left_alone_and_reported() {
         "{err}"
     );
     assert!(err.to_string().contains("patchpilot-test-WINDOWS"), "{err}");
+    // A conflict repeats on every run: logged and counted, not retried.
+    assert_eq!(err.error_type(), "Conflict");
+    assert_eq!(err.retry(), Retry::Permanent);
 
     let b = ssm
         .get_patch_baseline()
@@ -547,21 +552,107 @@ async fn dry_run_writes_nothing_and_returns_the_plan() {
     assert!(baselines(emu).await.is_empty());
 }
 
+/// An invalid policy changes nothing in SSM or EC2 and is reported in one message on the
+/// report topic (every problem, and the last known good policy the other functions keep
+/// using); the invocation ends without error (a retry reads the same text), and the next
+/// run does not repeat the message.
 #[tokio::test]
-async fn an_invalid_policy_writes_nothing() {
+async fn an_invalid_policy_changes_nothing_and_is_reported_once() {
     let emu = emulator();
     let _guard = emu.exclusive().await;
-    let broken = REFERENCE_POLICY_YAML.replacen("cutoff_hours: 1", "cutoff_hours: 4", 1);
+    let broken = REFERENCE_POLICY_YAML
+        .replacen("cutoff_hours: 1", "cutoff_hours: 4", 1)
+        .replacen("duration_hours: 3", "duration_hours: 30", 1);
     let (stack, s) = syncer(emu).await;
+    let queue = emu
+        .inbox(&stack.env("baseline-sync", "TOPIC_ARN"), "policy-reader")
+        .await;
+    // A valid policy first: applied, and remembered as the last known good one.
+    put_policy(emu, &stack, REFERENCE_POLICY_YAML).await;
+    apply(&s).await;
+    emu.deliveries(&queue).await;
+    let baselines_before = baselines(emu).await;
     put_policy(emu, &stack, &broken).await;
     emu.reset_request_counts().expect("reset counter");
     let err = handle(&s, json!({})).await.expect_err("invalid policy");
     let msg = err.to_string();
     assert!(msg.contains("environments[0].window.cutoff_hours"), "{msg}");
+    assert_eq!(err.retry(), Retry::Permanent);
     let d: lambda_runtime::Diagnostic = err.into();
     assert_eq!(d.error_type, "PolicyInvalid");
+    // Nothing changed: the only writes are the message and remembering that it was sent.
+    let w = writes(emu);
+    assert_eq!(
+        w.keys().cloned().collect::<Vec<_>>(),
+        ["dynamodb:PutItem", "sns:Publish"],
+        "{w:?}"
+    );
+    assert_eq!(baselines(emu).await, baselines_before);
+    let messages = emu.deliveries(&queue).await;
+    assert_eq!(messages.len(), 1, "one message: {messages:?}");
+    let m = &messages[0];
+    assert_eq!(m["MessageAttributes"]["type"]["Value"], "policy");
+    assert_eq!(m["MessageAttributes"]["status"]["Value"], "FAILED");
+    let envelope: serde_json::Value =
+        serde_json::from_str(m["Message"].as_str().expect("message")).expect("json structure");
+    let body = envelope["email"].as_str().unwrap_or_default().to_string();
+    for part in [
+        "2 problem(s)",
+        "cutoff_hours",
+        "duration_hours",
+        "changed nothing",
+        "last known good policy",
+        "version 2",
+    ] {
+        assert!(body.contains(part), "missing {part}: {body}");
+    }
+
+    // The daily run with the same invalid text: ends without error, no second message.
+    emu.reset_request_counts().expect("reset counter");
+    let answer = invoke(&s, json!({})).await.expect("permanent: no retry");
+    assert_eq!(answer["errorType"], "PolicyInvalid");
     assert_eq!(writes(emu), Default::default());
-    assert!(baselines(emu).await.is_empty());
+    assert!(emu.deliveries(&queue).await.is_empty());
+}
+
+/// A valid policy is remembered once with its version and SHA-256, where the other
+/// functions read it; an unchanged one is not written again.
+#[tokio::test]
+async fn a_valid_policy_is_remembered_as_the_last_known_good_one() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (stack, s) = syncer(emu).await;
+    put_policy(emu, &stack, REFERENCE_POLICY_YAML).await;
+    handle(&s, json!({"sweep": false})).await.expect("sync");
+    let item = emu
+        .dynamodb()
+        .await
+        .get_item()
+        .table_name(stack.env("baseline-sync", "IDEMPOTENCY_TABLE"))
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("policy#{STACK}")),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("GetItem")
+        .item
+        .expect("policy#<stack> stored");
+    assert_eq!(item["version"].as_n().ok().map(String::as_str), Some("2"));
+    assert_eq!(
+        item["sha256"].as_s().ok().map(String::as_str),
+        Some(patchpilot::aws::last_good::sha256_hex(REFERENCE_POLICY_YAML).as_str())
+    );
+    assert_eq!(
+        item["text"].as_s().ok().map(String::as_str),
+        Some(REFERENCE_POLICY_YAML)
+    );
+    emu.reset_request_counts().expect("reset counter");
+    handle(&s, json!({"sweep": false}))
+        .await
+        .expect("second sync");
+    assert_eq!(writes(emu), Default::default());
 }
 
 #[tokio::test]

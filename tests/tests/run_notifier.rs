@@ -16,8 +16,11 @@ use aws_sdk_ssm::types::{
     MaintenanceWindowTaskInvocationParameters, MaintenanceWindowTaskType, Target,
 };
 use lambda_runtime::Diagnostic;
+use patchpilot::aws::last_good::LastGoodStore;
+use patchpilot::aws::policy_source::PolicySource;
 use patchpilot::aws::runs::Runs;
 use patchpilot::aws::CallLog;
+use patchpilot::failure::{Classified, Retry};
 use patchpilot::names::{self, PatchGroup, OWNERSHIP_TAG_KEY};
 use patchpilot::policy::Policy;
 use patchpilot::report::{Keep, RunReport, SNS_MAX_MESSAGE_BYTES};
@@ -26,7 +29,7 @@ use patchpilot_tests::{
     ami, emulator, Emulator, ExecuteWindow, Outcome as HostOutcome, Stack, WindowRun, ACCOUNT_ID,
     REGION, STACK,
 };
-use run_notifier::{handle, HandlerError, Notifier, Outcome, Response};
+use run_notifier::{handle, invoke, HandlerError, Notifier, Outcome, Response};
 use serde_json::Value;
 
 const WINDOW_FAILED: &str = include_str!("../../events/run-notifier/window-execution-failed.json");
@@ -645,6 +648,7 @@ async fn a_report_in_progress_elsewhere_fails_so_the_delivery_is_retried() {
     .await
     .expect_err("in progress elsewhere");
     assert!(matches!(err, HandlerError::InProgress { .. }), "{err}");
+    assert_eq!(err.retry(), Retry::Transient);
     assert_eq!(Diagnostic::from(err).error_type, "ReportInProgress");
     assert!(deliveries(emu, &setup.queue_url).await.is_empty());
 
@@ -789,6 +793,7 @@ async fn a_malformed_event_is_a_clear_error_and_sends_nothing() {
             && message.contains("window-execution-id"),
         "{message}"
     );
+    assert_eq!(err.retry(), Retry::Permanent);
     assert_eq!(Diagnostic::from(err).error_type, "MalformedEvent");
     let err = handle(
         &setup.notifier,
@@ -1313,6 +1318,8 @@ async fn without_sns_publish_the_report_fails_with_access_denied_naming_it() {
         "{message}"
     );
     assert!(message.contains("permission denied"), "{message}");
+    // The same role is denied on every retry: permanent (logged, counted), not retried.
+    assert_eq!(err.retry(), Retry::Permanent);
     assert_eq!(Diagnostic::from(err).error_type, "AccessDenied");
     assert!(deliveries(emu, &setup.queue_url).await.is_empty());
 }
@@ -1357,4 +1364,138 @@ async fn logs_the_instances_could_not_upload_are_reported_missing_with_the_reaso
     assert!(report["failed"][0]["log_missing"]
         .as_str()
         .is_some_and(|m| m.contains("AccessDenied")));
+}
+
+/// Two deliveries of one run's event at the same time (EventBridge delivers at least once):
+/// exactly one mail. The loser is told the run is in progress (transient: Lambda retries it)
+/// or finds it completed; its retry sends nothing.
+#[tokio::test]
+async fn concurrent_duplicate_deliveries_send_exactly_one_mail() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    let event = window_event(WINDOW_SUCCESS, &run);
+    let (a, b) = tokio::join!(
+        handle(&setup.notifier, event.clone(), deadline()),
+        handle(&setup.notifier, event.clone(), deadline())
+    );
+    let outcomes = [&a, &b];
+    let published_count = outcomes
+        .iter()
+        .filter(|r| matches!(r, Ok(r) if r.outcome == Outcome::Published))
+        .count();
+    assert_eq!(published_count, 1, "{a:?} / {b:?}");
+    for r in outcomes {
+        match r {
+            Ok(r) => assert!(
+                matches!(r.outcome, Outcome::Published | Outcome::Duplicate),
+                "{r:?}"
+            ),
+            Err(e) => assert_eq!(e.retry(), Retry::Transient, "{e}"),
+        }
+    }
+    // Lambda's retry of the loser.
+    let retry = handle(&setup.notifier, event, deadline())
+        .await
+        .expect("retry");
+    assert_eq!(retry.outcome, Outcome::Duplicate);
+    assert_eq!(deliveries(emu, &setup.queue_url).await.len(), 1);
+}
+
+/// The window was deleted before its execution's event was handled
+/// (`DoesNotExistException`): every retry would fail the same way, so the invocation logs
+/// `RunGone`, counts it, and ends without error — no retries, no dead letter.
+#[tokio::test]
+async fn a_window_that_no_longer_exists_is_a_permanent_failure() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    emu.ssm()
+        .await
+        .delete_maintenance_window()
+        .window_id(&window_id)
+        .send()
+        .await
+        .expect("DeleteMaintenanceWindow");
+    let event = window_event(WINDOW_SUCCESS, &run);
+    let err = handle(&setup.notifier, event.clone(), deadline())
+        .await
+        .expect_err("the window is gone");
+    assert!(err.to_string().contains("DoesNotExistException"), "{err}");
+    assert_eq!(err.error_type(), "RunGone");
+    assert_eq!(err.retry(), Retry::Permanent);
+    let answer = invoke(&setup.notifier, event, deadline())
+        .await
+        .expect("permanent: the invocation succeeds");
+    assert_eq!(answer["errorType"], "RunGone", "{answer}");
+    assert_eq!(answer["retried"], false);
+    assert!(deliveries(emu, &setup.queue_url).await.is_empty());
+}
+
+/// The policy parameter turns invalid between the run and its event: the report is still
+/// published, made with the last known good policy baseline-sync stored, and its footer says
+/// so (parameter, version, hash).
+#[tokio::test]
+async fn an_invalid_policy_parameter_still_reports_on_the_last_known_good_policy() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let stack = &setup.stack;
+    let sync = stack.function("baseline-sync");
+    let sync_config = emu.function_config(sync).await;
+    let sync_settings = Settings::from_map(&sync.environment);
+    let good = PolicySource::from_settings(aws_sdk_ssm::Client::new(&sync_config), &sync_settings)
+        .fetch(&CallLog::new())
+        .await
+        .expect("valid policy");
+    LastGoodStore::new(
+        aws_sdk_dynamodb::Client::new(&sync_config),
+        &setup.table(),
+        &sync_settings.owner,
+    )
+    .remember(&good.stored(), &CallLog::new())
+    .await
+    .expect("stored by baseline-sync");
+    emu.ssm()
+        .await
+        .put_parameter()
+        .name(stack.env("run-notifier", "POLICY_PARAMETER"))
+        .value("environments: [{name: test}]\n")
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put an invalid policy");
+    // A cold notifier: it reads the parameter now.
+    let function = stack.function("run-notifier");
+    let notifier = Notifier::from_settings(
+        &emu.function_config(function).await,
+        Settings::from_map(&function.environment),
+    )
+    .expect("run-notifier's settings are complete");
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    let response = handle(&notifier, window_event(WINDOW_SUCCESS, &run), deadline())
+        .await
+        .expect("reported on the last known good policy");
+    published(&response);
+    let messages = deliveries(emu, &setup.queue_url).await;
+    assert_eq!(messages.len(), 1);
+    let report: Value = serde_json::from_str(messages[0]["Message"].as_str().expect("message"))
+        .expect("JSON report");
+    let policy = report["policy"].as_str().unwrap_or_default();
+    let short = &good.sha256[..12];
+    for part in [
+        "/patchpilot/policy version 1",
+        short,
+        "the last known good policy",
+    ] {
+        assert!(policy.contains(part), "missing {part}: {policy}");
+    }
 }
