@@ -478,6 +478,13 @@ async fn a_failed_windows_host_and_two_pending_reboots_make_exactly_one_clear_re
     // notifier (which adds the promotion), it is the same.
     let mut again = regather(emu, &run).await;
     again.promotion = promotion;
+    // The footer names the policy the report was made with (the stack's parameter).
+    let policy = report["policy"].as_str().unwrap_or_default().to_string();
+    assert!(
+        policy.starts_with("/patchpilot/policy version 1 (sha256 "),
+        "{policy}"
+    );
+    again.policy = Some(policy);
     assert_eq!(
         serde_json::from_str::<Value>(&again.json(Keep::ALL)).expect("JSON"),
         report,
