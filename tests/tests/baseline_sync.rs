@@ -608,11 +608,8 @@ async fn an_invalid_policy_changes_nothing_and_is_reported_once() {
         .iter()
         .filter_map(|p| p.as_str())
         .collect();
-    assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(
-        problems.iter().any(|p| p.contains("cutoff_hours")),
-        "{problems:?}"
-    );
+    // Errors only: the reference policy's Ubuntu warning is not a reason it is invalid.
+    assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems.iter().any(|p| p.contains("duration_hours")),
         "{problems:?}"

@@ -80,6 +80,7 @@ impl PolicySourceError {
                 ..
             } => problems
                 .iter()
+                .filter(|p| p.severity == crate::policy::Severity::Error)
                 .map(|p| format!("{}: {} (allowed: {})", p.path, p.message, p.allowed))
                 .collect(),
             PolicySourceError::Invalid { source, .. } => vec![source.to_string()],
