@@ -6,6 +6,8 @@
 * Injected faults answer in the wire format of the service: EC2 query XML
   (``<Response><Errors><Error>``), SNS/awsQuery XML (``<ErrorResponse>``), JSON protocols
   (``{"__type", "message"}`` + ``x-amzn-ErrorType``).
+* The fault mix and the request-rate token buckets (``chaos.py``) apply to requests signed
+  with a ``deploy-stack`` key, after the counter and before IAM.
 * Requests signed with an access key issued by ``deploy-stack`` are authorized against the
   stack role's IAM policies before moto sees them (``enforce.py``, ``iam.py``).
 * ``POST /moto-api/reset`` also clears the counter and the pending faults (backend state
@@ -26,7 +28,7 @@ from urllib.parse import parse_qs
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-from . import enforce, execute, stack
+from . import chaos, enforce, execute, stack
 from .ssm_ext import SSMError
 
 PREFIX = "/patchpilot-emulator/"
@@ -75,6 +77,7 @@ def reset_all() -> None:
     with _lock:
         _counts.clear()
         _faults.clear()
+    chaos.reset()
     stack.reset()
 
 
@@ -237,6 +240,14 @@ def handle_hook(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
             with _lock:
                 _faults.clear()
             return _respond(start_response, 200, {"reset": True})
+        if path == "fault-mix" and method == "POST":
+            return _respond(start_response, 200, chaos.configure_mix(body))
+        if path == "fault-mix" and method == "GET":
+            return _respond(start_response, 200, chaos.mix_report())
+        if path == "rate-limits" and method == "POST":
+            return _respond(start_response, 200, chaos.configure_rate_limits(body))
+        if path == "rate-limits" and method == "GET":
+            return _respond(start_response, 200, chaos.rate_report())
         if path == "deploy-stack" and method == "POST":
             try:
                 return _respond(start_response, 200, stack.deploy(body))
@@ -295,6 +306,29 @@ def _patching_hook(path: str, method: str, body: dict[str, Any]) -> dict[str, An
     raise SSMError("ValidationException", f"no test hook {method} {PREFIX}{path}")
 
 
+def _chaos_response(
+    environ: dict[str, Any], body: bytes, service: str, action: str
+) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """The fault mix's or the token buckets' answer to this request, if any (a reset answers
+    nothing: the connection is closed)."""
+    kind = chaos.mix_fault(environ, service, action)
+    if kind == "Reset":
+        chaos.reset_connection(environ)
+    if kind is not None:
+        code, status = chaos.throttle_error(service) if kind == "Throttle" else chaos.server_error(service)
+        message = "Rate exceeded" if kind == "Throttle" else "An internal error has occurred. Retry your request."
+        return fault_response(service, {"error": code, "status": status, "message": message})
+    form: dict[str, list[str]] = {}
+    if service == "ec2":
+        form = parse_qs(environ.get("QUERY_STRING", ""))
+        if body and "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", ""):
+            form.update(parse_qs(body.decode("utf-8", "replace")))
+    if chaos.rate_limited(environ, service, action, form):
+        code, status = chaos.throttle_error(service)
+        return fault_response(service, {"error": code, "status": status, "message": "Rate exceeded"})
+    return None
+
+
 _installed = False
 
 
@@ -321,6 +355,10 @@ def install() -> None:
             fault = _record(service, action)
             if fault is not None:
                 status, headers, payload = fault_response(service, fault)
+                return _respond(start_response, status, payload, headers)
+            injected = _chaos_response(environ, body, service, action)
+            if injected is not None:
+                status, headers, payload = injected
                 return _respond(start_response, status, payload, headers)
             # IAM: requests signed with a deploy-stack key are evaluated against that role's
             # policies (enforce.py); a denied request never reaches moto.
