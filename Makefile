@@ -2,7 +2,8 @@
 # target); a fresh machine needs only rustup's stable toolchain, python3.11 + pip and gcc.
 #
 #   make test    everything CI runs: lint, unit + integration tests, emulator tests, the
-#                Lambda invoke check, the demo in check mode, the arm64 release build
+#                Lambda invoke check, the demo in check mode, the fault campaign, the arm64
+#                release build
 #   make demo    the article's whole job, locally, against the emulator
 #   make build   arm64 bootstraps for AWS Lambda (target/lambda/<function>/bootstrap)
 #   make lint    rustfmt, clippy -D warnings, cfn-lint, sam validate --lint, the SAM
@@ -29,7 +30,7 @@ export CARGO_TERM_COLOR ?= never
 # Integration tests spawn the emulator; keep Python from writing into the source tree.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv build lint fmt test test-rust test-emulator lambda-check demo demo-check clean bench
+.PHONY: venv build lint fmt test test-rust test-emulator lambda-check demo demo-check fault-campaign clean bench
 
 venv: $(STAMP)
 
@@ -87,7 +88,14 @@ demo-check: venv
 	@echo "==> demo in check mode"
 	$(VENV)/bin/python scripts/demo.py --check
 
-test: venv lint test-rust test-emulator lambda-check demo-check build
+# The demo's scenario through the real binaries twice, without and with faults on every AWS
+# request of the functions (30 % throttling, 10 % 5xx, 5 % resets; Lambda's async retries):
+# the same end state, 0 lost reports, 0 duplicate mails (scripts/fault_campaign.py).
+fault-campaign: venv
+	@echo "==> fault campaign"
+	$(VENV)/bin/python scripts/fault_campaign.py
+
+test: venv lint test-rust test-emulator lambda-check demo-check fault-campaign build
 	@echo "==> make test: all steps passed"
 
 # Performance, measured (not part of `make test`): sizes, cold starts, RSS, AWS calls, one
