@@ -301,6 +301,7 @@ def main() -> int:
     parser.add_argument("--server-error", type=float, default=0.10)
     parser.add_argument("--reset", type=float, default=0.05)
     parser.add_argument("--duplicates", type=float, default=0.25, help="share of events delivered twice")
+    parser.add_argument("--dump", type=Path, help="write both end states (snapshot and mails) to this directory")
     args = parser.parse_args()
     mix = {"Seed": args.seed, "Throttle": args.throttle, "ServerError": args.server_error, "Reset": args.reset}
     say(
@@ -317,6 +318,11 @@ def main() -> int:
     except HarnessError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
+    if args.dump:
+        args.dump.mkdir(parents=True, exist_ok=True)
+        for run in (clean, faulted):
+            state = {"snapshot": run.snapshot, "mails": [{"count": n, **json.loads(m)} for m, n in sorted(run.mails.items())]}
+            (args.dump / f"{run.label}.json").write_text(json.dumps(state, indent=2, sort_keys=True))
     problems = report(clean, faulted)
     say(f"fault-campaign: {'FAILED' if problems else 'passed'} in {time.monotonic() - started:.0f}s")
     return 1 if problems else 0
