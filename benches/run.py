@@ -958,6 +958,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benches" / "RESULTS.md"))
     parser.add_argument("--fleet", type=int, default=10_000,
                         help="instances of the coverage-read benchmark (benches/coverage_fleet.py); 0 skips it")
+    parser.add_argument("--no-scale", dest="scale", action="store_false",
+                        help="skip benches/scale.py (the 20,000-instance burst and the 5,000-instance report under rate limits, ~40 min)")
     parser.add_argument("--x86-target-dir", default=str(ROOT / "target"),
                         help="cargo target dir of the x86_64 release build (default: target/)")
     args = parser.parse_args()
@@ -1005,6 +1007,10 @@ def main() -> int:
             fleet = coverage_fleet.table(coverage_fleet.measure(args.fleet, cli))
         else:
             fleet = None
+        if args.scale:
+            import scale  # benches/, next to this file
+
+            fleet = (fleet or []) + scale.measure(20_000, 50, 5_000, [60.0, 120.0], X86_TARGET, None)
     except (BenchError, subprocess.CalledProcessError) as e:
         say(f"benchmark failed: {e}")
         return 2

@@ -157,6 +157,9 @@ def scenario(run: Run, faults: dict[str, Any] | None, duplicates: float, seed: i
     started = time.monotonic()
     with Stack() as stack:
         emu = Emulator(stack)
+        # moto's ids from a seeded generator: both runs launch the same instance ids (the
+        # emulator derives each host's patch counts from its id), so their reports compare.
+        emu._request("POST", f"/moto-api/seed?a={seed}", {})
         deployed = emu.deploy_stack(STACK_NAME)
         topic_arn = deployed["Outputs"]["ReportTopicArn"]
         sqs, sns = emu.client("sqs"), emu.client("sns")
