@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +95,13 @@ def test_ec2_token_buckets_throttle_create_tags_after_100_and_refill_10_per_seco
     assert status == 200
     tag = {"Resources": [instance], "Tags": [{"Key": "Patch Group", "Value": "patch_test_0600_batch_1"}]}
     done = 0
+    started = time.monotonic()
     with pytest.raises(ClientError) as exc:
-        for _ in range(200):
+        for _ in range(1000):
             ec2.create_tags(**tag)
             done += 1
-    # 100 tokens, refilled at 10 per second while the loop ran: 100 and a few more.
-    assert 100 <= done < 110, done
+    # 100 tokens, plus 10 per second refilled while the loop ran (however slow the machine).
+    assert 100 <= done <= 100 + 10 * (time.monotonic() - started) + 1, done
     assert (exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("RequestLimitExceeded", 503)
     # DescribeInstances has its own bucket; the administrator is not limited.
     ec2.describe_instances(InstanceIds=[instance])

@@ -158,6 +158,14 @@ def _principal(environ: Mapping[str, Any]) -> dict[str, Any] | None:
     return stack.principal_for_key(key) if key else None
 
 
+def _subject(environ: Mapping[str, Any], setting: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+    """(whether a hook's ``setting`` applies to this request, the caller's key entry)."""
+    if setting is None:
+        return False, None
+    entry = _principal(environ)
+    return entry is not None or setting["Principals"] == "all", entry
+
+
 def _draw(seed: Any, principal: str, service: str, action: str, n: int) -> float:
     digest = hashlib.sha256(f"{seed}|{principal}|{service}|{action}|{n}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -165,10 +173,8 @@ def _draw(seed: Any, principal: str, service: str, action: str, n: int) -> float
 
 def mix_fault(environ: Mapping[str, Any], service: str, action: str) -> str | None:
     """``"Throttle"``, ``"ServerError"``, ``"Reset"`` or None for this request."""
-    if _mix is None:
-        return None
-    entry = _principal(environ)
-    if entry is None and _mix["Principals"] != "all":
+    applies, entry = _subject(environ, _mix)
+    if not applies:
         return None
     principal = str(entry["role_name"]) if entry else "administrator"
     with _lock:
@@ -302,10 +308,8 @@ def _request_buckets(service: str, action: str, form: Mapping[str, list[str]]) -
 
 def rate_limited(environ: Mapping[str, Any], service: str, action: str, form: Mapping[str, list[str]]) -> bool:
     """True when this request finds one of its buckets short of tokens (it then takes none)."""
-    if _rate is None:
-        return False
-    entry = _principal(environ)
-    if entry is None and _rate["Principals"] != "all":
+    applies, entry = _subject(environ, _rate)
+    if not applies:
         return False
     account = str(entry["account"]) if entry else "administrator"
     wanted = _request_buckets(service, action, form)
