@@ -128,7 +128,7 @@ class AsyncLambda:
                 except json.JSONDecodeError:
                     delivery.answer = inv.output
                 break
-            delivery.errors.append(inv.output[-400:])
+            delivery.errors.append(inv.output[-4000:])
         return delivery
 
 
@@ -354,8 +354,10 @@ def report(clean: Run, faulted: Run) -> list[str]:
     failed_attempts = [(d, e) for d in faulted.deliveries for e in d.errors]
     say(f"  Lambda retries: {faulted.lambda_retries} (invocations that returned an error); dead letters: {len(faulted.dead_letters)}")
     for d, error in failed_attempts:
-        first = next((line for line in error.splitlines() if line.strip()), "")
-        say(f"    {d.name} ({d.function}) attempt failed: {first[:200]}")
+        lines = [line.strip(" │×") for line in error.splitlines() if line.strip()]
+        # cargo lambda invoke prints `Error: <type>` then the message under a `×`.
+        what = " ".join(lines[:3]) if lines else ""
+        say(f"    {d.name} ({d.function}) attempt failed: {what[:300]}")
     for d in faulted.dead_letters:
         problems.append(f"dead letter: {d.name} ({d.function}) failed {d.attempts} times; last error: {d.errors[-1] if d.errors else ''}")
 
