@@ -19,7 +19,9 @@ Expectations:
     none when nothing needs doing (a second event, a re-run sync: zero write calls);
   * a look-alike is not acted on: no write call at all (the function may answer "ignored" or
     reject it with an error);
-  * a malformed payload is rejected with an error (no panic, no write).
+  * a malformed payload is a permanent failure (patchpilot::failure): the function answers
+    `{"errorType": ..., "retried": false}` instead of a Lambda error, so Lambda neither retries
+    it nor dead-letters it; no panic, no write, and the errorType is the expected one.
 """
 
 from __future__ import annotations
@@ -81,10 +83,12 @@ class Case:
     function: str
     label: str
     payload: Any
-    kind: str  # "ok" | "ignore" | "reject"
+    kind: str  # "ok" | "ignore" | "reject" (a permanent failure)
     mapped: str = ""
     check: Callable[[Invocation, dict[str, int]], str | None] | None = None
     before: Callable[[], None] | None = None
+    # "reject": the errorType the permanent failure must name.
+    error_type: str = ""
     seconds: float = 0.0
 
 
@@ -226,6 +230,14 @@ def no_writes(_inv: Invocation, delta: dict[str, int]) -> str | None:
     return f"expected no write call, made {w}" if w else None
 
 
+def only_writes(allowed: dict[str, int]) -> Callable[[Invocation, dict[str, int]], str | None]:
+    def check(_inv: Invocation, delta: dict[str, int]) -> str | None:
+        w = writes(delta)
+        return None if w == allowed else f"expected exactly the writes {allowed}, made {w}"
+
+    return check
+
+
 def tagged(emu: Emulator, instance: str, group: str) -> Callable[[Invocation, dict[str, int]], str | None]:
     def check(_inv: Invocation, _delta: dict[str, int]) -> str | None:
         tags = tags_of(emu, instance)
@@ -309,13 +321,18 @@ def cases(emu: Emulator, fleet: Fleet) -> list[Case]:
         Case(tagger, "lookalikes/ec2-state-stopping.json", replace_ids(load("lookalikes/ec2-state-stopping.json"), launched), "ignore",
              f"instance {fleet.launched}"),
         Case(tagger, "lookalikes/tag-change-volume.json", load("lookalikes/tag-change-volume.json"), "ignore"),
-        Case(tagger, "lookalikes/tag-change-other-key.json", replace_ids(load("lookalikes/tag-change-other-key.json"), retagged), "ignore",
-             f"instance {fleet.retagged}"),
+        # Another key changed: the group stays, but the event is claimed in event order
+        # (tagorder#<stack>#<id> in the stack's table) so that an older racing event cannot
+        # overwrite what this one's tags decide. That claim is its only write.
+        Case(tagger, "lookalikes/tag-change-other-key.json", replace_ids(load("lookalikes/tag-change-other-key.json"), retagged), "ok",
+             f"instance {fleet.retagged}, claimed in event order", only_writes({"dynamodb:PutItem": 1})),
         Case(tagger, "malformed: state change without instance-id",
-             {**load("auto-tagger/ec2-state-running.json"), "detail": {"state": "running"}}, "reject"),
+             {**load("auto-tagger/ec2-state-running.json"), "detail": {"state": "running"}}, "reject",
+             error_type="MalformedEvent"),
         Case(tagger, "malformed: a 10 KB instance id (never sent to EC2)",
              {**load("auto-tagger/ec2-state-running.json"), "resources": [],
-              "detail": {"instance-id": "i-" + "0" * 10240, "state": "running"}}, "reject"),
+              "detail": {"instance-id": "i-" + "0" * 10240, "state": "running"}}, "reject",
+             error_type="MalformedEvent"),
         Case(sync, "baseline-sync/manual-dry-run.json", load("baseline-sync/manual-dry-run.json"), "ok", "", no_writes),
         Case(sync, "baseline-sync/manual-apply.json", load("baseline-sync/manual-apply.json"), "ok", "", built_the_scenario(emu)),
         Case(sync, "baseline-sync/parameter-change.json", load("baseline-sync/parameter-change.json"), "ok", "no drift", no_writes),
@@ -329,7 +346,8 @@ def cases(emu: Emulator, fleet: Fleet) -> list[Case]:
              "ignore", f"bucket {fleet.bucket}"),
         Case(sync, "lookalikes/s3-run-command-output-created.json", s3_event("lookalikes/s3-run-command-output-created.json", fleet),
              "ignore", f"bucket {fleet.bucket}"),
-        Case(sync, "malformed: dry_run is not a boolean", {"dry_run": "yes please"}, "reject"),
+        Case(sync, "malformed: dry_run is not a boolean", {"dry_run": "yes please"}, "reject",
+             error_type="UnsupportedEvent"),
     ]
     return c
 
@@ -396,7 +414,8 @@ def promotion_cases(emu: Emulator, fleet: Fleet) -> list[Case]:
              "test's last run failed: prod scans only", all_of(state_is("held"), prod_operations(emu, "Scan"))),
         Case(sync, rel, load(rel), "ok", "operator forces the held manifest",
              all_of(state_is("forced"), prod_operations(emu, "Install", fleet))),
-        Case(sync, f"{rel} (again)", load(rel), "reject", "nothing held any more: refused, nothing changed"),
+        Case(sync, f"{rel} (again)", load(rel), "reject", "nothing held any more: refused, nothing changed",
+             error_type="PromotionRefused"),
         Case(sync, "baseline-sync/promotion-recorded.json (forced)", s3_event("baseline-sync/promotion-recorded.json", fleet), "ok",
              "the forced state's own event: no drift", all_of(no_writes, prod_operations(emu, "Install", fleet))),
     ]
@@ -458,7 +477,8 @@ def notifier_cases(emu: Emulator, fleet: Fleet, phase: str) -> list[Case]:
         Case(notifier, "lookalikes/command-in-progress.json", load("lookalikes/command-in-progress.json"), "ignore"),
         Case(notifier, "lookalikes/command-invocation-success.json", load("lookalikes/command-invocation-success.json"), "ignore"),
         Case(notifier, "malformed: window execution without window-id",
-             {**load("run-notifier/window-execution-success.json"), "detail": {"status": "SUCCESS"}}, "reject"),
+             {**load("run-notifier/window-execution-success.json"), "detail": {"status": "SUCCESS"}}, "reject",
+             error_type="MalformedEvent"),
     ]
 
 
@@ -491,6 +511,10 @@ def summarize(function: str, answer: Any) -> str:
     """One readable phrase for a function's JSON answer."""
     if not isinstance(answer, dict):
         return json.dumps(answer)[:120]
+    if "errorType" in answer:
+        message = str(answer.get("errorMessage", ""))
+        message = message if len(message) <= 160 else message[:157] + "..."
+        return f"permanent {answer['errorType']} (retried: {answer.get('retried')}): {message}"
     calls = answer.get("aws_calls", {})
     io = f"{calls.get('reads', '?')} reads, {calls.get('writes', '?')} writes"
     if function == "auto-tagger":
@@ -553,15 +577,22 @@ def run_case(emu: Emulator, watch: Functions, case: Case, index: int) -> tuple[b
         if problem:
             return False, problem
         return True, answer if inv.ok else "rejected: " + answer
-    # reject
-    if inv.ok:
-        return False, f"expected an error, got a result: {answer}"
+    # reject: a permanent failure ends the invocation without a Lambda error
+    if "panick" in inv.output.lower():
+        return False, f"the function panicked: {answer}"
+    if not inv.ok:
+        return False, f"a Lambda error (Lambda would retry it twice, then dead-letter it): {answer}"
+    body = _json_or_none(inv)
+    if not isinstance(body, dict) or "errorType" not in body:
+        return False, f"expected a permanent failure, got a result: {answer}"
+    if body.get("retried") is not False:
+        return False, f"a permanent failure must say retried: false: {answer}"
+    if case.error_type and body["errorType"] != case.error_type:
+        return False, f"expected errorType {case.error_type}: {answer}"
     w = writes(delta)
     if w:
         return False, f"rejected, but made write calls {w}"
-    if "panick" in inv.output.lower():
-        return False, f"the function panicked: {answer}"
-    return True, "error: " + answer
+    return True, answer
 
 
 def _json_or_none(inv: Invocation) -> Any:

@@ -316,14 +316,16 @@ def test_run_notifier_publish_dynamodb_and_kms(emu: Emulator, stack: dict[str, A
     client(emu, "sns", fn).publish(TopicArn=topic, Message="report")
     ddb = client(emu, "dynamodb", fn)
     ddb.put_item(TableName=table, Item={"id": {"S": "run-1"}})
+    # GetItem: the last known good policy (item policy#<stack>) when the parameter's is invalid
+    assert "Item" in ddb.get_item(TableName=table, Key={"id": {"S": "run-1"}})
     ddb.delete_item(TableName=table, Key={"id": {"S": "run-1"}})
     with pytest.raises(ClientError) as e:
-        ddb.get_item(TableName=table, Key={"id": {"S": "run-1"}})
+        ddb.scan(TableName=table)
     code, status, msg = err(e)
     assert (code, status) == ("AccessDeniedException", 400)
     assert msg == (
-        f"User: {fn['Principal']} is not authorized to perform: dynamodb:GetItem on resource: "
-        f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table} because no identity-based policy allows the dynamodb:GetItem action"
+        f"User: {fn['Principal']} is not authorized to perform: dynamodb:Scan on resource: "
+        f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table} because no identity-based policy allows the dynamodb:Scan action"
     )
     # another topic: SNS's AuthorizationError, 403, "SNS:Publish"
     other = emu.client("sns").create_topic(Name="other")["TopicArn"]
