@@ -138,7 +138,7 @@ def launch_fleet(emu: Emulator) -> dict[str, str]:
     ec2 = emu.client("ec2")
     ids = {}
     for env in ENVIRONMENTS:
-        for stem, os_key in FLEET:
+        for stem, os_key, _ in FLEET:
             name = f"{stem}-{env}"
             reservation = ec2.run_instances(
                 ImageId=amis[os_key]["ami_id"],

@@ -52,8 +52,6 @@ use tracing::info;
 pub const EC2_STATE_CHANGE: &str = "EC2 Instance State-change Notification";
 pub const TAG_CHANGE: &str = "Tag Change on Resource";
 pub const MANAGED_INSTANCE_REGISTRATION: &str = "SSM Managed Instance Registration";
-/// The function's `Timeout` in template.yaml (every AWS call must end well within it).
-pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// The function's name in logs and metrics.
 pub const FUNCTION: &str = "auto-tagger";
 

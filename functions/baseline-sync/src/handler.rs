@@ -234,8 +234,6 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
-/// The function's `Timeout` in template.yaml (every AWS call must end well within it).
-pub const TIMEOUT: Duration = Duration::from_secs(300);
 /// The function's name in logs and metrics.
 pub const FUNCTION: &str = "baseline-sync";
 

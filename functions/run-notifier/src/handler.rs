@@ -57,8 +57,6 @@ const COMMAND_TERMINAL: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled
 const DEFAULT_CLAIM: Duration = Duration::from_secs(120);
 /// Instances per log line of the full report (CloudWatch Logs events are cut at 256 KB).
 const LOG_CHUNK: usize = 500;
-/// The function's `Timeout` in template.yaml (every AWS call must end well within it).
-pub const TIMEOUT: Duration = Duration::from_secs(120);
 /// The function's name in logs and metrics.
 pub const FUNCTION: &str = "run-notifier";
 

@@ -32,7 +32,7 @@ use thiserror::Error;
 /// One attempt of one AWS call may take this long (a hung connection is cut, then retried).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One AWS call, all its attempts and back-offs included, ends by then: within the shortest
-/// function timeout (auto-tagger's 30 s in template.yaml), so a call that cannot succeed
+/// function timeout (auto-tagger's 60 s in template.yaml; run-notifier 120 s, baseline-sync 300 s), so a call that cannot succeed
 /// fails with its error while the function can still report it, instead of Lambda killing
 /// the invocation at its timeout with nothing said.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
@@ -43,9 +43,14 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
 /// five attempts ride out a burst of `ThrottlingException`s on a large fleet. Each call is
 /// bounded by [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`].
 pub async fn load_config() -> SdkConfig {
+    load_config_with(retry_config()).await
+}
+
+/// [`load_config`] with another retry policy (auto-tagger: [`burst_retry_config`]).
+pub async fn load_config_with(retry: RetryConfig) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client())
-        .retry_config(retry_config())
+        .retry_config(retry)
         .timeout_config(timeout_config())
         .load()
         .await
@@ -55,6 +60,20 @@ fn retry_config() -> RetryConfig {
     RetryConfig::standard()
         .with_max_attempts(5)
         .with_initial_backoff(Duration::from_millis(200))
+}
+
+/// auto-tagger's retries: a launch burst puts many taggers on one EC2 request bucket at
+/// once (`CreateTags`: 100 tokens, refilled at 10 per second per account and Region, EC2
+/// Developer Guide, "Request throttling for the Amazon EC2 API"), so a call must *wait* for
+/// its token rather than give up after the ~3 s the default five attempts from 200 ms back
+/// off. Standard mode (full jitter) with 10 attempts from 500 ms, each wait at most 4 s:
+/// up to 27.5 s of back-off, which [`OPERATION_TIMEOUT`] cuts at 25 s; the page's own
+/// advice is "retries and exponential backoff". Measured in `benches/RESULTS.md` §6.
+pub fn burst_retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(10)
+        .with_initial_backoff(Duration::from_millis(500))
+        .with_max_backoff(Duration::from_secs(4))
 }
 
 fn timeout_config() -> aws_config::timeout::TimeoutConfig {
@@ -355,6 +374,25 @@ mod tests {
         assert_eq!(t.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
         assert_eq!(t.operation_timeout(), Some(OPERATION_TIMEOUT));
         assert!(ATTEMPT_TIMEOUT < OPERATION_TIMEOUT);
+    }
+
+    /// The burst policy waits long enough for a shared 10-per-second bucket (its longest
+    /// back-off sum reaches the operation timeout), while one call still ends within it.
+    #[test]
+    fn the_taggers_retries_wait_for_a_token_up_to_the_operation_timeout() {
+        let r = burst_retry_config();
+        assert_eq!(r.mode(), aws_config::retry::RetryMode::Standard);
+        assert_eq!(r.max_attempts(), 10);
+        let mut longest = Duration::ZERO;
+        let mut wait = r.initial_backoff();
+        for _ in 1..r.max_attempts() {
+            longest += wait.min(r.max_backoff());
+            wait *= 2;
+        }
+        assert!(longest >= OPERATION_TIMEOUT, "{longest:?}");
+        assert!(r.max_backoff() < ATTEMPT_TIMEOUT);
+        let default = retry_config();
+        assert!(r.max_attempts() > default.max_attempts());
     }
 
     #[test]
