@@ -63,9 +63,18 @@ def test_fault_mix_is_seeded_uses_each_services_errors_and_spares_the_administra
     with pytest.raises(ClientError) as exc:
         sns.publish(TopicArn=stack["Outputs"]["ReportTopicArn"], Message="m")
     assert (exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("Throttling", 400)
+    # S3 answers its REST XML <Error>: SlowDown 503 (an SDK must parse it to retry it).
+    s3 = client(emu, "s3", stack["Functions"]["run-notifier"])
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=stack["Outputs"]["OutputBucketName"], Key="patchpilot/promotion/x", Body=b"x")
+    assert (exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("SlowDown", 503)
+    assert exc.value.response["Error"]["Message"] == "Rate exceeded"
     emu.post("/patchpilot-emulator/fault-mix", {"Seed": 1, "ServerError": 1.0})
     with pytest.raises(ClientError) as exc:
         ec2.describe_instances()
+    assert (exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("InternalError", 500)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=stack["Outputs"]["OutputBucketName"], Key="patchpilot/promotion/x")
     assert (exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]) == ("InternalError", 500)
 
     emu.post("/patchpilot-emulator/fault-mix", {"Enabled": False})

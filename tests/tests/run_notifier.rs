@@ -26,8 +26,8 @@ use patchpilot::policy::Policy;
 use patchpilot::report::{Keep, RunReport, SNS_MAX_MESSAGE_BYTES};
 use patchpilot::settings::Settings;
 use patchpilot_tests::{
-    ami, emulator, Emulator, ExecuteWindow, Outcome as HostOutcome, Stack, WindowRun, ACCOUNT_ID,
-    REGION, STACK,
+    ami, emulator, Emulator, ExecuteWindow, Fault, Outcome as HostOutcome, Stack, WindowRun,
+    ACCOUNT_ID, REGION, STACK,
 };
 use run_notifier::{handle, invoke, HandlerError, Notifier, Outcome, Response};
 use serde_json::Value;
@@ -1410,6 +1410,62 @@ async fn concurrent_duplicate_deliveries_send_exactly_one_mail() {
         .expect("retry");
     assert_eq!(retry.outcome, Outcome::Duplicate);
     assert_eq!(deliveries(emu, &setup.queue_url).await.len(), 1);
+}
+
+/// S3 throttles the promotion record on every attempt the SDK makes (`SlowDown` 503, five
+/// times): a transient failure. The invocation fails (Lambda retries it) instead of
+/// publishing a report that says the promotion was NOT recorded; the run's claim is
+/// released, and the retry records the promotion and sends the one, complete report.
+#[tokio::test]
+async fn a_throttled_promotion_record_fails_the_invocation_and_the_retry_sends_the_whole_report() {
+    let emu = emulator();
+    let _guard = emu.exclusive().await;
+    let (setup, window_id) = reference_scenario(emu).await;
+    let run = emu
+        .execute_window(&ExecuteWindow::new(&window_id))
+        .expect("execute window");
+    // S3 requests are logged by method and path (path-style: the endpoint is an IP address).
+    let state = format!(
+        "PUT /{}/patchpilot/promotion/prod/state.json",
+        setup.bucket()
+    );
+    emu.inject_fault(&Fault {
+        status: Some(503),
+        message: Some("Please reduce your request rate.".to_string()),
+        ..Fault::new("s3", &state, "SlowDown", 5)
+    })
+    .expect("inject fault");
+    let event = window_event(WINDOW_SUCCESS, &run);
+    let err = handle(&setup.notifier, event.clone(), deadline())
+        .await
+        .expect_err("the record is throttled");
+    assert_eq!(err.retry(), Retry::Transient, "{err}");
+    assert!(err.to_string().contains("SlowDown"), "{err}");
+    let failed = invoke(&setup.notifier, event.clone(), deadline()).await;
+    assert!(failed.is_ok(), "the fault was used up: {failed:?}");
+    let messages = deliveries(emu, &setup.queue_url).await;
+    assert_eq!(messages.len(), 1, "only the retry published");
+    let report: Value =
+        serde_json::from_str(messages[0]["Message"].as_str().expect("message")).expect("JSON");
+    let promotion: Vec<&str> = report["promotion"]
+        .as_array()
+        .expect("a promotion section")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        promotion
+            .first()
+            .is_some_and(|l| l.starts_with("prod installs manifest ")),
+        "{promotion:#?}"
+    );
+    assert!(!promotion.iter().any(|l| l.contains("NOT recorded")));
+    // A later delivery of the same event is a duplicate.
+    let again = handle(&setup.notifier, event, deadline())
+        .await
+        .expect("duplicate");
+    assert_eq!(again.outcome, Outcome::Duplicate);
+    assert!(deliveries(emu, &setup.queue_url).await.is_empty());
 }
 
 /// The window was deleted before its execution's event was handled

@@ -427,7 +427,7 @@ async fn window_event(
         let mut report = runs.window_report(&window, &environment, &run_id).await?;
         if let Some((reader, store)) = &n.promotion {
             report.promotion =
-                promotion::after_run(reader, store, policy, &environment, &report, calls).await;
+                promotion::after_run(reader, store, policy, &environment, &report, calls).await?;
         }
         Ok(report)
     })

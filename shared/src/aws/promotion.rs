@@ -21,6 +21,7 @@ use super::{AwsError, CallLog, Service};
 use chrono::{DateTime, Utc};
 
 use crate::classify;
+use crate::failure::Retry;
 use crate::policy::{Environment, OperatingSystem, Platform, Policy};
 use crate::promotion::{
     compare, decide, installed_in, list_key, manifest_key, short, state_key, version_from_title,
@@ -452,7 +453,13 @@ impl PromotionStore {
 /// After a window run of `environment`: record the promotion of every environment that
 /// promotes from it (manifest, gate decision, state), and, when `environment` is itself
 /// promoted, compare each host with the manifest it was to install. Returns the report's
-/// promotion lines; a failure is a line (and a warning), never a lost report.
+/// promotion lines.
+///
+/// A failure that will repeat (an IAM denial, a missing bucket) is a line of the report (and
+/// a warning): the report still goes out and says the promotion was NOT recorded. A transient
+/// one (throttling, 5xx, a lost connection, after the SDK's own retries) is returned: the
+/// caller releases the run's claim and fails the invocation, and Lambda's retry records the
+/// promotion and sends the complete report (recording again writes the same objects).
 pub async fn after_run(
     reader: &PatchReader,
     store: &PromotionStore,
@@ -460,10 +467,10 @@ pub async fn after_run(
     environment: &str,
     report: &RunReport,
     calls: &CallLog,
-) -> Vec<String> {
+) -> Result<Vec<String>, AwsError> {
     let mut lines = Vec::new();
     let RunKind::Window { execution_id, .. } = &report.run else {
-        return lines;
+        return Ok(lines);
     };
     let (Some(start), Some(end)) = (report.start, report.end) else {
         if policy
@@ -475,7 +482,7 @@ pub async fn after_run(
                 "promotion not recorded: execution {execution_id} has no start or end time"
             ));
         }
-        return lines;
+        return Ok(lines);
     };
     for target in policy
         .environments
@@ -499,6 +506,7 @@ pub async fn after_run(
                 lines.push(state.describe());
                 lines.extend(manifest_lines(&manifest));
             }
+            Err(e) if e.retry() == Retry::Transient => return Err(e),
             Err(e) => {
                 warn!(environment = %target.name, error = %e, "promotion not recorded");
                 lines.push(format!(
@@ -514,13 +522,14 @@ pub async fn after_run(
     {
         match compare_run(reader, store, environment, report, start, end, calls).await {
             Ok(mut l) => lines.append(&mut l),
+            Err(e) if e.retry() == Retry::Transient => return Err(e),
             Err(e) => {
                 warn!(environment, error = %e, "promotion check failed");
                 lines.push(format!("cannot compare with the promotion manifest: {e}"));
             }
         }
     }
-    lines
+    Ok(lines)
 }
 
 /// One line per OS of the manifest, then what could not be pinned.

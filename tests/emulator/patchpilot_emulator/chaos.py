@@ -57,12 +57,15 @@ THROTTLE: dict[str, tuple[str, int]] = {
     "ssm": ("ThrottlingException", 400),
     "sns": ("Throttling", 400),
     "dynamodb": ("ThrottlingException", 400),
+    # S3 API Reference, "Error responses" (list of error codes): SlowDown 503, InternalError 500.
+    "s3": ("SlowDown", 503),
 }
 SERVER_ERROR: dict[str, tuple[str, int]] = {
     "ec2": ("InternalError", 500),
     "ssm": ("InternalServerError", 500),
     "sns": ("InternalError", 500),
     "dynamodb": ("InternalServerError", 500),
+    "s3": ("InternalError", 500),
 }
 # Any other service: the common errors of the AWS APIs ("ThrottlingException" 400,
 # "InternalFailure" 500; e.g. SSM API Reference, "Common Errors").

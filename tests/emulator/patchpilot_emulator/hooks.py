@@ -157,6 +157,16 @@ def fault_response(service: str, fault: dict[str, Any]) -> tuple[int, list[tuple
         )
         headers = [("Content-Type", "text/xml;charset=UTF-8"), ("x-amzn-RequestId", request_id)]
         return status, headers, body.encode()
+    if service == "s3":
+        # S3's REST error body: an <Error> root with Code, Message, RequestId (S3 API
+        # Reference, "Error responses"); an SDK cannot classify anything else.
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{_xml(message)}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>"
+        )
+        headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
+        return status, headers, body.encode()
     if service in _QUERY_XML_NAMESPACES and service not in ("sqs",):
         kind = "Receiver" if status >= 500 else "Sender"
         body = (
