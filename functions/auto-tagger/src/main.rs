@@ -10,8 +10,7 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     patchpilot::logging::init();
     // Once per cold start: configuration, SDK clients and the policy cache.
-    // A launch burst shares EC2's CreateTags bucket among many taggers: wait for a token.
-    let config = patchpilot::aws::load_config_with(patchpilot::aws::burst_retry_config()).await;
+    let config = patchpilot::aws::load_config().await;
     let tagger = Tagger::from_settings(&config, Settings::from_env());
     let tagger = &tagger;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -38,38 +38,32 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Load the SDK configuration once per cold start: region, credentials and
-/// `AWS_ENDPOINT_URL` (the local emulator) from the environment. Throttling and transient
-/// errors are retried by the SDK's standard retry mode with exponential backoff and jitter;
-/// five attempts ride out a burst of `ThrottlingException`s on a large fleet. Each call is
-/// bounded by [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`].
+/// `AWS_ENDPOINT_URL` (the local emulator) from the environment, with [`retry_config`] and
+/// each call bounded by [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`].
 pub async fn load_config() -> SdkConfig {
-    load_config_with(retry_config()).await
-}
-
-/// [`load_config`] with another retry policy (auto-tagger: [`burst_retry_config`]).
-pub async fn load_config_with(retry: RetryConfig) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client())
-        .retry_config(retry)
+        .retry_config(retry_config())
         .timeout_config(timeout_config())
         .load()
         .await
 }
 
-fn retry_config() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(5)
-        .with_initial_backoff(Duration::from_millis(200))
-}
-
-/// auto-tagger's retries: a launch burst puts many taggers on one EC2 request bucket at
-/// once (`CreateTags`: 100 tokens, refilled at 10 per second per account and Region, EC2
-/// Developer Guide, "Request throttling for the Amazon EC2 API"), so a call must *wait* for
-/// its token rather than give up after the ~3 s the default five attempts from 200 ms back
-/// off. Standard mode (full jitter) with 10 attempts from 500 ms, each wait at most 4 s:
-/// up to 27.5 s of back-off, which [`OPERATION_TIMEOUT`] cuts at 25 s; the page's own
-/// advice is "retries and exponential backoff". Measured in `benches/RESULTS.md` §6.
-pub fn burst_retry_config() -> RetryConfig {
+/// Every call's retries, chosen rather than inherited: the SDK's standard mode (full-jitter
+/// exponential back-off; throttling, 5xx, timeouts and lost connections are retried) with
+/// 10 attempts from 500 ms, each wait at most 4 s: up to 27.5 s of back-off, which
+/// [`OPERATION_TIMEOUT`] cuts at 25 s. Two cases need the long tail:
+/// - a launch burst puts many taggers on one EC2 request bucket (`CreateTags`: 100 tokens,
+///   refilled at 10 per second per account and Region, EC2 Developer Guide, "Request
+///   throttling for the Amazon EC2 API", whose advice is "retries and exponential backoff"):
+///   a call must wait for its token rather than give up after the ~3 s that 5 attempts from
+///   200 ms back off (benches/RESULTS.md §6);
+/// - a sync makes ~150 calls: at the fault campaign's 45 % failure rate per request, 5
+///   attempts leave one call failing in almost every sync (0.45^5 per call), 10 in ~5 %.
+///
+/// A retry that then succeeds gives its retry-quota tokens back, so a long sync does not
+/// exhaust the quota (aws-smithy-runtime `StandardRetryStrategy`).
+pub fn retry_config() -> RetryConfig {
     RetryConfig::standard()
         .with_max_attempts(10)
         .with_initial_backoff(Duration::from_millis(500))
@@ -365,22 +359,11 @@ impl fmt::Display for CallSummary {
 mod tests {
     use super::*;
 
+    /// Calls wait long enough for a shared 10-per-second bucket (the longest back-off sum
+    /// reaches the operation timeout), while one call still ends within it.
     #[test]
-    fn calls_retry_five_times_and_end_within_their_timeouts() {
+    fn calls_wait_for_a_token_up_to_the_operation_timeout_and_end_within_it() {
         let r = retry_config();
-        assert_eq!(r.mode(), aws_config::retry::RetryMode::Standard);
-        assert_eq!(r.max_attempts(), 5);
-        let t = timeout_config();
-        assert_eq!(t.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
-        assert_eq!(t.operation_timeout(), Some(OPERATION_TIMEOUT));
-        assert!(ATTEMPT_TIMEOUT < OPERATION_TIMEOUT);
-    }
-
-    /// The burst policy waits long enough for a shared 10-per-second bucket (its longest
-    /// back-off sum reaches the operation timeout), while one call still ends within it.
-    #[test]
-    fn the_taggers_retries_wait_for_a_token_up_to_the_operation_timeout() {
-        let r = burst_retry_config();
         assert_eq!(r.mode(), aws_config::retry::RetryMode::Standard);
         assert_eq!(r.max_attempts(), 10);
         let mut longest = Duration::ZERO;
@@ -391,8 +374,10 @@ mod tests {
         }
         assert!(longest >= OPERATION_TIMEOUT, "{longest:?}");
         assert!(r.max_backoff() < ATTEMPT_TIMEOUT);
-        let default = retry_config();
-        assert!(r.max_attempts() > default.max_attempts());
+        let t = timeout_config();
+        assert_eq!(t.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(t.operation_timeout(), Some(OPERATION_TIMEOUT));
+        assert!(ATTEMPT_TIMEOUT < OPERATION_TIMEOUT);
     }
 
     #[test]
