@@ -1,18 +1,19 @@
 """patchpilot benchmarks: binary size, cold start, peak RSS, AWS calls per run, dependency hygiene.
 
-Usage: .venv/bin/python benches/run.py [--quick] [--runs N] [--skip-build] [--no-arm64] [--out FILE]
+Usage: .venv/bin/python benches/run.py [--quick] [--pairs N] [--warmup N] [--skip-build] [--no-arm64] [--out FILE]
 
 What it does (method in benches/README.md, goals in DESIGN.md §6):
-  1. builds the x86_64 release binaries of the three functions and of benches/hello
-     (`cargo build --release`) and the arm64 bootstraps (`cargo lambda build --release --arm64`),
-     both under `nice -n 10`; reports stripped sizes (goal ≤ 8 MB);
-  2. starts the local AWS emulator (tests/emulator) and a minimal Lambda Runtime API (this file,
-     `RuntimeApi`), then starts each binary N times as Lambda would (AWS_LAMBDA_* variables, test
-     credentials, AWS_ENDPOINT_URL) with one real event from events/ queued: time from process
-     start to its first `GET /runtime/invocation/next` (init) and to its first response (init +
-     first event); median and p90; also the no-SDK hello-world and the Python/boto3 auto-tagger
-     (benches/python_tagger/bootstrap.py) as baselines;
-  3. peak RSS (VmHWM from /proc/<pid>/status) of each process after its first event;
+  1. builds the x86_64 release binaries of the three functions, of benches/hello and of the
+     timing harness benches/coldstart (`cargo build --release`) and the arm64 bootstraps
+     (`cargo lambda build --release --arm64`), both under `nice -n 10`; reports stripped sizes
+     (goal ≤ 8 MB);
+  2. cold start by the whole-process method (benches/whole_process.py, timed by the Rust
+     harness, no interpreter in the timed path): init by the closed-port method and init +
+     first response with the local emulator, each function alternated pair by pair with the
+     no-SDK hello, median and p90 of the per-pair ratios; the Python/boto3 auto-tagger
+     (benches/python_tagger/bootstrap.py) timed the same way; peak RSS from wait4's ru_maxrss;
+     then, when strace is installed, the syscalls and files of each init;
+  3. (kept for the AWS calls below) a minimal Lambda Runtime API in Python (`RuntimeApi`);
   4. AWS calls per run from the emulator's request counter;
   5. one hyper and one rustls per function (`cargo tree -i`);
   6. the coverage read of a 10,000-instance fleet (benches/coverage_fleet.py: read calls, wall
@@ -34,7 +35,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -116,7 +116,7 @@ def build(arm64: bool) -> dict[str, str]:
     """Builds what the benchmark needs; returns {what: problem} for builds that failed."""
     problems: dict[str, str] = {}
     say("==> build: x86_64 release (local timing)")
-    pkgs = [a for p in FUNCTIONS + ["hello"] for a in ("-p", p)]
+    pkgs = [a for p in FUNCTIONS + ["hello", "coldstart"] for a in ("-p", p)]
     if run(["cargo", "build", "--release", "--target-dir", str(X86_TARGET), *pkgs], nice=True).returncode != 0:
         raise BenchError("cargo build --release failed (see above)")
     if arm64:
@@ -562,28 +562,6 @@ def fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k.split(':', 1)[-1]}×{n}" if n > 1 else k.split(":", 1)[-1] for k, n in sorted(counts.items())) or "none"
 
 
-@dataclass
-class Series:
-    label: str
-    runs: list[Run]
-    note: str = ""
-
-    def ok_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.first_ms is not None and r.init_ms is not None]
-
-    def stat(self, attr: str, fn: Any) -> float | None:
-        vals = [getattr(r, attr) for r in self.ok_runs() if getattr(r, attr) is not None]
-        return fn(vals) if vals else None
-
-
-def median(v: list[float]) -> float:
-    return statistics.median(v)
-
-
-def p90(v: list[float]) -> float:
-    return percentile(v, 90)
-
-
 def notifier_env(emu: Emulator) -> dict[str, str]:
     return {"TOPIC_ARN": f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC_NAME}", "IDEMPOTENCY_TABLE": TABLE_NAME}
 
@@ -599,83 +577,12 @@ def setup_notifier_resources(emu: Emulator) -> None:
     emu.client("s3").create_bucket(Bucket="patchpilot-output")
 
 
-def cold_starts(h: Harness, runs: int) -> tuple[list[Series], list[str]]:
-    emu = h.emu
-    rel = X86_TARGET / "release"
-    notes: list[str] = []
-    series: list[Series] = []
-
-    def series_of(label: str, fn: Any) -> None:
-        say(f"==> cold start: {label} ×{runs}")
-        got: list[Run] = []
-        note = ""
-        for i in range(runs):
-            try:
-                r = fn(i)
-            except BenchError as e:
-                note = str(e)
-                say(f"  run {i + 1}: FAILED: {e}")
-                break
-            got.append(r)
-            say(f"  run {i + 1}: init {r.init_ms:7.1f} ms  first response {r.first_ms:7.1f} ms  VmHWM {r.vmhwm_kb} kB  {r.outcome}{' ' + r.error_type if r.error_type else ''}")
-        series.append(Series(label, got, note))
-
-    # hello-world: any event.
-    emu.reset()
-    series_of("hello (no SDK)", lambda i: h.invoke_process("hello", [str(rel / "hello")], [load_event("auto-tagger/ec2-state-running.json")]))
-
-    # auto-tagger (Rust) and the Python baseline: each run tags a freshly launched instance
-    # (DescribeInstances + CreateTags, as the first event after a launch does).
-    def tagger_run(argv: list[str], name: str) -> Any:
-        def one(i: int) -> Run:
-            [iid] = emu.launch("amazon-linux-2", {"Name": f"bench-{name}-{i}", "Environment": "test"})
-            r = h.invoke_process(name, argv, [state_event(iid)], count_calls=True)
-            if r.outcome != "response":
-                raise BenchError(f"{name} answered {r.outcome} {r.error_type}: {r.body[:300]}")
-            return r
-        return one
-
-    emu.reset()
-    series_of("auto-tagger (Rust)", tagger_run([str(rel / "auto-tagger")], "auto-tagger"))
-    series_of("auto-tagger (Python/boto3)", tagger_run([str(VENV_PY), str(ROOT / "benches/python_tagger/bootstrap.py")], "python-tagger"))
-
-    # baseline-sync: the manual dry run (reads everything, plans, writes nothing) on an empty account.
-    emu.reset()
-
-    def sync_run(i: int) -> Run:
-        r = h.invoke_process("baseline-sync", [str(rel / "baseline-sync")], [load_event("baseline-sync/manual-dry-run.json")])
-        if r.outcome != "response":
-            raise BenchError(f"baseline-sync answered {r.outcome} {r.error_type}: {r.body[:300]}")
-        return r
-
-    series_of("baseline-sync (dry run)", sync_run)
-
-    # run-notifier: a real report of a 12-instance window run, a new execution per run.
-    emu.reset()
-    try:
-        window = prepare_window(h)
-    except BenchError as e:
-        notes.append(f"run-notifier cold start not measured: {e}")
-        say(f"  run-notifier setup failed: {e}")
-        return series, notes
-
-    def notifier_run(i: int) -> Run:
-        execution = emu.request("POST", "/patchpilot-emulator/execute-window", {"WindowId": window})
-        r = h.invoke_process("run-notifier", [str(rel / "run-notifier")], [window_event(execution)], env_extra=notifier_env(emu))
-        if r.outcome != "response":
-            raise BenchError(f"run-notifier answered {r.outcome} {r.error_type}: {r.body[:300]}")
-        return r
-
-    series_of("run-notifier (12-instance window report)", notifier_run)
-    return series, notes
-
-
 FLEET_12 = [
     ("amazon-linux-2", 3), ("rhel-9", 2), ("ubuntu-22.04", 2), ("centos-7", 1), ("sles-15", 1), ("windows-2022", 3),
 ]
 
 
-def prepare_window(h: Harness) -> str:
+def prepare_window(h: Harness, rel: Path | None = None) -> str:
     """12 test instances, baseline-sync apply (creates the windows and tags the fleet); returns the
     id of the window that reaches all 12 (patchpilot-test)."""
     emu = h.emu
@@ -685,7 +592,7 @@ def prepare_window(h: Harness) -> str:
         for _ in range(count):
             n += 1
             emu.launch(os_key, {"Name": f"bench-{os_key}-{n}-test", "Environment": "test"})
-    r = h.invoke_process("baseline-sync", [str(X86_TARGET / "release" / "baseline-sync")], [load_event("baseline-sync/manual-apply.json")])
+    r = h.invoke_process("baseline-sync", [str((rel or X86_TARGET / "release") / "baseline-sync")], [load_event("baseline-sync/manual-apply.json")])
     if r.outcome != "response":
         raise BenchError(f"baseline-sync apply answered {r.outcome}: {r.body[:300]}")
     windows = {w["Name"]: w["WindowId"] for w in emu.client("ssm").describe_maintenance_windows()["WindowIdentities"]}
@@ -848,7 +755,7 @@ def machine_line() -> str:
             f"{rustc}, Python {platform.python_version()}; load average at start {load[0]:.2f}")
 
 
-def report(args: argparse.Namespace, sizes: list[SizeRow], series: list[Series], calls: list[CallRow],
+def report(args: argparse.Namespace, sizes: list[SizeRow], cold: list[str], calls: list[CallRow],
            deps: list[tuple[str, str, list[str], str]], notes: list[str], machine: str, started: str, elapsed: float,
            fleet: list[str] | None = None) -> str:
     L: list[str] = []
@@ -857,7 +764,8 @@ def report(args: argparse.Namespace, sizes: list[SizeRow], series: list[Series],
     L.append(f"Measured {started} on {machine}. Command: `.venv/bin/python benches/run.py"
              f"{' --quick' if args.quick else ''}{' --skip-build' if args.skip_build else ''}{' --no-arm64' if not args.arm64 and not args.quick else ''}"
              f"{' --x86-target-dir ' + os.path.relpath(X86_TARGET, ROOT) if X86_TARGET != ROOT / 'target' else ''}`"
-             f" ({args.runs} cold starts per binary, {elapsed:.0f} s). Method: benches/README.md. Goals: DESIGN.md §6.")
+             f"{' --pairs ' + str(args.pairs) if args.pairs != (10 if args.quick else 30) else ''}"
+             f" ({args.pairs} pairs per cold-start row, {elapsed:.0f} s). Method: benches/README.md. Goals: DESIGN.md §6.")
     L.append("")
 
     L.append("## 1. Binary size (stripped; goal ≤ 8 MB each)")
@@ -869,46 +777,7 @@ def report(args: argparse.Namespace, sizes: list[SizeRow], series: list[Series],
         L.append(f"| {s.name} | {s.arch} | {mib(s.size)} | {'–' if s.stripped is None else ('yes' if s.stripped else 'no')} | {goal} | {s.note} |")
     L.append("")
 
-    L.append(f"## 2. Cold start (x86_64 release, local; {args.runs} runs each; ms from process start)")
-    L.append("")
-    L.append("| binary | runs | init (first `/next`) median | p90 | init + first event median | p90 | peak RSS (VmHWM) median / max |")
-    L.append("|---|---|---|---|---|---|---|")
-    by_label = {s.label: s for s in series}
-    for s in series:
-        ok = s.ok_runs()
-        rss = [r.vmhwm_kb for r in ok if r.vmhwm_kb]
-        rss_txt = f"{statistics.median(rss) / 1024:.1f} / {max(rss) / 1024:.1f} MiB" if rss else "–"
-        L.append(f"| {s.label} | {len(ok)} | {ms(s.stat('init_ms', median))} | {ms(s.stat('init_ms', p90))} | "
-                 f"{ms(s.stat('first_ms', median))} | {ms(s.stat('first_ms', p90))} | {rss_txt} |")
-    for s in series:
-        if s.note:
-            L.append(f"\n{s.label}: stopped early — {s.note}")
-    L.append("")
-    hello = by_label.get("hello (no SDK)")
-    py = by_label.get("auto-tagger (Python/boto3)")
-    L.append("Goals (medians):")
-    L.append("")
-    L.append("| function | init ÷ hello init (goal ≤ 2×) | first response ÷ hello first response | Python ÷ Rust, first response (goal ≥ 5×) | Python ÷ Rust, init | peak RSS max (goal ≤ 32 MiB) |")
-    L.append("|---|---|---|---|---|---|")
-    for s in series:
-        if not s.label.startswith(tuple(FUNCTIONS)) or "Python" in s.label:
-            continue
-        init, first = s.stat("init_ms", median), s.stat("first_ms", median)
-        h_init = hello.stat("init_ms", median) if hello else None
-        h_first = hello.stat("first_ms", median) if hello else None
-        r_init = f"{init / h_init:.2f}× {'met' if init / h_init <= 2 else '**missed**'}" if init and h_init else "–"
-        r_first = f"{first / h_first:.2f}×" if first and h_first else "–"
-        if s.label.startswith("auto-tagger") and py and py.ok_runs() and first:
-            py_first, py_init = py.stat("first_ms", median), py.stat("init_ms", median)
-            r_py = f"{py_first / first:.1f}× {'met' if py_first / first >= 5 else '**missed**'}"
-            r_py_init = f"{py_init / init:.1f}×"
-        else:
-            r_py = r_py_init = "– (no Python version)"
-        rss = [r.vmhwm_kb for r in s.ok_runs() if r.vmhwm_kb]
-        r_rss = f"{max(rss) / 1024:.1f} MiB {'met' if max(rss) <= RSS_GOAL_KB else '**missed**'}" if rss else "–"
-        L.append(f"| {s.label} | {r_init} | {r_first} | {r_py} | {r_py_init} | {r_rss} |")
-    L.append("")
-
+    L.extend(cold)
     L.append("## 3. AWS calls per run (emulator request counter)")
     L.append("")
     L.append("| function | case | calls | total | writes | goal | note |")
@@ -952,7 +821,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="10 cold starts per binary instead of 20 and no arm64 build (the arm64 sizes are those of the last `make build`, if any)")
-    parser.add_argument("--runs", type=int, default=None, help="cold starts per binary (default 20, --quick 10)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="(hello, function) pairs per cold-start row, after --warmup pairs (default 30, --quick 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up pairs before each cold-start row (default 3)")
     parser.add_argument("--skip-build", action="store_true", help="use the binaries already in target/")
     parser.add_argument("--no-arm64", dest="arm64", action="store_false", help="do not build the arm64 bootstraps")
     parser.add_argument("--out", default=str(ROOT / "benches" / "RESULTS.md"))
@@ -965,8 +836,8 @@ def main() -> int:
     args = parser.parse_args()
     global X86_TARGET
     X86_TARGET = Path(args.x86_target_dir).resolve()
-    if args.runs is None:
-        args.runs = 10 if args.quick else 20
+    if args.pairs is None:
+        args.pairs = 10 if args.quick else 30
     if args.quick:
         args.arm64 = False
     if not VENV_PY.exists():
@@ -993,8 +864,11 @@ def main() -> int:
         api = RuntimeApi()
         try:
             h = Harness(emu, api)
-            series, more = cold_starts(h, args.runs)
-            notes.extend(more)
+            import whole_process  # benches/, next to this file
+
+            rel = X86_TARGET / "release"
+            cold = whole_process.tables(whole_process.measure(h, rel, args.pairs, args.warmup), args.pairs, args.warmup)
+            cold += whole_process.strace_table(whole_process.strace_init(h, rel))
             calls = aws_calls(h)
         finally:
             api.close()
@@ -1014,7 +888,7 @@ def main() -> int:
     except (BenchError, subprocess.CalledProcessError) as e:
         say(f"benchmark failed: {e}")
         return 2
-    text = report(args, sizes, series, calls, deps, notes, machine, started, time.monotonic() - t_start, fleet)
+    text = report(args, sizes, cold, calls, deps, notes, machine, started, time.monotonic() - t_start, fleet)
     say("")
     say(text)
     Path(args.out).write_text(text + "\n")
