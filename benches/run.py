@@ -867,7 +867,8 @@ def main() -> int:
             import whole_process  # benches/, next to this file
 
             rel = X86_TARGET / "release"
-            cold = whole_process.tables(whole_process.measure(h, rel, args.pairs, args.warmup), args.pairs, args.warmup)
+            measured = whole_process.measure(h, rel, args.pairs, args.warmup)
+            cold = whole_process.tables(measured, args.pairs, args.warmup)
             cold += whole_process.strace_table(whole_process.strace_init(h, rel))
             calls = aws_calls(h)
         finally:
@@ -888,6 +889,9 @@ def main() -> int:
     except (BenchError, subprocess.CalledProcessError) as e:
         say(f"benchmark failed: {e}")
         return 2
+    import cost  # benches/, next to this file
+
+    fleet = (fleet or []) + cost.table(whole_process.first_response_ms(measured), "this run")
     text = report(args, sizes, cold, calls, deps, notes, machine, started, time.monotonic() - t_start, fleet)
     say("")
     say(text)

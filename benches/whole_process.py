@@ -181,6 +181,15 @@ def measure(h: Harness, rel: Path, pairs: int, warmup: int) -> list[Paired]:
     return out
 
 
+def first_response_ms(results: list[Paired]) -> dict[str, float]:
+    """{function: median init + first response, ms} of the Rust functions measured."""
+    out = {}
+    for p in results:
+        if p.kind == "first" and p.subject and "Python" not in p.label:
+            out[p.label.split(" ")[0]] = statistics.median(s.ms for s in p.subject)
+    return out
+
+
 def _med(v: list[float]) -> float | None:
     return statistics.median(v) if v else None
 
