@@ -72,6 +72,18 @@ class Subject:
     setup: Callable[[], None] | None = None  # once, before its series (emulator state)
 
 
+# Set by run.py's Harness for the AWS-call runs, but not by Lambda: the timed runs go without them,
+# so the SDK's standard chain looks for ~/.aws/config and ~/.aws/credentials as it does in Lambda.
+NOT_IN_LAMBDA = ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED")
+
+
+def lambda_env(h: Harness, name: str, extra: dict[str, str]) -> dict[str, str]:
+    env = h.env(name, extra)
+    for key in NOT_IN_LAMBDA:
+        env.pop(key, None)
+    return env
+
+
 class Timer:
     """Runs the `coldstart` harness once per measurement."""
 
@@ -86,7 +98,7 @@ class Timer:
     def _harness(self, name: str, mode: list[str], argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
         log.write_bytes(b"")
         out = subprocess.run([str(self.harness), *mode, "--log", str(log), "--", *argv],
-                             cwd=ROOT, env=self.h.env(name, env), text=True, capture_output=True)
+                             cwd=ROOT, env=lambda_env(self.h, name, env), text=True, capture_output=True)
         if out.returncode != 0:
             raise BenchError(f"{name}: {out.stderr.strip()} (log {log})")
         return json.loads(out.stdout)
@@ -280,7 +292,7 @@ def strace_init(h: Harness, rel: Path) -> list[Trace] | str:
     for label, name, argv, env in runs:
         say(f"==> strace (init, closed port): {label}")
         out = tmp / f"{name}.strace"
-        e = h.env(name, env)
+        e = lambda_env(h, name, env)
         e["AWS_LAMBDA_RUNTIME_API"] = f"127.0.0.1:{free_port()}"
         subprocess.run([strace, "-f", "-qq", "-o", str(out), "--", *argv], cwd=ROOT, env=e,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)

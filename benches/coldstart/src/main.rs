@@ -82,9 +82,7 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
             "--log" => log = Some(PathBuf::from(it.next().ok_or("--log needs a file")?)),
             "--timeout-ms" => {
                 let v = it.next().ok_or("--timeout-ms needs a number")?;
-                let ms: u64 = v
-                    .parse()
-                    .map_err(|e| format!("--timeout-ms {v:?}: {e}"))?;
+                let ms: u64 = v.parse().map_err(|e| format!("--timeout-ms {v:?}: {e}"))?;
                 timeout = Duration::from_millis(ms);
             }
             "--" => {

@@ -22,10 +22,15 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_ssm::config::SharedHttpClient;
+use aws_sdk_ssm::config::{
+    ConfigBag, HttpClient, RuntimeComponents, RuntimeComponentsBuilder, SharedHttpClient,
+};
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::{tls, Builder, ConnectorBuilder};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpConnector};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -82,18 +87,74 @@ fn timeout_config() -> aws_config::timeout::TimeoutConfig {
 /// built exactly as `default-https-client` builds it but with rustls on ring instead of
 /// aws-lc-rs: the workspace turns that feature off because aws-lc is a large C library.
 /// Plain `http://` endpoints (the emulator) go through the same connector.
+///
+/// Its TLS set-up (root store, rustls configuration) is made by the first request, not at
+/// init: see [`DeferredTls`]. The root store is the platform's (`rustls-native-certs`), so
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` select the bundle, a private CA included
+/// (benches/README.md, "Certificates").
 pub fn http_client() -> SharedHttpClient {
-    Builder::new().build_with_connector_fn(|settings, runtime_components| {
-        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ));
-        connector.set_connector_settings(settings.cloned());
-        if let Some(components) = runtime_components {
-            connector.set_sleep_impl(components.sleep_impl());
-        }
-        connector.set_proxy_config(Some(ProxyConfig::from_env()));
-        connector.build()
-    })
+    deferred_tls(
+        Builder::new().build_with_connector_fn(|settings, runtime_components| {
+            let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ));
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = runtime_components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        }),
+    )
+}
+
+/// `client`, minus its set-up at SDK-client construction ([`DeferredTls`]).
+fn deferred_tls(client: SharedHttpClient) -> SharedHttpClient {
+    SharedHttpClient::new(DeferredTls(client))
+}
+
+/// The SDK's hyper client with its TLS set-up taken out of the cold start.
+///
+/// aws-smithy-http-client 1.5.2's `HyperClient::validate_base_client_config` builds a whole
+/// connector — the native root certificates read from `/etc/ssl/certs` and parsed, a rustls
+/// configuration — each time an SDK *client* is constructed (three or four per function), and
+/// throws it away "so that native certs load at client initialization time"; the first request
+/// then builds the connector it really uses, parsing the roots again. Not forwarding that hook
+/// leaves one build, at the first request, shared by every client of the process (they share
+/// this HTTP client and its connector cache). Certificate verification is unchanged: the
+/// connector is the SDK's own. Measured in benches/RESULTS.md (init and init + first response).
+#[derive(Debug)]
+struct DeferredTls(SharedHttpClient);
+
+impl HttpClient for DeferredTls {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    /// Deliberately not forwarded: the wrapped client's check only pre-builds a connector.
+    fn validate_base_client_config(
+        &self,
+        _: &RuntimeComponentsBuilder,
+        _: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn validate_final_config(
+        &self,
+        components: &RuntimeComponents,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 /// The AWS service an adapter calls: the prefix of its IAM actions (`ssm:CreatePatchBaseline`).
@@ -358,6 +419,79 @@ impl fmt::Display for CallSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use aws_config::Region;
+    use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture};
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+
+    /// Counts the SDK's requests to pre-build a connector; connects nowhere.
+    #[derive(Debug, Default)]
+    struct CountingClient {
+        prebuilds: Arc<AtomicUsize>,
+    }
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl HttpConnector for Nowhere {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            HttpConnectorFuture::ready(Err(ConnectorError::other(
+                "no network in tests".into(),
+                None,
+            )))
+        }
+    }
+
+    impl HttpClient for CountingClient {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(Nowhere)
+        }
+
+        fn validate_base_client_config(
+            &self,
+            _: &RuntimeComponentsBuilder,
+            _: &ConfigBag,
+        ) -> Result<(), BoxError> {
+            self.prebuilds.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn config_with(client: SharedHttpClient) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .retry_config(RetryConfig::disabled())
+            .http_client(client)
+            .build()
+    }
+
+    #[test]
+    fn constructing_sdk_clients_builds_no_connector_at_init() {
+        let prebuilds = Arc::new(AtomicUsize::new(0));
+        let counting = SharedHttpClient::new(CountingClient {
+            prebuilds: Arc::clone(&prebuilds),
+        });
+        // What the SDK does with a client as it is: one connector build per SDK client.
+        let eager = config_with(counting.clone());
+        let _ssm = aws_sdk_ssm::Client::new(&eager);
+        let _ec2 = aws_sdk_ec2::Client::new(&eager);
+        assert_eq!(prebuilds.load(Ordering::SeqCst), 2);
+        // Deferred: none; the first request builds the connector it uses.
+        let deferred = config_with(deferred_tls(counting));
+        let _ssm = aws_sdk_ssm::Client::new(&deferred);
+        let _ec2 = aws_sdk_ec2::Client::new(&deferred);
+        let _sns = aws_sdk_sns::Client::new(&deferred);
+        assert_eq!(prebuilds.load(Ordering::SeqCst), 2);
+    }
 
     /// Calls wait long enough for a shared 10-per-second bucket (the longest back-off sum
     /// reaches the operation timeout), while one call still ends within it.
