@@ -104,12 +104,10 @@ impl Notifier {
         self
     }
 
-    /// From `settings` (`Settings::from_env()` in Lambda): `TOPIC_ARN` and
-    /// `IDEMPOTENCY_TABLE` (required), the policy settings and the stack.
-    pub fn from_settings(
-        config: &aws_config::SdkConfig,
-        settings: Settings,
-    ) -> Result<Notifier, ConfigError> {
+    /// The report topic and the idempotency table (`TOPIC_ARN`, `IDEMPOTENCY_TABLE`), without
+    /// which run-notifier cannot work. `main` checks them at init, before any SDK work, so a
+    /// deployment that lacks one fails its init rather than each event.
+    pub fn required_settings(settings: &Settings) -> Result<(String, String), ConfigError> {
         let required = |value, name, meaning| {
             Settings::required(value, name, "run-notifier", meaning).map(str::to_string)
         };
@@ -119,6 +117,16 @@ impl Notifier {
             settings::IDEMPOTENCY_TABLE,
             "the idempotency table",
         )?;
+        Ok((topic, table))
+    }
+
+    /// From `settings` (`Settings::from_env()` in Lambda): `TOPIC_ARN` and
+    /// `IDEMPOTENCY_TABLE` (required), the policy settings and the stack.
+    pub fn from_settings(
+        config: &aws_config::SdkConfig,
+        settings: Settings,
+    ) -> Result<Notifier, ConfigError> {
+        let (topic, table) = Self::required_settings(&settings)?;
         // An invalid policy parameter must not stop the reports: the last known good policy
         // (stored by baseline-sync in the same table) is used instead.
         let policy = PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings)

@@ -54,6 +54,44 @@ pub async fn load_config() -> SdkConfig {
         .await
 }
 
+/// What a function builds from the SDK configuration (its SDK clients and adapters), made by
+/// its first event instead of at init.
+///
+/// A cold start's init then holds only what the function needs before it can take an event
+/// (logging, settings): no SDK configuration (the profile files of the standard chain), no
+/// client construction (runtime plugins, endpoint resolver, ~0.35 ms per client measured), no
+/// TLS set-up. The first event pays for them once, as it did before through the init: the time
+/// to the first response is not longer (benches/RESULTS.md, "init + first response"), and a
+/// warm invocation finds them built. The credentials are the standard chain's, resolved at the
+/// first request as before.
+pub struct OnFirstEvent<T, E = std::convert::Infallible> {
+    built: tokio::sync::OnceCell<T>,
+    build: Box<dyn Fn(&SdkConfig) -> Result<T, E> + Send + Sync>,
+}
+
+impl<T, E> OnFirstEvent<T, E> {
+    /// `build` runs once, at the first [`get`](Self::get), with [`load_config`]'s configuration.
+    pub fn new(build: impl Fn(&SdkConfig) -> Result<T, E> + Send + Sync + 'static) -> Self {
+        OnFirstEvent {
+            built: tokio::sync::OnceCell::new(),
+            build: Box::new(build),
+        }
+    }
+
+    /// What `build` made, building it on the first call. An error is returned and not kept:
+    /// the next call tries again.
+    pub async fn get(&self) -> Result<&T, E> {
+        self.built
+            .get_or_try_init(|| async { (self.build)(&load_config().await) })
+            .await
+    }
+
+    /// Whether the first event has come (tests: nothing is built before it).
+    pub fn is_built(&self) -> bool {
+        self.built.initialized()
+    }
+}
+
 /// Every call's retries, chosen rather than inherited: the SDK's standard mode (full-jitter
 /// exponential back-off; throttling, 5xx, timeouts and lost connections are retried) with
 /// 10 attempts from 500 ms, each wait at most 4 s: up to 27.5 s of back-off, which
@@ -472,6 +510,30 @@ mod tests {
             .retry_config(RetryConfig::disabled())
             .http_client(client)
             .build()
+    }
+
+    #[tokio::test]
+    async fn on_first_event_builds_nothing_before_the_first_event_then_once() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&builds);
+        let lazy = OnFirstEvent::new(move |config: &SdkConfig| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            // The first build fails (a setting that the environment lacks), the next succeed.
+            if n == 1 {
+                Err("first build fails")
+            } else {
+                Ok((n, config.retry_config().map(|r| r.max_attempts())))
+            }
+        });
+        assert_eq!(builds.load(Ordering::SeqCst), 0);
+        assert!(!lazy.is_built());
+        assert_eq!(lazy.get().await.err(), Some("first build fails"));
+        assert!(!lazy.is_built(), "a failed build is not kept");
+        // Built with load_config's settings, then kept: warm events build nothing.
+        assert_eq!(lazy.get().await.ok(), Some(&(2, Some(10))));
+        assert_eq!(lazy.get().await.ok(), Some(&(2, Some(10))));
+        assert!(lazy.is_built());
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
     }
 
     #[test]
