@@ -417,7 +417,7 @@ fn plan(args: &PlanArgs, now: DateTime<Utc>) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let config = patchpilot::aws::load_config().await;
-        let ssm = aws_sdk_ssm::Client::new(&config);
+        let ssm = patchpilot::aws::ssm_client(&config);
         let calls = CallLog::new();
         patchpilot::sync::plan_only(&ssm, &owner, &loaded, &deployment, &calls).await
     });

@@ -101,16 +101,25 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_nothing_else_is() {
         String::from_utf8_lossy(&plain.stdout)
     );
 
-    // The platform's roots (no SSL_CERT_FILE) do not hold the private CA, and a bundle of
-    // another CA does not either: both refused, the certificate named as the reason. No
-    // setting turns verification off.
+    // The platform's roots (no SSL_CERT_FILE) do not hold the private CA, a bundle of another
+    // CA does not either, and a bundle that is missing holds nothing: each refused, the
+    // certificate named as the reason, never a panic. No setting turns verification off.
     for (case, ca) in [
         ("the platform's roots", None),
         ("an unrelated CA", Some(front.dir.join("other-ca.pem"))),
+        (
+            "a bundle file that is missing",
+            Some(front.dir.join("missing.pem")),
+        ),
     ] {
         let refused = coverage(&https, ca.as_deref());
         let out = text(&refused);
         assert!(!refused.status.success(), "{case}: accepted\n{out}");
+        assert!(
+            !out.contains("panicked"),
+            "{case}: a panic, not an error:\n{out}"
+        );
+        eprintln!("{case}:\n{out}");
         assert!(
             out.to_lowercase().contains("certificate") || out.contains("UnknownIssuer"),
             "{case}: refused for another reason than the certificate:\n{out}"

@@ -70,10 +70,12 @@ impl Tagger {
     /// Adapters over `config` (the emulator when `AWS_ENDPOINT_URL` is set); policy, stack
     /// and deployed tag key from `settings` (`Settings::from_env()` in Lambda).
     pub fn from_settings(config: &aws_config::SdkConfig, settings: Settings) -> Tagger {
-        let mut policy = PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings);
+        // One client per service (each construction is cold-start time).
+        let ssm = patchpilot::aws::ssm_client(config);
+        let mut policy = PolicySource::from_settings(ssm.clone(), &settings);
         let mut order = None;
         if let Some(table) = &settings.idempotency_table {
-            let dynamodb = aws_sdk_dynamodb::Client::new(config);
+            let dynamodb = patchpilot::aws::dynamodb_client(config);
             policy = policy.with_last_good(
                 LastGoodStore::new(dynamodb.clone(), table, &settings.owner),
                 true,
@@ -83,7 +85,7 @@ impl Tagger {
         Tagger {
             fleet: FleetAdapters {
                 ec2: Ec2Fleet::new(config),
-                managed: ManagedInstances::new(config),
+                managed: ManagedInstances::from_client(ssm),
             },
             policy,
             owner: settings.owner,

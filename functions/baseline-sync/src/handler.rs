@@ -72,26 +72,39 @@ impl Syncer {
     /// From `settings` (`Settings::from_env()` in Lambda): policy parameter and cache, stack,
     /// deployed tag key, output bucket and window role.
     pub fn from_settings(config: &SdkConfig, settings: Settings) -> Syncer {
-        let ssm = aws_sdk_ssm::Client::new(config);
+        // One client per service (each construction is cold-start time).
+        let ssm = patchpilot::aws::ssm_client(config);
+        let dynamodb = settings
+            .idempotency_table
+            .as_ref()
+            .map(|_| patchpilot::aws::dynamodb_client(config));
         let mut policy = PolicySource::from_settings(ssm.clone(), &settings);
-        if let Some(table) = &settings.idempotency_table {
+        if let (Some(table), Some(dynamodb)) = (&settings.idempotency_table, &dynamodb) {
             // Kept here, never fallen back to: an invalid policy changes nothing.
             policy = policy.with_last_good(
-                LastGoodStore::new(
-                    aws_sdk_dynamodb::Client::new(config),
-                    table,
-                    &settings.owner,
-                ),
+                LastGoodStore::new(dynamodb.clone(), table, &settings.owner),
                 false,
             );
         }
         let mut syncer =
             Syncer::build(config, policy, ssm, settings.deployment).with_owner(settings.owner);
-        match (&settings.topic_arn, &settings.idempotency_table) {
-            (Some(topic), Some(table)) => {
-                syncer.notice = Some(CoverageNotifier::new(config, topic, table, &syncer.owner));
-                syncer.invalid_notice =
-                    Some(PolicyInvalidNotifier::new(config, topic, table, &syncer.owner));
+        match (&settings.topic_arn, &settings.idempotency_table, dynamodb) {
+            (Some(topic), Some(table), Some(dynamodb)) => {
+                let sns = patchpilot::aws::sns_client(config);
+                syncer.notice = Some(CoverageNotifier::from_clients(
+                    sns.clone(),
+                    dynamodb.clone(),
+                    topic,
+                    table,
+                    &syncer.owner,
+                ));
+                syncer.invalid_notice = Some(PolicyInvalidNotifier::from_clients(
+                    sns,
+                    dynamodb,
+                    topic,
+                    table,
+                    &syncer.owner,
+                ));
             }
             _ => warn!(
                 "TOPIC_ARN or IDEMPOTENCY_TABLE is not set (template.yaml sets both for baseline-sync): coverage changes are logged, not published"
@@ -106,7 +119,7 @@ impl Syncer {
         policy_parameter: Option<String>,
         deployment: Deployment,
     ) -> Syncer {
-        let ssm = aws_sdk_ssm::Client::new(config);
+        let ssm = patchpilot::aws::ssm_client(config);
         let policy = PolicySource::new(ssm.clone(), policy_parameter, Duration::from_secs(60));
         Syncer::build(config, policy, ssm, deployment)
     }
@@ -117,13 +130,14 @@ impl Syncer {
         ssm: aws_sdk_ssm::Client,
         deployment: Deployment,
     ) -> Syncer {
+        let ec2 = patchpilot::aws::ec2_client(config);
         Syncer {
             policy,
             fleet: FleetAdapters {
-                ec2: Ec2Fleet::new(config),
+                ec2: Ec2Fleet::from_client(ec2.clone()),
                 managed: ManagedInstances::from_client(ssm.clone()),
             },
-            coverage: CoverageReader::new(config),
+            coverage: CoverageReader::from_clients(ssm.clone(), ec2),
             notice: None,
             invalid_notice: None,
             ssm,

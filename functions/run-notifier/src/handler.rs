@@ -84,11 +84,26 @@ impl Notifier {
         table: &str,
         policy: PolicySource,
     ) -> Notifier {
+        let ssm = patchpilot::aws::ssm_client(config);
+        let dynamodb = patchpilot::aws::dynamodb_client(config);
+        Notifier::with_clients(config, ssm, dynamodb, topic_arn, table, policy)
+    }
+
+    /// As [`new`](Self::new), with the SSM and DynamoDB clients the policy source already
+    /// uses: one client per service and process (each construction is cold-start time).
+    fn with_clients(
+        config: &aws_config::SdkConfig,
+        ssm: aws_sdk_ssm::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        topic_arn: &str,
+        table: &str,
+        policy: PolicySource,
+    ) -> Notifier {
         Notifier {
-            ssm: aws_sdk_ssm::Client::new(config),
-            ec2: aws_sdk_ec2::Client::new(config),
-            topic: notify::Notifier::new(aws_sdk_sns::Client::new(config), topic_arn),
-            idempotency: Idempotency::new(aws_sdk_dynamodb::Client::new(config), table),
+            ssm,
+            ec2: patchpilot::aws::ec2_client(config),
+            topic: notify::Notifier::new(patchpilot::aws::sns_client(config), topic_arn),
+            idempotency: Idempotency::new(dynamodb, table),
             policy,
             owner: Owner::default(),
             promotion: None,
@@ -98,7 +113,7 @@ impl Notifier {
     /// Record and check promotions in `bucket` (the stack's output bucket).
     pub fn with_promotion(mut self, config: &aws_config::SdkConfig, bucket: &str) -> Notifier {
         self.promotion = Some((
-            PatchReader::new(config),
+            PatchReader::from_client(self.ssm.clone()),
             PromotionStore::new(config, bucket),
         ));
         self
@@ -129,16 +144,14 @@ impl Notifier {
         let (topic, table) = Self::required_settings(&settings)?;
         // An invalid policy parameter must not stop the reports: the last known good policy
         // (stored by baseline-sync in the same table) is used instead.
-        let policy = PolicySource::from_settings(aws_sdk_ssm::Client::new(config), &settings)
-            .with_last_good(
-                LastGoodStore::new(
-                    aws_sdk_dynamodb::Client::new(config),
-                    &table,
-                    &settings.owner,
-                ),
-                true,
-            );
-        let notifier = Notifier::new(config, &topic, &table, policy).with_owner(settings.owner);
+        let ssm = patchpilot::aws::ssm_client(config);
+        let dynamodb = patchpilot::aws::dynamodb_client(config);
+        let policy = PolicySource::from_settings(ssm.clone(), &settings).with_last_good(
+            LastGoodStore::new(dynamodb.clone(), &table, &settings.owner),
+            true,
+        );
+        let notifier = Notifier::with_clients(config, ssm, dynamodb, &topic, &table, policy)
+            .with_owner(settings.owner);
         Ok(match settings.deployment.output_bucket.as_deref() {
             Some(bucket) if !bucket.is_empty() => notifier.with_promotion(config, bucket),
             _ => {

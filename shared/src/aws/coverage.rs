@@ -72,8 +72,8 @@ pub struct CoverageReader {
 impl CoverageReader {
     pub fn new(config: &SdkConfig) -> CoverageReader {
         CoverageReader::from_clients(
-            aws_sdk_ssm::Client::new(config),
-            aws_sdk_ec2::Client::new(config),
+            crate::aws::ssm_client(config),
+            crate::aws::ec2_client(config),
         )
     }
 

@@ -79,9 +79,26 @@ pub struct CoverageNotifier {
 
 impl CoverageNotifier {
     pub fn new(config: &SdkConfig, topic_arn: &str, table: &str, owner: &Owner) -> Self {
+        Self::from_clients(
+            crate::aws::sns_client(config),
+            crate::aws::dynamodb_client(config),
+            topic_arn,
+            table,
+            owner,
+        )
+    }
+
+    /// With clients the function already has (one per service and process).
+    pub fn from_clients(
+        sns: aws_sdk_sns::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        topic_arn: &str,
+        table: &str,
+        owner: &Owner,
+    ) -> Self {
         CoverageNotifier {
-            notifier: Notifier::new(aws_sdk_sns::Client::new(config), topic_arn),
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            notifier: Notifier::new(sns, topic_arn),
+            dynamodb,
             table: table.to_string(),
             key: item_key(owner),
         }

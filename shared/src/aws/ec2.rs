@@ -72,7 +72,7 @@ pub struct Ec2Fleet {
 
 impl Ec2Fleet {
     pub fn new(config: &SdkConfig) -> Ec2Fleet {
-        Ec2Fleet::from_client(aws_sdk_ec2::Client::new(config))
+        Ec2Fleet::from_client(crate::aws::ec2_client(config))
     }
 
     pub fn from_client(client: aws_sdk_ec2::Client) -> Ec2Fleet {

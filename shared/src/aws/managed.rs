@@ -84,7 +84,7 @@ fn build_error(e: aws_sdk_ssm::error::BuildError) -> FleetError {
 
 impl ManagedInstances {
     pub fn new(config: &SdkConfig) -> ManagedInstances {
-        ManagedInstances::from_client(aws_sdk_ssm::Client::new(config))
+        ManagedInstances::from_client(crate::aws::ssm_client(config))
     }
 
     pub fn from_client(client: aws_sdk_ssm::Client) -> ManagedInstances {

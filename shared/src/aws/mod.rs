@@ -17,7 +17,7 @@ pub mod tag_order;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -28,9 +28,14 @@ use aws_sdk_ssm::config::{
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::{tls, Builder, ConnectorBuilder};
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
-use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpConnector};
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -59,15 +64,19 @@ pub async fn load_config() -> SdkConfig {
 ///
 /// A cold start's init then holds only what the function needs before it can take an event
 /// (logging, settings): no SDK configuration (the profile files of the standard chain), no
-/// client construction (runtime plugins, endpoint resolver, ~0.35 ms per client measured), no
-/// TLS set-up. The first event pays for them once, as it did before through the init: the time
-/// to the first response is not longer (benches/RESULTS.md, "init + first response"), and a
-/// warm invocation finds them built. The credentials are the standard chain's, resolved at the
-/// first request as before.
+/// client construction (runtime plugins, endpoint resolver, ~0.2 ms per client measured), no
+/// TLS set-up. The first event pays for them once, as the init did before: locally the time to
+/// the first response is the same (benches/RESULTS.md §2), and a warm invocation finds them
+/// built. On Lambda that work now runs at the invocation's share of a vCPU instead of the
+/// init's (benches/README.md, "What the init holds"). The credentials are the standard
+/// chain's, resolved at the first request as before.
 pub struct OnFirstEvent<T, E = std::convert::Infallible> {
     built: tokio::sync::OnceCell<T>,
-    build: Box<dyn Fn(&SdkConfig) -> Result<T, E> + Send + Sync>,
+    build: Build<T, E>,
 }
+
+/// What [`OnFirstEvent`] runs once.
+type Build<T, E> = Box<dyn Fn(&SdkConfig) -> Result<T, E> + Send + Sync>;
 
 impl<T, E> OnFirstEvent<T, E> {
     /// `build` runs once, at the first [`get`](Self::get), with [`load_config`]'s configuration.
@@ -90,6 +99,45 @@ impl<T, E> OnFirstEvent<T, E> {
     pub fn is_built(&self) -> bool {
         self.built.initialized()
     }
+}
+
+/// The functions' SDK clients: [`load_config`]'s configuration, with the retry quota lifted
+/// ([`retry_partition`]). One function per service, each as `Client::new` would build it.
+macro_rules! sdk_clients {
+    ($($name:ident => $krate:ident),+ $(,)?) => {$(
+        #[doc = concat!("A `", stringify!($krate), "` client of `config`, with patchpilot's retry partition.")]
+        pub fn $name(config: &SdkConfig) -> $krate::Client {
+            $krate::Client::from_conf(
+                $krate::config::Builder::from(config)
+                    .retry_partition(retry_partition())
+                    .build(),
+            )
+        }
+    )+};
+}
+
+sdk_clients! {
+    ssm_client => aws_sdk_ssm,
+    ec2_client => aws_sdk_ec2,
+    sns_client => aws_sdk_sns,
+    dynamodb_client => aws_sdk_dynamodb,
+    s3_client => aws_sdk_s3,
+}
+
+/// The retry partition of every client: the SDK's, without its retry quota.
+///
+/// The standard retry mode keeps a quota per process and service (500 tokens; a throttled
+/// retry costs 5, another retry 14; only successes give tokens back: aws-smithy-runtime
+/// 1.16 `TokenBucket`). In a launch burst, 50 taggers share EC2's 10-per-second `CreateTags`
+/// bucket and most attempts are throttled: a warm tagger spent its quota within ~100 throttled
+/// retries, and from then on each throttled call failed at once, with none of its 10 attempts
+/// (benches/RESULTS.md §6: 14,168 of 20,000 events dead-lettered). The quota guards against
+/// retry storms; here every call is already bounded (10 attempts, [`OPERATION_TIMEOUT`]) and so
+/// is the number of callers (the functions' reserved concurrency), so the quota goes.
+pub fn retry_partition() -> RetryPartition {
+    RetryPartition::custom("patchpilot")
+        .token_bucket(TokenBucket::unlimited())
+        .build()
 }
 
 /// Every call's retries, chosen rather than inherited: the SDK's standard mode (full-jitter
@@ -146,9 +194,57 @@ pub fn http_client() -> SharedHttpClient {
     )
 }
 
+/// Why the operator's own root bundle cannot be used, if it cannot.
+///
+/// With `SSL_CERT_FILE` or `SSL_CERT_DIR` set, the trusted roots are only those
+/// (`rustls-native-certs`). When they hold no certificate (a missing or unreadable file, an
+/// empty directory), aws-smithy-http-client 1.5.2 panics while building its connector ("no
+/// valid root certificates parsed"), which aborts the function: Lambda would restart it and
+/// the next event would abort again. Checked first (read only when the operator set one of
+/// the two, once per process), so each call fails instead with an error that names the
+/// setting.
+fn operator_roots_problem() -> Option<String> {
+    let file = std::env::var_os("SSL_CERT_FILE");
+    let dir = std::env::var_os("SSL_CERT_DIR");
+    if file.is_none() && dir.is_none() {
+        return None;
+    }
+    let loaded = rustls_native_certs::load_native_certs();
+    if !loaded.certs.is_empty() {
+        return None;
+    }
+    let errors: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
+    Some(format!(
+        "no root certificate could be loaded from SSL_CERT_FILE={} / SSL_CERT_DIR={}{}: \
+         no connection can be verified, so none is made",
+        file.map(|f| format!("{f:?}"))
+            .unwrap_or_else(|| "(unset)".into()),
+        dir.map(|d| format!("{d:?}"))
+            .unwrap_or_else(|| "(unset)".into()),
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join("; "))
+        }
+    ))
+}
+
+/// The connector when no root certificate can be loaded: every request fails with why.
+#[derive(Debug)]
+struct NoRoots(String);
+
+impl HttpConnector for NoRoots {
+    fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+        HttpConnectorFuture::ready(Err(ConnectorError::user(self.0.clone().into())))
+    }
+}
+
 /// `client`, minus its set-up at SDK-client construction ([`DeferredTls`]).
 fn deferred_tls(client: SharedHttpClient) -> SharedHttpClient {
-    SharedHttpClient::new(DeferredTls(client))
+    SharedHttpClient::new(DeferredTls {
+        client,
+        roots_problem: OnceLock::new(),
+    })
 }
 
 /// The SDK's hyper client with its TLS set-up taken out of the cold start.
@@ -162,7 +258,12 @@ fn deferred_tls(client: SharedHttpClient) -> SharedHttpClient {
 /// this HTTP client and its connector cache). Certificate verification is unchanged: the
 /// connector is the SDK's own. Measured in benches/RESULTS.md (init and init + first response).
 #[derive(Debug)]
-struct DeferredTls(SharedHttpClient);
+struct DeferredTls {
+    client: SharedHttpClient,
+    /// [`operator_roots_problem`], found by the first request and kept (the environment of a
+    /// process does not change).
+    roots_problem: OnceLock<Option<String>>,
+}
 
 impl HttpClient for DeferredTls {
     fn http_connector(
@@ -170,7 +271,10 @@ impl HttpClient for DeferredTls {
         settings: &HttpConnectorSettings,
         components: &RuntimeComponents,
     ) -> SharedHttpConnector {
-        self.0.http_connector(settings, components)
+        if let Some(problem) = self.roots_problem.get_or_init(operator_roots_problem) {
+            return SharedHttpConnector::new(NoRoots(problem.clone()));
+        }
+        self.client.http_connector(settings, components)
     }
 
     /// Deliberately not forwarded: the wrapped client's check only pre-builds a connector.
@@ -187,11 +291,11 @@ impl HttpClient for DeferredTls {
         components: &RuntimeComponents,
         cfg: &ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.validate_final_config(components, cfg)
+        self.client.validate_final_config(components, cfg)
     }
 
     fn connector_metadata(&self) -> Option<ConnectorMetadata> {
-        self.0.connector_metadata()
+        self.client.connector_metadata()
     }
 }
 
@@ -462,9 +566,6 @@ mod tests {
     use std::sync::Arc;
 
     use aws_config::Region;
-    use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture};
-    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
-    use aws_smithy_runtime_api::client::result::ConnectorError;
 
     /// Counts the SDK's requests to pre-build a connector; connects nowhere.
     #[derive(Debug, Default)]
@@ -534,6 +635,83 @@ mod tests {
         assert_eq!(lazy.get().await.ok(), Some(&(2, Some(10))));
         assert!(lazy.is_built());
         assert_eq!(builds.load(Ordering::SeqCst), 2);
+    }
+
+    /// Answers every request with SSM's throttling error, and counts them.
+    #[derive(Debug, Default)]
+    struct AlwaysThrottled {
+        requests: Arc<AtomicUsize>,
+    }
+
+    impl HttpConnector for AlwaysThrottled {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+            let mut response = aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).expect("a status"),
+                aws_smithy_types::body::SdkBody::from(body),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/x-amz-json-1.1");
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    impl HttpClient for AlwaysThrottled {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(AlwaysThrottled {
+                requests: Arc::clone(&self.requests),
+            })
+        }
+    }
+
+    /// Throttled calls keep all their attempts however many came before: without the custom
+    /// partition, the SDK's retry quota (500 tokens, 5 per throttled retry) runs out after ~50
+    /// such calls and later ones are made once, without a retry.
+    #[tokio::test]
+    async fn a_long_run_of_throttled_calls_keeps_every_retry() {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_ssm::config::SharedCredentialsProvider::new(
+                aws_sdk_ssm::config::Credentials::new("AKID", "secret", None, None, "test"),
+            ))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(1))
+                    .with_max_backoff(Duration::from_millis(1)),
+            )
+            .http_client(SharedHttpClient::new(AlwaysThrottled {
+                requests: Arc::clone(&requests),
+            }))
+            .build();
+        const CALLS: usize = 120;
+        let count = |client: aws_sdk_ssm::Client| {
+            let requests = Arc::clone(&requests);
+            async move {
+                requests.store(0, Ordering::SeqCst);
+                for _ in 0..CALLS {
+                    let e = client
+                        .get_parameter()
+                        .name("/patchpilot/policy")
+                        .send()
+                        .await
+                        .expect_err("always throttled");
+                    assert_eq!(e.code(), Some("ThrottlingException"));
+                }
+                requests.load(Ordering::SeqCst)
+            }
+        };
+        assert_eq!(count(ssm_client(&config)).await, CALLS * 3);
+        // The SDK's default partition, for contrast: the quota cuts the retries short.
+        assert!(count(aws_sdk_ssm::Client::new(&config)).await < CALLS * 3);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub struct PatchReader {
 impl PatchReader {
     pub fn new(config: &SdkConfig) -> PatchReader {
         PatchReader {
-            ssm: aws_sdk_ssm::Client::new(config),
+            ssm: crate::aws::ssm_client(config),
         }
     }
 
@@ -258,7 +258,7 @@ pub struct PromotionStore {
 
 impl PromotionStore {
     pub fn new(config: &SdkConfig, bucket: &str) -> PromotionStore {
-        PromotionStore::from_client(aws_sdk_s3::Client::new(config), bucket)
+        PromotionStore::from_client(crate::aws::s3_client(config), bucket)
     }
 
     pub fn from_client(s3: aws_sdk_s3::Client, bucket: &str) -> PromotionStore {
