@@ -390,9 +390,15 @@ class Emulator:
         if service not in self._clients:
             import boto3  # the venv's; only the harness and the Python baseline use it
 
+            from botocore.config import Config
+
+            # The harness's own reads of a 20,000-instance fleet (benches/scale.py) take minutes
+            # on a busy 2-core machine: botocore's 60 s read timeout lost a whole burst's
+            # figures on 2026-12-08. Not timed; the functions' own timeouts are unchanged.
             self._clients[service] = boto3.client(
                 service, endpoint_url=self.url, region_name=REGION,
                 aws_access_key_id="testing", aws_secret_access_key="testing",
+                config=Config(read_timeout=900, retries={"mode": "standard", "max_attempts": 3}),
             )
         return self._clients[service]
 
