@@ -13,7 +13,6 @@
 //! | `Publish` | SNS: Publish (`MessageStructure=json`, message attributes) |
 //! | `PutItem` | DynamoDB: PutItem; an item is at most 400 KB ("Service, account, and table quotas") |
 
-use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -78,17 +77,8 @@ pub struct CoverageNotifier {
 }
 
 impl CoverageNotifier {
-    pub fn new(config: &SdkConfig, topic_arn: &str, table: &str, owner: &Owner) -> Self {
-        Self::from_clients(
-            crate::aws::sns_client(config),
-            crate::aws::dynamodb_client(config),
-            topic_arn,
-            table,
-            owner,
-        )
-    }
-
-    /// With clients the function already has (one per service and process).
+    /// With the SNS and DynamoDB clients the function already has (one per service and
+    /// process).
     pub fn from_clients(
         sns: aws_sdk_sns::Client,
         dynamodb: aws_sdk_dynamodb::Client,

@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use serde::Serialize;
@@ -267,17 +266,8 @@ pub struct PolicyInvalidNotifier {
 }
 
 impl PolicyInvalidNotifier {
-    pub fn new(config: &SdkConfig, topic_arn: &str, table: &str, owner: &Owner) -> Self {
-        Self::from_clients(
-            crate::aws::sns_client(config),
-            crate::aws::dynamodb_client(config),
-            topic_arn,
-            table,
-            owner,
-        )
-    }
-
-    /// With clients the function already has (one per service and process).
+    /// With the SNS and DynamoDB clients the function already has (one per service and
+    /// process).
     pub fn from_clients(
         sns: aws_sdk_sns::Client,
         dynamodb: aws_sdk_dynamodb::Client,
